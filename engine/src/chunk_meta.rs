@@ -1,0 +1,292 @@
+//! Per-layer, per-chunk block metadata: for every block of the chunk whether the layer holds
+//! it (absent, zero or data) and, for data, its CRC32. In memory one [`ChunkMeta`] per
+//! (layer, chunk); on disk two fixed slots per chunk in the layer's `.meta` file, written
+//! alternately so a torn write can only damage the slot being replaced, never the last good
+//! one. The newest valid slot (highest `seq`) wins on load.
+
+use std::collections::HashMap;
+
+use crate::codec::{crc, PutLe, Reader};
+use crate::format::{CHUNK_MAGIC, CURRENT_VERSION};
+use crate::storage::StorageFile;
+use crate::types::{ChunkIndex, LayerId};
+
+/// Header length of a chunk record.
+const HEADER_LEN: usize = 48;
+
+/// What one layer says about one block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BlockState {
+    /// Not written in this layer: look in the parent.
+    Absent,
+    /// Written as zeros (or trimmed) in this layer: reads zeros, holds no data.
+    Zero,
+    /// Written with data whose CRC32 is this.
+    Data(u32),
+}
+
+/// The in-memory metadata of one chunk of one layer.
+#[derive(Debug, Clone)]
+pub(crate) struct ChunkMeta {
+    pub states: Vec<BlockState>,
+    /// Sequence number of the newest durable record (0: none yet).
+    pub seq: u64,
+    /// Slot holding that record.
+    pub durable_slot: Option<u8>,
+}
+
+impl ChunkMeta {
+    pub(crate) fn new(chunk_blocks: u32) -> Self {
+        Self {
+            states: vec![BlockState::Absent; chunk_blocks as usize],
+            seq: 0,
+            durable_slot: None,
+        }
+    }
+
+    /// Number of blocks holding data.
+    pub(crate) fn data_blocks(&self) -> u64 {
+        self.states
+            .iter()
+            .filter(|s| matches!(s, BlockState::Data(_)))
+            .count() as u64
+    }
+}
+
+/// Bytes of one slot for a chunk of `chunk_blocks` blocks: header plus one state byte and one
+/// CRC per block, rounded up to 4 KiB so slots never share a disk sector.
+pub(crate) fn slot_len(chunk_blocks: u32) -> u64 {
+    let raw = HEADER_LEN as u64 + 5 * u64::from(chunk_blocks);
+    raw.div_ceil(4096) * 4096
+}
+
+/// Byte offset of `slot` (0 or 1) of `chunk` in the meta file.
+pub(crate) fn slot_offset(chunk_blocks: u32, chunk: ChunkIndex, slot: u8) -> u64 {
+    let len = slot_len(chunk_blocks);
+    chunk.0 * 2 * len + u64::from(slot) * len
+}
+
+/// Encodes the record for `meta` with sequence number `seq`.
+pub(crate) fn encode(layer: LayerId, chunk: ChunkIndex, seq: u64, meta: &ChunkMeta) -> Vec<u8> {
+    let cb = meta.states.len();
+    let mut body = Vec::with_capacity(5 * cb);
+    for s in &meta.states {
+        body.put_u8(match s {
+            BlockState::Absent => 0,
+            BlockState::Zero => 1,
+            BlockState::Data(_) => 2,
+        });
+    }
+    for s in &meta.states {
+        body.put_u32(match s {
+            BlockState::Data(c) => *c,
+            _ => 0,
+        });
+    }
+    let mut out = Vec::with_capacity(HEADER_LEN + body.len());
+    out.put_u32(CHUNK_MAGIC);
+    out.put_u16(CURRENT_VERSION as u16);
+    out.put_u16(0);
+    out.put_u64(layer.0);
+    out.put_u64(chunk.0);
+    out.put_u64(seq);
+    out.put_u32(cb as u32);
+    out.put_u32(crc(&body));
+    out.put_u32(0);
+    let header_crc = crc(&out);
+    out.put_u32(header_crc);
+    out.extend_from_slice(&body);
+    out
+}
+
+/// What one slot holds.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Slot {
+    /// Never written (all-zero header).
+    Empty,
+    /// A valid record: its sequence number and block states.
+    Valid(u64, Vec<BlockState>),
+    /// Written but unreadable: torn by a crash, or damaged.
+    Damaged(String),
+    /// Written by a newer format version.
+    Future(u32),
+}
+
+/// Decodes one slot, expecting a record of `layer`/`chunk` with `chunk_blocks` blocks.
+pub(crate) fn decode(bytes: &[u8], layer: LayerId, chunk: ChunkIndex, chunk_blocks: u32) -> Slot {
+    if bytes.len() >= HEADER_LEN && bytes[..HEADER_LEN].iter().all(|&b| b == 0) {
+        return Slot::Empty;
+    }
+    match decode_record(bytes, layer, chunk, chunk_blocks) {
+        Ok(slot) => slot,
+        Err(why) => Slot::Damaged(why),
+    }
+}
+
+fn decode_record(
+    bytes: &[u8],
+    layer: LayerId,
+    chunk: ChunkIndex,
+    chunk_blocks: u32,
+) -> Result<Slot, String> {
+    let short = |s: crate::codec::Short| format!("truncated at {}", s.what);
+    let mut r = Reader::new(bytes);
+    if r.u32("magic").map_err(short)? != CHUNK_MAGIC {
+        return Err("bad magic".into());
+    }
+    let version = r.u16("version").map_err(short)?;
+    r.u16("reserved").map_err(short)?;
+    let rec_layer = r.u64("layer").map_err(short)?;
+    let rec_chunk = r.u64("chunk").map_err(short)?;
+    let seq = r.u64("seq").map_err(short)?;
+    let cb = r.u32("chunk blocks").map_err(short)?;
+    let body_crc = r.u32("body crc").map_err(short)?;
+    r.u32("reserved").map_err(short)?;
+    let header_crc = r.u32("header crc").map_err(short)?;
+    if crc(&bytes[..HEADER_LEN - 4]) != header_crc {
+        return Err("header checksum mismatch".into());
+    }
+    if u32::from(version) > CURRENT_VERSION as u32 {
+        return Ok(Slot::Future(u32::from(version)));
+    }
+    if rec_layer != layer.0 || rec_chunk != chunk.0 || cb != chunk_blocks {
+        return Err(format!(
+            "record of layer {rec_layer} chunk {rec_chunk} ({cb} blocks) in the wrong place"
+        ));
+    }
+    let body = r.take(5 * cb as usize, "body").map_err(short)?;
+    if crc(body) != body_crc {
+        return Err("body checksum mismatch".into());
+    }
+    let (tags, crcs) = body.split_at(cb as usize);
+    let mut states = Vec::with_capacity(cb as usize);
+    for (i, tag) in tags.iter().enumerate() {
+        let mut c = [0u8; 4];
+        c.copy_from_slice(&crcs[4 * i..4 * i + 4]);
+        states.push(match tag {
+            0 => BlockState::Absent,
+            1 => BlockState::Zero,
+            2 => BlockState::Data(u32::from_le_bytes(c)),
+            other => return Err(format!("unknown block state {other}")),
+        });
+    }
+    Ok(Slot::Valid(seq, states))
+}
+
+/// The chunk metadata of one layer as found on disk.
+#[derive(Debug, Default)]
+pub(crate) struct Loaded {
+    pub chunks: HashMap<ChunkIndex, ChunkMeta>,
+    /// Chunks with a damaged slot, and why: acceptable only if the write-ahead log proves a
+    /// checkpoint of that chunk was interrupted.
+    pub damaged: Vec<(ChunkIndex, String)>,
+    /// A slot written by a newer format.
+    pub future_version: Option<u32>,
+}
+
+/// Bytes read per call while scanning a meta file: large reads make the scan of a sparse
+/// file cheap (holes read as zeros without I/O).
+const SCAN_READ: u64 = 4 << 20;
+
+/// Reads every chunk record of `layer` from its meta file.
+pub(crate) fn load(
+    file: &dyn StorageFile,
+    layer: LayerId,
+    chunk_blocks: u32,
+) -> std::io::Result<Loaded> {
+    let slot = slot_len(chunk_blocks);
+    let pair = 2 * slot;
+    let len = file.len()?;
+    let pairs = len.div_ceil(pair);
+    let per_read = (SCAN_READ / pair).max(1);
+    let mut out = Loaded::default();
+    let mut buf = Vec::new();
+    let mut first = 0;
+    while first < pairs {
+        let n = per_read.min(pairs - first);
+        buf.resize((n * pair) as usize, 0);
+        file.read_at(&mut buf, first * pair)?;
+        for i in 0..n {
+            let chunk = ChunkIndex(first + i);
+            let at = (i * pair) as usize;
+            let a = decode(&buf[at..at + slot as usize], layer, chunk, chunk_blocks);
+            let b = decode(&buf[at + slot as usize..at + pair as usize], layer, chunk, chunk_blocks);
+            take_newest(&mut out, chunk, [a, b]);
+        }
+        first += n;
+    }
+    Ok(out)
+}
+
+fn take_newest(out: &mut Loaded, chunk: ChunkIndex, slots: [Slot; 2]) {
+    let mut best: Option<(u64, u8, Vec<BlockState>)> = None;
+    for (i, s) in slots.into_iter().enumerate() {
+        match s {
+            Slot::Empty => {}
+            Slot::Damaged(why) => out.damaged.push((chunk, why)),
+            Slot::Future(v) => out.future_version = Some(v),
+            Slot::Valid(seq, states) => {
+                if best.as_ref().is_none_or(|(s, _, _)| seq > *s) {
+                    best = Some((seq, i as u8, states));
+                }
+            }
+        }
+    }
+    if let Some((seq, slot, states)) = best {
+        out.chunks.insert(
+            chunk,
+            ChunkMeta {
+                states,
+                seq,
+                durable_slot: Some(slot),
+            },
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta() -> ChunkMeta {
+        let mut m = ChunkMeta::new(16);
+        m.states[1] = BlockState::Data(0xdead_beef);
+        m.states[5] = BlockState::Zero;
+        m
+    }
+
+    #[test]
+    fn record_round_trips() {
+        let bytes = encode(LayerId(3), ChunkIndex(9), 42, &meta());
+        match decode(&bytes, LayerId(3), ChunkIndex(9), 16) {
+            Slot::Valid(42, states) => assert_eq!(states, meta().states),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn damage_and_misplacement_are_detected() {
+        let bytes = encode(LayerId(3), ChunkIndex(9), 42, &meta());
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x01;
+            assert!(matches!(decode(&b, LayerId(3), ChunkIndex(9), 16), Slot::Damaged(_)));
+        }
+        assert!(matches!(
+            decode(&bytes, LayerId(3), ChunkIndex(8), 16),
+            Slot::Damaged(_)
+        ));
+        for n in HEADER_LEN..bytes.len() {
+            assert!(matches!(
+                decode(&bytes[..n], LayerId(3), ChunkIndex(9), 16),
+                Slot::Damaged(_)
+            ));
+        }
+    }
+
+    #[test]
+    fn slots_do_not_overlap() {
+        assert_eq!(slot_len(1024), 8192);
+        assert_eq!(slot_offset(1024, ChunkIndex(1), 1), 3 * 8192);
+    }
+}

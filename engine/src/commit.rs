@@ -1,0 +1,347 @@
+//! Group commit and the write order. Every mutation of block content takes this path:
+//!
+//! 1. the writer queues its block updates; one writer at a time becomes the leader and takes
+//!    every queued update as one batch;
+//! 2. the leader appends one WAL record per update and syncs the log **once** for the batch;
+//! 3. only then it applies the batch in place (data file writes / hole punches, chunk
+//!    metadata, head index) and wakes every writer of the batch, which may then acknowledge;
+//! 4. when the log passes its limit, a checkpoint syncs the layer files, writes the dirty
+//!    chunk records (two-slot), publishes a manifest with a new WAL epoch and restarts the log.
+//!
+//! Rules: nothing in a layer file is written before its WAL record is durable; the manifest
+//! never names a file before the file and its directory entry are durable; the log is reused
+//! only after a manifest with a new epoch is durable. A failed write or sync poisons the volume.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::chunk_meta::{self, BlockState};
+use crate::error::{EngineError, Result};
+use crate::layer::Tree;
+use crate::manifest::Manifest;
+use crate::storage::StorageFile;
+use crate::types::{BlockIndex, ChunkIndex, Geometry, LayerId, Lsn};
+use crate::volume::Volume;
+use crate::wal;
+
+/// One change of block content, always to the head layer.
+#[derive(Debug, Clone)]
+pub(crate) enum Update {
+    /// One block of data (exactly one block long).
+    Data(BlockIndex, Bytes),
+    /// `count` blocks from `first` read as zeros and hold no data.
+    Zero(BlockIndex, u64),
+}
+
+/// The write-ahead log's position and what the next checkpoint must persist.
+pub(crate) struct WalState {
+    pub file: Arc<dyn StorageFile>,
+    pub epoch: u64,
+    pub next_lsn: Lsn,
+    /// Every record up to this one is durable in the layer files (the manifest's value).
+    pub checkpoint_lsn: Lsn,
+    pub offset: u64,
+    /// Chunk records changed since the last checkpoint.
+    pub dirty_chunks: HashSet<(LayerId, ChunkIndex)>,
+    /// Layers whose data file was written since the last checkpoint.
+    pub dirty_data: HashSet<LayerId>,
+}
+
+/// Writers waiting for group commit.
+#[derive(Default)]
+pub(crate) struct Queue {
+    pending: Vec<Update>,
+    leader: bool,
+    next_ticket: u64,
+    done_upto: u64,
+    failed_from: Option<u64>,
+}
+
+impl Volume {
+    /// Makes `updates` durable and applied, sharing the log sync with concurrent writers.
+    /// The caller holds the tree's read lock and the block locks of every updated block.
+    pub(crate) fn commit(&self, tree: &Tree, updates: Vec<Update>) -> Result<()> {
+        let mut q = self.queue.lock();
+        q.next_ticket += 1;
+        let ticket = q.next_ticket;
+        q.pending.extend(updates);
+        loop {
+            if q.done_upto >= ticket {
+                return match q.failed_from {
+                    Some(f) if ticket >= f => Err(EngineError::Poisoned),
+                    _ => Ok(()),
+                };
+            }
+            if q.leader {
+                self.queue_cv.wait(&mut q);
+                continue;
+            }
+            q.leader = true;
+            let batch = std::mem::take(&mut q.pending);
+            let start = q.done_upto + 1;
+            let upto = q.next_ticket;
+            drop(q);
+            let result = if self.is_poisoned() {
+                Err(EngineError::Poisoned)
+            } else {
+                self.write_batch(tree, batch)
+            };
+            q = self.queue.lock();
+            q.leader = false;
+            q.done_upto = upto;
+            if let Err(e) = result {
+                self.poison();
+                q.failed_from = Some(q.failed_from.map_or(start, |f| f.min(start)));
+                self.queue_cv.notify_all();
+                drop(q);
+                return Err(e);
+            }
+            self.queue_cv.notify_all();
+        }
+    }
+
+    /// Logs, syncs and applies one batch (the leader's work).
+    fn write_batch(&self, tree: &Tree, batch: Vec<Update>) -> Result<()> {
+        let bs = self.geometry.block_size as usize;
+        let mut wal = self.wal.lock();
+        let mut buf = Vec::with_capacity(batch.len() * (wal::HEADER_LEN + bs));
+        let first_lsn = wal.next_lsn;
+        for u in &batch {
+            let lsn = wal.next_lsn;
+            wal.next_lsn = Lsn(lsn.0 + 1);
+            match u {
+                Update::Data(block, data) => {
+                    wal::encode(&mut buf, wal.epoch, lsn, tree.head, *block, Some(data), 1)
+                }
+                Update::Zero(first, count) => {
+                    wal::encode(&mut buf, wal.epoch, lsn, tree.head, *first, None, *count)
+                }
+            }
+        }
+        let at = wal.offset;
+        let logged = wal
+            .file
+            .write_at(&buf, at)
+            .and_then(|()| wal.file.sync_data());
+        if let Err(e) = logged {
+            wal.next_lsn = first_lsn;
+            return Err(EngineError::io("writing the write-ahead log")(e));
+        }
+        wal.offset += buf.len() as u64;
+        drop(buf);
+        self.apply_batch(tree, &mut wal, &batch)?;
+        if wal.offset >= self.options.wal_limit {
+            self.checkpoint(tree, &mut wal)?;
+        }
+        Ok(())
+    }
+
+    /// Applies a durable batch in place, writing runs of consecutive blocks with one call.
+    fn apply_batch(&self, tree: &Tree, wal: &mut WalState, batch: &[Update]) -> Result<()> {
+        let head = tree.head;
+        let mut i = 0;
+        while i < batch.len() {
+            match &batch[i] {
+                Update::Zero(first, count) => {
+                    self.apply_zero(tree, wal, head, *first, *count, true)?;
+                    i += 1;
+                }
+                Update::Data(first, _) => {
+                    let mut run = vec![];
+                    let mut next = first.0;
+                    while let Some(Update::Data(b, d)) = batch.get(i) {
+                        if b.0 != next {
+                            break;
+                        }
+                        run.push(d.clone());
+                        next += 1;
+                        i += 1;
+                    }
+                    self.apply_data_run(tree, wal, head, *first, &run, true)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes consecutive data blocks starting at `first` into `layer` and records them.
+    pub(crate) fn apply_data_run(
+        &self,
+        tree: &Tree,
+        wal: &mut WalState,
+        layer: LayerId,
+        first: BlockIndex,
+        blocks: &[Bytes],
+        update_index: bool,
+    ) -> Result<()> {
+        let Some(l) = tree.layers.get(&layer) else {
+            return Ok(()); // a record of a layer deleted since: nothing to do
+        };
+        let g = self.geometry;
+        let offset = g.byte_offset(first);
+        let written = if blocks.len() == 1 {
+            l.data.write_at(&blocks[0], offset)
+        } else {
+            l.data.write_at(&blocks.concat(), offset)
+        };
+        written.map_err(EngineError::io("writing a layer data file"))?;
+        wal.dirty_data.insert(layer);
+        for (i, data) in blocks.iter().enumerate() {
+            let block = BlockIndex(first.0 + i as u64);
+            let state = BlockState::Data(crc32fast::hash(data));
+            self.record_state(tree, wal, layer, block, state, update_index);
+        }
+        Ok(())
+    }
+
+    /// Makes `count` blocks from `first` of `layer` read as zeros and frees their space.
+    pub(crate) fn apply_zero(
+        &self,
+        tree: &Tree,
+        wal: &mut WalState,
+        layer: LayerId,
+        first: BlockIndex,
+        count: u64,
+        update_index: bool,
+    ) -> Result<()> {
+        let Some(l) = tree.layers.get(&layer) else {
+            return Ok(());
+        };
+        let g = self.geometry;
+        l.data
+            .punch_hole(g.byte_offset(first), count * g.bs())
+            .map_err(EngineError::io("punching a hole in a layer data file"))?;
+        wal.dirty_data.insert(layer);
+        for b in first.0..first.0 + count {
+            self.record_state(tree, wal, layer, BlockIndex(b), BlockState::Zero, update_index);
+        }
+        Ok(())
+    }
+
+    fn record_state(
+        &self,
+        tree: &Tree,
+        wal: &mut WalState,
+        layer: LayerId,
+        block: BlockIndex,
+        state: BlockState,
+        update_index: bool,
+    ) {
+        let g = self.geometry;
+        let (chunk, slot) = g.locate(block);
+        if let Some(l) = tree.layers.get(&layer) {
+            l.set_state(chunk, slot, state, g.chunk_blocks);
+        }
+        wal.dirty_chunks.insert((layer, chunk));
+        if update_index && layer == tree.head {
+            let mut index = tree.index.write();
+            let owners = index
+                .entry(chunk)
+                .or_insert_with(|| vec![0; g.chunk_blocks as usize].into());
+            owners[slot] = layer.0;
+        }
+    }
+
+    /// Persists everything applied so far and restarts the log under a new epoch.
+    pub(crate) fn checkpoint(&self, tree: &Tree, wal: &mut WalState) -> Result<()> {
+        for id in &wal.dirty_data {
+            if let Some(l) = tree.layers.get(id) {
+                l.data
+                    .sync_data()
+                    .map_err(EngineError::io("syncing a layer data file"))?;
+            }
+        }
+        let mut by_layer: BTreeMap<LayerId, Vec<ChunkIndex>> = BTreeMap::new();
+        for (layer, chunk) in &wal.dirty_chunks {
+            by_layer.entry(*layer).or_default().push(*chunk);
+        }
+        for (layer, chunks) in &by_layer {
+            persist_chunks(tree, self.geometry, *layer, chunks)?;
+        }
+        let applied = Lsn(wal.next_lsn.0 - 1);
+        let manifest = self.manifest_of(tree, wal.epoch + 1, applied);
+        manifest.store(self.storage.as_ref())?;
+        wal.epoch += 1;
+        wal.checkpoint_lsn = applied;
+        wal.offset = 0;
+        wal.dirty_chunks.clear();
+        wal.dirty_data.clear();
+        Ok(())
+    }
+
+    /// The manifest describing `tree` with the given log position.
+    pub(crate) fn manifest_of(&self, tree: &Tree, epoch: u64, checkpoint_lsn: Lsn) -> Manifest {
+        Manifest {
+            size: tree.size,
+            geometry: self.geometry,
+            epoch,
+            checkpoint_lsn,
+            next_layer_id: tree.next_layer_id,
+            head: tree.head,
+            layers: tree.layers.values().map(|l| l.record.clone()).collect(),
+        }
+    }
+
+    pub(crate) fn is_poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn poison(&self) {
+        self.poisoned.store(true, Ordering::SeqCst);
+    }
+
+    /// Fails with `Poisoned` once an earlier write failed.
+    pub(crate) fn check_poison(&self) -> Result<()> {
+        if self.is_poisoned() {
+            Err(EngineError::Poisoned)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Writes the chunk records of `chunks` of `layer` into their spare slots and syncs them.
+pub(crate) fn persist_chunks(
+    tree: &Tree,
+    g: Geometry,
+    layer: LayerId,
+    chunks: &[ChunkIndex],
+) -> Result<()> {
+    let Some(l) = tree.layers.get(&layer) else {
+        return Ok(());
+    };
+    let mut written = Vec::with_capacity(chunks.len());
+    for chunk in chunks {
+        let (bytes, seq, slot) = {
+            let metas = l.chunks.read();
+            let Some(meta) = metas.get(chunk) else {
+                continue;
+            };
+            let seq = meta.seq + 1;
+            let slot = match meta.durable_slot {
+                Some(0) => 1,
+                _ => 0,
+            };
+            (chunk_meta::encode(layer, *chunk, seq, meta), seq, slot)
+        };
+        let at = chunk_meta::slot_offset(g.chunk_blocks, *chunk, slot);
+        l.meta
+            .write_at(&bytes, at)
+            .map_err(EngineError::io("writing chunk metadata"))?;
+        written.push((*chunk, seq, slot));
+    }
+    l.meta
+        .sync_data()
+        .map_err(EngineError::io("syncing chunk metadata"))?;
+    let mut metas = l.chunks.write();
+    for (chunk, seq, slot) in written {
+        if let Some(m) = metas.get_mut(&chunk) {
+            m.seq = seq;
+            m.durable_slot = Some(slot);
+        }
+    }
+    Ok(())
+}

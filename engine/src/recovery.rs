@@ -1,0 +1,241 @@
+//! Creating a volume and opening one, including crash recovery: load the manifest and the
+//! chunk records, replay the write-ahead log of the manifest's epoch, rebuild the head index,
+//! checkpoint under a new epoch and remove files no manifest names.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use crate::chunk_meta;
+use crate::commit::{Queue, WalState};
+use crate::error::{EngineError, Result};
+use crate::format::{
+    data_file, meta_file, CURRENT_VERSION, MANIFEST_FILE, MANIFEST_TMP_FILE, MAX_VOLUME_SIZE,
+    WAL_FILE,
+};
+use crate::layer::{Layer, Tree};
+use crate::locks::BlockLocks;
+use crate::manifest::{LayerRecord, Manifest, Role};
+use crate::storage::Storage;
+use crate::types::{ChunkIndex, Geometry, LayerId, Lsn};
+use crate::volume::{Volume, VolumeOptions};
+use crate::wal::{self, End, RecordKind};
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub(crate) fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Checks a requested volume size against the geometry.
+pub(crate) fn check_size(size: u64, g: Geometry) -> Result<()> {
+    let reason = if size == 0 {
+        "must not be zero"
+    } else if size % g.bs() != 0 {
+        "must be a multiple of the block size"
+    } else if size > MAX_VOLUME_SIZE {
+        "exceeds the 1 PiB limit"
+    } else {
+        return Ok(());
+    };
+    Err(EngineError::InvalidSize { size, reason })
+}
+
+impl Volume {
+    /// Creates a new, empty volume of `size` bytes in `storage` and opens it.
+    pub fn create(
+        storage: Arc<dyn Storage>,
+        size: u64,
+        geometry: Geometry,
+        options: VolumeOptions,
+    ) -> Result<Self> {
+        let g = geometry.validate()?;
+        check_size(size, g)?;
+        if storage
+            .exists(MANIFEST_FILE)
+            .map_err(EngineError::io("looking for a manifest"))?
+        {
+            return Err(EngineError::AlreadyExists);
+        }
+        let head = LayerId(1);
+        for name in [data_file(head.0), meta_file(head.0), WAL_FILE.to_owned()] {
+            storage
+                .create_file(&name)
+                .map_err(EngineError::io(format!("creating {name}")))?;
+        }
+        storage
+            .sync_dir()
+            .map_err(EngineError::io("syncing the volume directory"))?;
+        let manifest = Manifest {
+            size,
+            geometry: g,
+            epoch: 1,
+            checkpoint_lsn: Lsn(0),
+            next_layer_id: 2,
+            head,
+            layers: vec![LayerRecord {
+                id: head,
+                parent: None,
+                role: Role::Head,
+                size,
+                created: now_secs(),
+            }],
+        };
+        manifest.store(storage.as_ref())?;
+        Self::open(storage, options)
+    }
+
+    /// Opens the volume in `storage`, recovering from any crash first.
+    pub fn open(storage: Arc<dyn Storage>, options: VolumeOptions) -> Result<Self> {
+        let manifest = Manifest::load(storage.as_ref())?;
+        let g = manifest.geometry;
+        let mut layers = BTreeMap::new();
+        let mut damaged = Vec::new();
+        for record in &manifest.layers {
+            let (layer, bad) = load_layer(storage.as_ref(), record.clone(), g)?;
+            damaged.extend(bad.into_iter().map(|(c, why)| (record.id, c, why)));
+            layers.insert(record.id, layer);
+        }
+        let wal_file = storage
+            .open_file(WAL_FILE)
+            .map_err(EngineError::io("opening the write-ahead log"))?;
+        let tree = Tree {
+            size: manifest.size,
+            head: manifest.head,
+            next_layer_id: manifest.next_layer_id,
+            layers,
+            index: RwLock::new(Default::default()),
+        };
+        let volume = Volume {
+            storage,
+            geometry: g,
+            options,
+            tree: RwLock::new(tree),
+            wal: Mutex::new(WalState {
+                file: wal_file,
+                epoch: manifest.epoch,
+                next_lsn: Lsn(manifest.checkpoint_lsn.0 + 1),
+                checkpoint_lsn: manifest.checkpoint_lsn,
+                offset: 0,
+                dirty_chunks: Default::default(),
+                dirty_data: Default::default(),
+            }),
+            queue: Mutex::new(Queue::default()),
+            queue_cv: Condvar::new(),
+            locks: BlockLocks::new(),
+            poisoned: AtomicBool::new(false),
+        };
+        volume.recover(&damaged)?;
+        Ok(volume)
+    }
+
+    /// Replays the log, checks damaged chunk records against it, checkpoints, cleans up.
+    fn recover(&self, damaged: &[(LayerId, ChunkIndex, String)]) -> Result<()> {
+        let tree = self.tree.read();
+        let mut wal = self.wal.lock();
+        let replayed = self.replay(&tree, &mut wal)?;
+        for (layer, chunk, why) in damaged {
+            // A damaged slot is a checkpoint torn by a crash only if the log still holds
+            // changes of that chunk; otherwise the metadata itself was damaged.
+            if !replayed.contains(&(*layer, *chunk)) {
+                return Err(EngineError::corrupt(
+                    meta_file(layer.0),
+                    format!("chunk {} record: {why}", chunk.0),
+                ));
+            }
+        }
+        tree.rebuild_index(self.geometry);
+        self.checkpoint(&tree, &mut wal)?;
+        self.remove_strays(&tree);
+        Ok(())
+    }
+
+    /// Applies every record of the current epoch; returns the (layer, chunk) pairs touched.
+    fn replay(&self, tree: &Tree, wal: &mut WalState) -> Result<HashSet<(LayerId, ChunkIndex)>> {
+        let g = self.geometry;
+        let blocks = tree.size / g.bs();
+        let mut touched = HashSet::new();
+        let file = wal.file.clone();
+        let epoch = wal.epoch;
+        let end = wal::scan(file.as_ref(), epoch, wal.next_lsn, g.block_size, |e| {
+            if e.block.0.checked_add(e.count).is_none_or(|end| end > blocks) {
+                return Err(EngineError::corrupt(
+                    WAL_FILE,
+                    format!("record {} is outside the volume", e.lsn.0),
+                ));
+            }
+            for b in e.block.0..e.block.0 + e.count {
+                touched.insert((e.layer, g.locate(crate::types::BlockIndex(b)).0));
+            }
+            match e.kind {
+                RecordKind::Data(_) => {
+                    let data = [Bytes::copy_from_slice(e.payload)];
+                    self.apply_data_run(tree, wal, e.layer, e.block, &data, false)
+                }
+                RecordKind::Zero => self.apply_zero(tree, wal, e.layer, e.block, e.count, false),
+            }
+        })?;
+        if let End::FutureVersion(found) = end.end {
+            return Err(EngineError::UnsupportedVersion {
+                file: WAL_FILE.into(),
+                found,
+                supported: CURRENT_VERSION as u32,
+            });
+        }
+        wal.next_lsn = end.next_lsn;
+        wal.offset = end.end_offset;
+        Ok(touched)
+    }
+
+    /// Removes files left by interrupted operations (a deleted layer, a manifest that was
+    /// never renamed). Failures are ignored: the files are garbage either way.
+    fn remove_strays(&self, tree: &Tree) {
+        let Ok(names) = self.storage.list() else {
+            return;
+        };
+        let mut keep: HashSet<String> = [MANIFEST_FILE, WAL_FILE]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        for id in tree.layers.keys() {
+            keep.insert(data_file(id.0));
+            keep.insert(meta_file(id.0));
+        }
+        for name in names {
+            let ours = name.starts_with("layer-") || name == MANIFEST_TMP_FILE;
+            if ours && !keep.contains(&name) {
+                let _ = self.storage.remove_file(&name);
+            }
+        }
+    }
+}
+
+/// Opens one layer's files and loads its chunk records.
+fn load_layer(
+    storage: &dyn Storage,
+    record: LayerRecord,
+    g: Geometry,
+) -> Result<(Layer, Vec<(ChunkIndex, String)>)> {
+    let id = record.id;
+    let data = storage
+        .open_file(&data_file(id.0))
+        .map_err(EngineError::io(format!("opening data file of {id}")))?;
+    let meta = storage
+        .open_file(&meta_file(id.0))
+        .map_err(EngineError::io(format!("opening metadata file of {id}")))?;
+    let loaded = chunk_meta::load(meta.as_ref(), id, g.chunk_blocks)
+        .map_err(EngineError::io(format!("reading metadata of {id}")))?;
+    if let Some(found) = loaded.future_version {
+        return Err(EngineError::UnsupportedVersion {
+            file: meta_file(id.0),
+            found,
+            supported: CURRENT_VERSION as u32,
+        });
+    }
+    Ok((Layer::new(record, data, meta, loaded.chunks), loaded.damaged))
+}

@@ -1,0 +1,59 @@
+//! The narrow I/O interface every byte of the engine goes through: a flat directory of files
+//! with positional reads and writes. Three backends: [`FileStorage`] (a real directory),
+//! [`MemStorage`] (memory that tracks written versus durable bytes and can simulate power loss)
+//! and [`FaultyStorage`] (wraps another backend and fails or tears chosen operations).
+//!
+//! This module owns the I/O contract; it knows nothing of volumes, layers or formats.
+
+mod faulty;
+mod file;
+mod mem;
+
+use std::io;
+use std::sync::Arc;
+
+pub use faulty::{FaultPlan, FaultyStorage};
+pub use file::FileStorage;
+pub use mem::{CrashMode, MemStorage};
+
+/// One file of a [`Storage`]. Offsets are absolute; there is no cursor.
+pub trait StorageFile: Send + Sync {
+    /// Fills `buf` from `offset`. Bytes past the end of the file read as zeros (files are
+    /// sparse by design).
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    /// Writes all of `data` at `offset`, growing the file if needed. Not durable until
+    /// [`StorageFile::sync_data`] returns.
+    fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()>;
+    /// Makes `offset..offset+len` read as zeros and releases its space where the backend can.
+    fn punch_hole(&self, offset: u64, len: u64) -> io::Result<()>;
+    /// Current length in bytes.
+    fn len(&self) -> io::Result<u64>;
+    /// Bytes of backing space the file occupies (less than its length when sparse).
+    fn allocated(&self) -> io::Result<u64>;
+    /// Makes every write and punch so far durable (fdatasync).
+    fn sync_data(&self) -> io::Result<()>;
+}
+
+/// A flat directory of files. Creating, renaming and removing names is durable only after
+/// [`Storage::sync_dir`].
+pub trait Storage: Send + Sync {
+    /// Opens an existing file.
+    fn open_file(&self, name: &str) -> io::Result<Arc<dyn StorageFile>>;
+    /// Creates a file, or truncates it to zero length if it exists.
+    fn create_file(&self, name: &str) -> io::Result<Arc<dyn StorageFile>>;
+    /// Whether a file of this name exists.
+    fn exists(&self, name: &str) -> io::Result<bool>;
+    /// Removes a file.
+    fn remove_file(&self, name: &str) -> io::Result<()>;
+    /// Atomically replaces `to` with `from`.
+    fn rename(&self, from: &str, to: &str) -> io::Result<()>;
+    /// Makes every create, rename and remove so far durable.
+    fn sync_dir(&self) -> io::Result<()>;
+    /// Names of all files.
+    fn list(&self) -> io::Result<Vec<String>>;
+}
+
+/// The error every backend returns once it is dead or a fault was injected.
+pub(crate) fn injected_fault(what: &str) -> io::Error {
+    io::Error::other(format!("injected fault: {what}"))
+}

@@ -1,0 +1,350 @@
+//! Structural operations on the layer tree: snapshot, delete a snapshot, roll back, expand.
+//! Each takes the tree's write lock, so it is ordered with respect to every write: a write
+//! acknowledged before it is in the snapshot, a write after it is not. Each publishes a new
+//! manifest before it changes anything in memory that a crash could contradict.
+
+use std::collections::HashMap;
+
+use crate::chunk_meta::BlockState;
+use crate::commit::persist_chunks;
+use crate::error::{EngineError, Result};
+use crate::format::{data_file, meta_file, MAX_LAYERS};
+use crate::layer::{Layer, Tree};
+use crate::manifest::{LayerRecord, Role};
+use crate::recovery::{check_size, now_secs};
+use crate::types::{BlockIndex, ChunkIndex, LayerId, SnapshotId};
+use crate::volume::Volume;
+
+/// A snapshot as listed by [`Volume::list_snapshots`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    /// The snapshot's id.
+    pub id: SnapshotId,
+    /// Volume size when the snapshot was taken, in bytes.
+    pub size: u64,
+    /// When it was taken, in seconds since the Unix epoch.
+    pub created: u64,
+    /// Bytes of data held only by this snapshot's layer (blocks overwritten since).
+    pub used_bytes: u64,
+}
+
+/// Space used by a volume's data, in bytes (metadata excluded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpaceUsage {
+    /// All layers together.
+    pub total_bytes: u64,
+    /// The live head.
+    pub head_bytes: u64,
+    /// Deleted snapshots still read by later layers.
+    pub hidden_bytes: u64,
+    /// Each visible snapshot.
+    pub snapshots: Vec<(SnapshotId, u64)>,
+}
+
+impl Volume {
+    /// Freezes the current content as snapshot `id`, in O(metadata): no data is copied and
+    /// the head continues on a new, empty layer.
+    pub fn snapshot(&self, id: &SnapshotId) -> Result<()> {
+        self.check_poison()?;
+        let mut tree = self.tree.write();
+        if tree.snapshot_layer(id).is_some() {
+            return Err(EngineError::SnapshotExists(id.clone()));
+        }
+        if tree.layers.len() >= MAX_LAYERS {
+            return Err(EngineError::TooManyLayers { limit: MAX_LAYERS });
+        }
+        let old_head = tree.head;
+        let new_head = LayerId(tree.next_layer_id);
+        let (data, meta) = self.create_layer_files(new_head)?;
+        let record = LayerRecord {
+            id: new_head,
+            parent: Some(old_head),
+            role: Role::Head,
+            size: tree.size,
+            created: now_secs(),
+        };
+        let size = tree.size;
+        if let Some(l) = tree.layers.get_mut(&old_head) {
+            l.record.role = Role::Snapshot(id.clone());
+            l.record.size = size;
+            l.record.created = now_secs();
+        }
+        tree.layers.insert(
+            new_head,
+            Layer::new(record, data, meta, HashMap::new()),
+        );
+        tree.head = new_head;
+        tree.next_layer_id += 1;
+        // The head index stays valid: its entries name layers, and the old head's blocks
+        // still live in the (now frozen) old head layer.
+        self.publish(&tree)
+    }
+
+    /// Deletes snapshot `id`, online. Its blocks that no later layer reads are freed; if later
+    /// layers still read some, the layer stays as a hidden layer holding only those.
+    pub fn delete_snapshot(&self, id: &SnapshotId) -> Result<()> {
+        self.check_poison()?;
+        let mut tree = self.tree.write();
+        let layer = tree
+            .snapshot_layer(id)
+            .map(Layer::id)
+            .ok_or_else(|| EngineError::SnapshotNotFound(id.clone()))?;
+        // Checkpoint first so the log holds no record that would re-fill freed blocks.
+        self.with_wal(&tree, |v, t, w| v.checkpoint(t, w))?;
+        if let Some(l) = tree.layers.get_mut(&layer) {
+            l.record.role = Role::Hidden;
+        }
+        let mut removed = Vec::new();
+        let freed = self.prune(&mut tree, layer, &mut removed)?;
+        self.publish(&tree)?;
+        self.release(&tree, freed)?;
+        self.delete_layer_files(&removed);
+        Ok(())
+    }
+
+    /// Makes the volume's content exactly snapshot `id`'s. The snapshot and every other
+    /// snapshot survive; the current head's unsnapshotted changes are discarded. The volume
+    /// keeps its current size: bytes beyond the snapshot's size read as zeros.
+    pub fn rollback(&self, id: &SnapshotId) -> Result<()> {
+        self.check_poison()?;
+        let mut tree = self.tree.write();
+        let target = tree
+            .snapshot_layer(id)
+            .map(Layer::id)
+            .ok_or_else(|| EngineError::SnapshotNotFound(id.clone()))?;
+        if tree.layers.len() >= MAX_LAYERS + 1 {
+            return Err(EngineError::TooManyLayers { limit: MAX_LAYERS });
+        }
+        let old_head = tree.head;
+        let new_head = LayerId(tree.next_layer_id);
+        let (data, meta) = self.create_layer_files(new_head)?;
+        let record = LayerRecord {
+            id: new_head,
+            parent: Some(target),
+            role: Role::Head,
+            size: tree.size,
+            created: now_secs(),
+        };
+        tree.layers.insert(new_head, Layer::new(record, data, meta, HashMap::new()));
+        tree.head = new_head;
+        tree.next_layer_id += 1;
+        let mut removed = Vec::new();
+        let parent = tree.layers.remove(&old_head).and_then(|l| {
+            removed.push(old_head);
+            l.record.parent
+        });
+        let mut freed = Vec::new();
+        if let Some(p) = parent.filter(|p| is_hidden(&tree, *p)) {
+            freed = self.prune(&mut tree, p, &mut removed)?;
+        }
+        tree.rebuild_index(self.geometry);
+        self.publish(&tree)?;
+        self.release(&tree, freed)?;
+        self.forget_dirty(&removed);
+        self.delete_layer_files(&removed);
+        Ok(())
+    }
+
+    /// Grows the volume to `new_size` bytes, online and in O(metadata); the new space reads
+    /// as zeros. Shrinking is refused.
+    pub fn expand(&self, new_size: u64) -> Result<()> {
+        self.check_poison()?;
+        let mut tree = self.tree.write();
+        if new_size < tree.size {
+            return Err(EngineError::Shrink {
+                current: tree.size,
+                requested: new_size,
+            });
+        }
+        check_size(new_size, self.geometry)?;
+        if new_size == tree.size {
+            return Ok(());
+        }
+        let head = tree.head;
+        tree.size = new_size;
+        if let Some(l) = tree.layers.get_mut(&head) {
+            l.record.size = new_size;
+        }
+        self.publish(&tree)
+    }
+
+    /// The visible snapshots, oldest first.
+    pub fn list_snapshots(&self) -> Vec<SnapshotInfo> {
+        let tree = self.tree.read();
+        let bs = self.geometry.bs();
+        tree.layers
+            .values()
+            .filter_map(|l| {
+                l.snapshot_id().map(|id| SnapshotInfo {
+                    id: id.clone(),
+                    size: l.record.size,
+                    created: l.record.created,
+                    used_bytes: l.data_blocks.load(std::sync::atomic::Ordering::Relaxed) * bs,
+                })
+            })
+            .collect()
+    }
+
+    /// Data bytes held by the volume, per layer kind and per snapshot.
+    pub fn space_used(&self) -> SpaceUsage {
+        let tree = self.tree.read();
+        let bs = self.geometry.bs();
+        let mut usage = SpaceUsage {
+            total_bytes: 0,
+            head_bytes: 0,
+            hidden_bytes: 0,
+            snapshots: Vec::new(),
+        };
+        for l in tree.layers.values() {
+            let bytes = l.data_blocks.load(std::sync::atomic::Ordering::Relaxed) * bs;
+            usage.total_bytes += bytes;
+            match &l.record.role {
+                Role::Head => usage.head_bytes += bytes,
+                Role::Hidden => usage.hidden_bytes += bytes,
+                Role::Snapshot(id) => usage.snapshots.push((id.clone(), bytes)),
+            }
+        }
+        usage
+    }
+
+    /// Publishes the tree in a new manifest (same log position); poisons on failure because
+    /// the on-disk state is then unknown.
+    fn publish(&self, tree: &Tree) -> Result<()> {
+        let wal = self.wal.lock();
+        let manifest = self.manifest_of(tree, wal.epoch, wal.checkpoint_lsn);
+        drop(wal);
+        manifest.store(self.storage.as_ref()).inspect_err(|_| self.poison())
+    }
+
+    fn with_wal(
+        &self,
+        tree: &Tree,
+        f: impl FnOnce(&Self, &Tree, &mut crate::commit::WalState) -> Result<()>,
+    ) -> Result<()> {
+        let mut wal = self.wal.lock();
+        f(self, tree, &mut wal).inspect_err(|_| self.poison())
+    }
+
+    /// Creates a layer's two files and makes their names durable.
+    #[expect(clippy::type_complexity, reason = "a pair of file handles")]
+    fn create_layer_files(
+        &self,
+        id: LayerId,
+    ) -> Result<(
+        std::sync::Arc<dyn crate::storage::StorageFile>,
+        std::sync::Arc<dyn crate::storage::StorageFile>,
+    )> {
+        let create = |name: String| {
+            self.storage
+                .create_file(&name)
+                .map_err(EngineError::io(format!("creating {name}")))
+        };
+        let data = create(data_file(id.0))?;
+        let meta = create(meta_file(id.0))?;
+        self.storage
+            .sync_dir()
+            .map_err(EngineError::io("syncing the volume directory"))?;
+        Ok((data, meta))
+    }
+
+    /// Frees what hidden layer `layer` holds that no child reads: the whole layer if it has
+    /// no children (then its parent in turn), else each block every child overrides. Returns
+    /// the blocks to punch once the change is published; pushes removed layers.
+    fn prune(
+        &self,
+        tree: &mut Tree,
+        layer: LayerId,
+        removed: &mut Vec<LayerId>,
+    ) -> Result<Vec<(LayerId, BlockIndex)>> {
+        let children = tree.children(layer);
+        if children.is_empty() {
+            let parent = tree.layers.remove(&layer).and_then(|l| l.record.parent);
+            removed.push(layer);
+            return match parent.filter(|p| is_hidden(tree, *p)) {
+                Some(p) => self.prune(tree, p, removed),
+                None => Ok(Vec::new()),
+            };
+        }
+        let g = self.geometry;
+        let Some(l) = tree.layers.get(&layer) else {
+            return Ok(Vec::new());
+        };
+        let mut freed = Vec::new();
+        let mut changed: Vec<ChunkIndex> = Vec::new();
+        let chunks: Vec<ChunkIndex> = l.chunks.read().keys().copied().collect();
+        for chunk in chunks {
+            for slot in 0..g.chunk_blocks as usize {
+                let state = l.state(chunk, slot);
+                if state == BlockState::Absent {
+                    continue;
+                }
+                let overridden = children.iter().all(|c| {
+                    tree.layers
+                        .get(c)
+                        .is_some_and(|c| c.state(chunk, slot) != BlockState::Absent)
+                });
+                if overridden {
+                    l.set_state(chunk, slot, BlockState::Absent, g.chunk_blocks);
+                    if matches!(state, BlockState::Data(_)) {
+                        freed.push((layer, g.block_at(chunk, slot)));
+                    }
+                    if changed.last() != Some(&chunk) {
+                        changed.push(chunk);
+                    }
+                }
+            }
+        }
+        if !changed.is_empty() {
+            persist_chunks(tree, g, layer, &changed).inspect_err(|_| self.poison())?;
+        }
+        Ok(freed)
+    }
+
+    /// Punches the freed blocks (after the metadata saying they are absent is durable).
+    fn release(&self, tree: &Tree, freed: Vec<(LayerId, BlockIndex)>) -> Result<()> {
+        let g = self.geometry;
+        let mut synced = Vec::new();
+        for (layer, block) in freed {
+            if let Some(l) = tree.layers.get(&layer) {
+                l.data
+                    .punch_hole(g.byte_offset(block), g.bs())
+                    .map_err(EngineError::io("freeing a snapshot block"))?;
+                if !synced.contains(&layer) {
+                    synced.push(layer);
+                }
+            }
+        }
+        for layer in synced {
+            if let Some(l) = tree.layers.get(&layer) {
+                l.data
+                    .sync_data()
+                    .map_err(EngineError::io("syncing a freed layer"))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn forget_dirty(&self, removed: &[LayerId]) {
+        let mut wal = self.wal.lock();
+        wal.dirty_chunks.retain(|(l, _)| !removed.contains(l));
+        wal.dirty_data.retain(|l| !removed.contains(l));
+    }
+
+    /// Deletes the files of layers no published manifest names any more. A failure only
+    /// leaves garbage that the next open removes.
+    fn delete_layer_files(&self, removed: &[LayerId]) {
+        for id in removed {
+            let _ = self.storage.remove_file(&data_file(id.0));
+            let _ = self.storage.remove_file(&meta_file(id.0));
+        }
+        if !removed.is_empty() {
+            let _ = self.storage.sync_dir();
+        }
+    }
+}
+
+fn is_hidden(tree: &Tree, layer: LayerId) -> bool {
+    tree.layers
+        .get(&layer)
+        .is_some_and(|l| l.record.role == Role::Hidden)
+}
