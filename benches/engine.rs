@@ -1,1 +1,162 @@
-fn main() {}
+//! Criterion benchmarks of one engine store on real files (the bench directory is under
+//! `TRIPOD_BENCH_DIR` or the system temp dir; keep it on a real disk, not tmpfs, or the
+//! sync cost vanishes). Run: `cargo bench --bench engine`.
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use tripod_engine::{FileStorage, Geometry, SnapshotId, Volume, VolumeOptions};
+
+const VOLUME: u64 = 1 << 30;
+const BLOCK: u64 = 4096;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    vol: Arc<Volume>,
+}
+
+fn fixture() -> Fixture {
+    let base = std::env::var_os("TRIPOD_BENCH_DIR").map(std::path::PathBuf::from);
+    let dir = match base {
+        Some(b) => tempfile::tempdir_in(b).unwrap(),
+        None => tempfile::tempdir().unwrap(),
+    };
+    let storage = Arc::new(FileStorage::new(dir.path()).unwrap());
+    let vol = Volume::create(
+        storage,
+        VOLUME,
+        Geometry::default(),
+        VolumeOptions::default(),
+    )
+    .unwrap();
+    Fixture {
+        _dir: dir,
+        vol: Arc::new(vol),
+    }
+}
+
+/// A cheap deterministic stream of block numbers.
+fn block_at(i: u64, salt: u64) -> u64 {
+    let mut z = i.wrapping_add(salt).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z ^= z >> 29;
+    z % (VOLUME / BLOCK)
+}
+
+/// Runs `iters` 4 KiB random writes spread over `threads` writers; returns the wall time.
+fn random_writes(vol: &Arc<Volume>, threads: u64, iters: u64, salt: u64) -> Duration {
+    let data = vec![0x5au8; BLOCK as usize];
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let (vol, data) = (vol.clone(), &data);
+            s.spawn(move || {
+                let mut i = t;
+                while i < iters {
+                    vol.write(block_at(i, salt) * BLOCK, data).unwrap();
+                    i += threads;
+                }
+            });
+        }
+    });
+    start.elapsed()
+}
+
+fn bench_random_write(c: &mut Criterion) {
+    let mut g = c.benchmark_group("engine_randwrite_4k");
+    g.throughput(Throughput::Elements(1));
+    g.measurement_time(Duration::from_secs(8));
+    for threads in [1u64, 32] {
+        let f = fixture();
+        let mut salt = 0;
+        g.bench_with_input(BenchmarkId::from_parameter(threads), &threads, |b, &t| {
+            b.iter_custom(|iters| {
+                salt += 1;
+                random_writes(&f.vol, t, iters, salt << 32)
+            })
+        });
+    }
+    g.finish();
+}
+
+fn bench_write_after_snapshot(c: &mut Criterion) {
+    let mut g = c.benchmark_group("engine_randwrite_4k_after_snapshot");
+    g.throughput(Throughput::Elements(1));
+    g.measurement_time(Duration::from_secs(8));
+    let f = fixture();
+    // Prefill 64 MiB so the writes below overwrite blocks that a snapshot now holds.
+    let mb = vec![0x11u8; 1 << 20];
+    for i in 0..64u64 {
+        f.vol.write(i << 20, &mb).unwrap();
+    }
+    let mut n = 0;
+    g.bench_function("32", |b| {
+        b.iter_custom(|iters| {
+            n += 1;
+            f.vol
+                .snapshot(&SnapshotId::new(format!("s{n}")).unwrap())
+                .unwrap();
+            let t = random_writes(&f.vol, 32, iters, n << 32);
+            f.vol
+                .delete_snapshot(&SnapshotId::new(format!("s{n}")).unwrap())
+                .unwrap();
+            t
+        })
+    });
+    g.finish();
+}
+
+fn bench_random_read(c: &mut Criterion) {
+    let mut g = c.benchmark_group("engine_randread_4k");
+    g.throughput(Throughput::Elements(1));
+    let f = fixture();
+    let mb = vec![0x22u8; 1 << 20];
+    for i in 0..256u64 {
+        f.vol.write(i << 20, &mb).unwrap();
+    }
+    let mut buf = vec![0u8; BLOCK as usize];
+    let mut i = 0u64;
+    g.bench_function("1", |b| {
+        b.iter(|| {
+            i += 1;
+            let block = block_at(i, 7) % (256 * 256);
+            f.vol.read_at(block * BLOCK, &mut buf).unwrap();
+        })
+    });
+    g.finish();
+}
+
+fn bench_sequential(c: &mut Criterion) {
+    let mut g = c.benchmark_group("engine_seq_1m");
+    g.throughput(Throughput::Bytes(1 << 20));
+    g.measurement_time(Duration::from_secs(8));
+    let f = fixture();
+    let mb = vec![0x33u8; 1 << 20];
+    let mut at = 0u64;
+    g.bench_function("write", |b| {
+        b.iter(|| {
+            f.vol.write(at, &mb).unwrap();
+            at = (at + (1 << 20)) % VOLUME;
+        })
+    });
+    let mut buf = vec![0u8; 1 << 20];
+    let written = at.max(1 << 20);
+    let mut r = 0u64;
+    g.bench_function("read", |b| {
+        b.iter(|| {
+            f.vol.read_at(r, &mut buf).unwrap();
+            r = (r + (1 << 20)) % written;
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_random_write,
+    bench_write_after_snapshot,
+    bench_random_read,
+    bench_sequential
+);
+criterion_main!(benches);

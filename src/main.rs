@@ -65,15 +65,26 @@ fn main() -> anyhow::Result<()> {
         Command::Info { dir } => {
             let v = open(&dir)?;
             let space = v.space_used();
-            println!("size {} bytes, block size {}", v.size(), v.geometry().block_size);
-            println!("data {} bytes (head {})", space.total_bytes, space.head_bytes);
+            println!(
+                "size {} bytes, block size {}",
+                v.size(),
+                v.geometry().block_size
+            );
+            println!(
+                "data {} bytes (head {})",
+                space.total_bytes, space.head_bytes
+            );
             for s in v.list_snapshots() {
                 println!("snapshot {} size {} used {}", s.id, s.size, s.used_bytes);
             }
         }
         Command::Verify { dir } => {
             let report = open(&dir)?.verify().context("verifying")?;
-            println!("{} blocks checked, {} bad", report.blocks_checked, report.bad.len());
+            println!(
+                "{} blocks checked, {} bad",
+                report.blocks_checked,
+                report.bad.len()
+            );
             for b in &report.bad {
                 println!("bad {} in {}", b.block, b.layer);
             }

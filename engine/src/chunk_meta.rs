@@ -196,7 +196,7 @@ pub(crate) fn load(
 ) -> std::io::Result<Loaded> {
     let slot = slot_len(chunk_blocks);
     let pair = 2 * slot;
-    let len = file.len()?;
+    let len = file.size()?;
     let pairs = len.div_ceil(pair);
     let per_read = (SCAN_READ / pair).max(1);
     let mut out = Loaded::default();
@@ -210,7 +210,12 @@ pub(crate) fn load(
             let chunk = ChunkIndex(first + i);
             let at = (i * pair) as usize;
             let a = decode(&buf[at..at + slot as usize], layer, chunk, chunk_blocks);
-            let b = decode(&buf[at + slot as usize..at + pair as usize], layer, chunk, chunk_blocks);
+            let b = decode(
+                &buf[at + slot as usize..at + pair as usize],
+                layer,
+                chunk,
+                chunk_blocks,
+            );
             take_newest(&mut out, chunk, [a, b]);
         }
         first += n;
@@ -270,7 +275,10 @@ mod tests {
         for i in 0..bytes.len() {
             let mut b = bytes.clone();
             b[i] ^= 0x01;
-            assert!(matches!(decode(&b, LayerId(3), ChunkIndex(9), 16), Slot::Damaged(_)));
+            assert!(matches!(
+                decode(&b, LayerId(3), ChunkIndex(9), 16),
+                Slot::Damaged(_)
+            ));
         }
         assert!(matches!(
             decode(&bytes, LayerId(3), ChunkIndex(8), 16),

@@ -216,7 +216,14 @@ impl Volume {
             .map_err(EngineError::io("punching a hole in a layer data file"))?;
         wal.dirty_data.insert(layer);
         for b in first.0..first.0 + count {
-            self.record_state(tree, wal, layer, BlockIndex(b), BlockState::Zero, update_index);
+            self.record_state(
+                tree,
+                wal,
+                layer,
+                BlockIndex(b),
+                BlockState::Zero,
+                update_index,
+            );
         }
         Ok(())
     }

@@ -20,7 +20,9 @@ pub enum EngineError {
         size: u64,
     },
     /// A stored block does not match its checksum: the data must come from another replica.
-    #[error("checksum mismatch in {block} of {layer}: stored {expected:#010x}, read {actual:#010x}")]
+    #[error(
+        "checksum mismatch in {block} of {layer}: stored {expected:#010x}, read {actual:#010x}"
+    )]
     ChecksumMismatch {
         /// The volume block whose copy is bad.
         block: BlockIndex,

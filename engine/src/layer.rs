@@ -168,8 +168,6 @@ impl Tree {
 
     /// The layer holding the visible snapshot `id`.
     pub(crate) fn snapshot_layer(&self, id: &SnapshotId) -> Option<&Layer> {
-        self.layers
-            .values()
-            .find(|l| l.snapshot_id() == Some(id))
+        self.layers.values().find(|l| l.snapshot_id() == Some(id))
     }
 }

@@ -239,7 +239,9 @@ impl Manifest {
         let file = storage
             .open_file(MANIFEST_FILE)
             .map_err(EngineError::io("opening the manifest"))?;
-        let len = file.len().map_err(EngineError::io("sizing the manifest"))?;
+        let len = file
+            .size()
+            .map_err(EngineError::io("sizing the manifest"))?;
         if len > u64::from(MAX_MANIFEST_BODY) + HEADER_LEN as u64 {
             return Err(EngineError::corrupt(
                 MANIFEST_FILE,

@@ -151,6 +151,17 @@ impl Volume {
         }
         tree.rebuild_index(self.geometry);
         self.checkpoint(&tree, &mut wal)?;
+        drop(wal);
+        // Finish space reclamation a crash may have interrupted.
+        let hidden: Vec<LayerId> = tree
+            .layers
+            .values()
+            .filter(|l| l.record.role == Role::Hidden)
+            .map(|l| l.id())
+            .collect();
+        for layer in hidden {
+            self.prune_blocks(&tree, layer)?;
+        }
         self.remove_strays(&tree);
         Ok(())
     }
@@ -163,7 +174,11 @@ impl Volume {
         let file = wal.file.clone();
         let epoch = wal.epoch;
         let end = wal::scan(file.as_ref(), epoch, wal.next_lsn, g.block_size, |e| {
-            if e.block.0.checked_add(e.count).is_none_or(|end| end > blocks) {
+            if e.block
+                .0
+                .checked_add(e.count)
+                .is_none_or(|end| end > blocks)
+            {
                 return Err(EngineError::corrupt(
                     WAL_FILE,
                     format!("record {} is outside the volume", e.lsn.0),
@@ -237,5 +252,8 @@ fn load_layer(
             supported: CURRENT_VERSION as u32,
         });
     }
-    Ok((Layer::new(record, data, meta, loaded.chunks), loaded.damaged))
+    Ok((
+        Layer::new(record, data, meta, loaded.chunks),
+        loaded.damaged,
+    ))
 }

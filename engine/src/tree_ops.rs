@@ -15,6 +15,8 @@ use crate::recovery::{check_size, now_secs};
 use crate::types::{BlockIndex, ChunkIndex, LayerId, SnapshotId};
 use crate::volume::Volume;
 
+type FileHandle = std::sync::Arc<dyn crate::storage::StorageFile>;
+
 /// A snapshot as listed by [`Volume::list_snapshots`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotInfo {
@@ -69,10 +71,8 @@ impl Volume {
             l.record.size = size;
             l.record.created = now_secs();
         }
-        tree.layers.insert(
-            new_head,
-            Layer::new(record, data, meta, HashMap::new()),
-        );
+        tree.layers
+            .insert(new_head, Layer::new(record, data, meta, HashMap::new()));
         tree.head = new_head;
         tree.next_layer_id += 1;
         // The head index stays valid: its entries name layers, and the old head's blocks
@@ -95,10 +95,14 @@ impl Volume {
             l.record.role = Role::Hidden;
         }
         let mut removed = Vec::new();
-        let freed = self.prune(&mut tree, layer, &mut removed)?;
+        let survivor = remove_childless(&mut tree, layer, &mut removed);
+        // Publish first: blocks of a layer may only be dropped once no manifest on disk
+        // still shows that layer as a visible snapshot.
         self.publish(&tree)?;
-        self.release(&tree, freed)?;
         self.delete_layer_files(&removed);
+        if let Some(h) = survivor {
+            self.prune_blocks(&tree, h)?;
+        }
         Ok(())
     }
 
@@ -112,9 +116,7 @@ impl Volume {
             .snapshot_layer(id)
             .map(Layer::id)
             .ok_or_else(|| EngineError::SnapshotNotFound(id.clone()))?;
-        if tree.layers.len() >= MAX_LAYERS + 1 {
-            return Err(EngineError::TooManyLayers { limit: MAX_LAYERS });
-        }
+        // The new head replaces the old one, so the layer count does not grow.
         let old_head = tree.head;
         let new_head = LayerId(tree.next_layer_id);
         let (data, meta) = self.create_layer_files(new_head)?;
@@ -125,23 +127,20 @@ impl Volume {
             size: tree.size,
             created: now_secs(),
         };
-        tree.layers.insert(new_head, Layer::new(record, data, meta, HashMap::new()));
+        tree.layers
+            .insert(new_head, Layer::new(record, data, meta, HashMap::new()));
         tree.head = new_head;
         tree.next_layer_id += 1;
-        let mut removed = Vec::new();
-        let parent = tree.layers.remove(&old_head).and_then(|l| {
-            removed.push(old_head);
-            l.record.parent
-        });
-        let mut freed = Vec::new();
-        if let Some(p) = parent.filter(|p| is_hidden(&tree, *p)) {
-            freed = self.prune(&mut tree, p, &mut removed)?;
-        }
+        let mut removed = vec![old_head];
+        let parent = tree.layers.remove(&old_head).and_then(|l| l.record.parent);
+        let survivor = parent.and_then(|p| remove_childless(&mut tree, p, &mut removed));
         tree.rebuild_index(self.geometry);
         self.publish(&tree)?;
-        self.release(&tree, freed)?;
         self.forget_dirty(&removed);
         self.delete_layer_files(&removed);
+        if let Some(h) = survivor {
+            self.prune_blocks(&tree, h)?;
+        }
         Ok(())
     }
 
@@ -213,7 +212,9 @@ impl Volume {
         let wal = self.wal.lock();
         let manifest = self.manifest_of(tree, wal.epoch, wal.checkpoint_lsn);
         drop(wal);
-        manifest.store(self.storage.as_ref()).inspect_err(|_| self.poison())
+        manifest
+            .store(self.storage.as_ref())
+            .inspect_err(|_| self.poison())
     }
 
     fn with_wal(
@@ -226,14 +227,7 @@ impl Volume {
     }
 
     /// Creates a layer's two files and makes their names durable.
-    #[expect(clippy::type_complexity, reason = "a pair of file handles")]
-    fn create_layer_files(
-        &self,
-        id: LayerId,
-    ) -> Result<(
-        std::sync::Arc<dyn crate::storage::StorageFile>,
-        std::sync::Arc<dyn crate::storage::StorageFile>,
-    )> {
+    fn create_layer_files(&self, id: LayerId) -> Result<(FileHandle, FileHandle)> {
         let create = |name: String| {
             self.storage
                 .create_file(&name)
@@ -247,31 +241,22 @@ impl Volume {
         Ok((data, meta))
     }
 
-    /// Frees what hidden layer `layer` holds that no child reads: the whole layer if it has
-    /// no children (then its parent in turn), else each block every child overrides. Returns
-    /// the blocks to punch once the change is published; pushes removed layers.
-    fn prune(
-        &self,
-        tree: &mut Tree,
-        layer: LayerId,
-        removed: &mut Vec<LayerId>,
-    ) -> Result<Vec<(LayerId, BlockIndex)>> {
+    /// Frees the blocks of hidden layer `layer` that every child overrides (no layer can read
+    /// them any more): the chunk records saying they are absent are made durable first, then
+    /// the space is punched. Safe to repeat; recovery runs it for every hidden layer.
+    pub(crate) fn prune_blocks(&self, tree: &Tree, layer: LayerId) -> Result<()> {
         let children = tree.children(layer);
-        if children.is_empty() {
-            let parent = tree.layers.remove(&layer).and_then(|l| l.record.parent);
-            removed.push(layer);
-            return match parent.filter(|p| is_hidden(tree, *p)) {
-                Some(p) => self.prune(tree, p, removed),
-                None => Ok(Vec::new()),
-            };
-        }
         let g = self.geometry;
         let Some(l) = tree.layers.get(&layer) else {
-            return Ok(Vec::new());
+            return Ok(());
         };
+        if l.record.role != Role::Hidden || children.is_empty() {
+            return Ok(());
+        }
         let mut freed = Vec::new();
         let mut changed: Vec<ChunkIndex> = Vec::new();
-        let chunks: Vec<ChunkIndex> = l.chunks.read().keys().copied().collect();
+        let mut chunks: Vec<ChunkIndex> = l.chunks.read().keys().copied().collect();
+        chunks.sort_unstable();
         for chunk in chunks {
             for slot in 0..g.chunk_blocks as usize {
                 let state = l.state(chunk, slot);
@@ -297,7 +282,7 @@ impl Volume {
         if !changed.is_empty() {
             persist_chunks(tree, g, layer, &changed).inspect_err(|_| self.poison())?;
         }
-        Ok(freed)
+        self.release(tree, freed)
     }
 
     /// Punches the freed blocks (after the metadata saying they are absent is durable).
@@ -340,6 +325,28 @@ impl Volume {
         if !removed.is_empty() {
             let _ = self.storage.sync_dir();
         }
+    }
+}
+
+/// Removes `layer` from the tree if it is hidden and has no children, then its parent the
+/// same way, recording removed layers. Returns the first hidden layer left standing on that
+/// path (whose garbage blocks may have grown), if any.
+fn remove_childless(
+    tree: &mut Tree,
+    layer: LayerId,
+    removed: &mut Vec<LayerId>,
+) -> Option<LayerId> {
+    let mut at = layer;
+    loop {
+        if !is_hidden(tree, at) {
+            return None;
+        }
+        if !tree.children(at).is_empty() {
+            return Some(at);
+        }
+        let parent = tree.layers.remove(&at).and_then(|l| l.record.parent);
+        removed.push(at);
+        at = parent?;
     }
 }
 

@@ -145,7 +145,13 @@ mod tests {
 
     #[test]
     fn geometry_rejects_odd_sizes() {
-        let g = |block_size, chunk_blocks| Geometry { block_size, chunk_blocks }.validate();
+        let g = |block_size, chunk_blocks| {
+            Geometry {
+                block_size,
+                chunk_blocks,
+            }
+            .validate()
+        };
         assert!(g(4096, 1024).is_ok());
         assert!(g(512, 8).is_ok());
         assert!(g(1024, 1024).is_err());

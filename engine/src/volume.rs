@@ -173,7 +173,13 @@ impl Volume {
                     _ => 0,
                 })
                 .collect();
-            self.read_run(tree, layer, first + i as u64, &crcs, &mut out[i * bs..j * bs])?;
+            self.read_run(
+                tree,
+                layer,
+                first + i as u64,
+                &crcs,
+                &mut out[i * bs..j * bs],
+            )?;
             i = j;
         }
         Ok(())
@@ -272,7 +278,9 @@ impl Volume {
                 Some(Bytes::from(old))
             };
             match content {
-                Some(c) if c.iter().any(|&x| x != 0) => updates.push(Update::Data(BlockIndex(b), c)),
+                Some(c) if c.iter().any(|&x| x != 0) => {
+                    updates.push(Update::Data(BlockIndex(b), c))
+                }
                 _ => push_zero(&mut updates, BlockIndex(b)),
             }
         }

@@ -39,7 +39,11 @@ pub(crate) fn encode(
     let start = out.len();
     out.put_u32(WAL_MAGIC);
     out.put_u16(CURRENT_VERSION as u16);
-    out.put_u8(if payload.is_some() { KIND_DATA } else { KIND_ZERO });
+    out.put_u8(if payload.is_some() {
+        KIND_DATA
+    } else {
+        KIND_ZERO
+    });
     out.put_u8(0);
     out.put_u64(epoch);
     out.put_u64(lsn.0);
@@ -101,7 +105,7 @@ pub(crate) fn scan<E>(
 where
     E: From<std::io::Error>,
 {
-    let file_len = file.len()?;
+    let file_len = file.size()?;
     let mut offset = 0u64;
     let mut expected = first_lsn;
     let mut buf = Vec::new();
@@ -169,7 +173,8 @@ fn parse(buf: &[u8], epoch: u64, expected: Lsn, block_size: u32) -> Parsed<'_> {
             u64::from(r.u32("count")?),
         ])
     };
-    let Ok([magic, version, kind, _, rec_epoch, lsn, layer, block, len, pcrc, count]) = next() else {
+    let Ok([magic, version, kind, _, rec_epoch, lsn, layer, block, len, pcrc, count]) = next()
+    else {
         return Parsed::End(End::Tail);
     };
     let mut stored = [0u8; 4];
@@ -220,7 +225,15 @@ mod tests {
         let mut out = Vec::new();
         for &(lsn, block, fill) in records {
             let data = fill.map(|f| vec![f; 512]);
-            encode(&mut out, epoch, Lsn(lsn), LayerId(1), BlockIndex(block), data.as_deref(), 1);
+            encode(
+                &mut out,
+                epoch,
+                Lsn(lsn),
+                LayerId(1),
+                BlockIndex(block),
+                data.as_deref(),
+                1,
+            );
         }
         out
     }

@@ -1,6 +1,6 @@
 //! Model-based property test: random sequences of every volume operation, compared after
 //! each one with a plain `Vec<u8>`-plus-snapshots model, including reopen and power loss.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
 
@@ -175,7 +175,10 @@ impl Harness {
     fn check(&self) {
         assert_eq!(self.vol.size(), self.model.size());
         let all = self.vol.read(0, self.model.size()).unwrap();
-        assert!(all == self.model.head, "volume content differs from the model");
+        assert!(
+            all == self.model.head,
+            "volume content differs from the model"
+        );
         let listed: Vec<String> = self
             .vol
             .list_snapshots()
@@ -192,7 +195,9 @@ impl Harness {
 
 fn run(geometry: Geometry, blocks: u64, ops: &[Op]) {
     let storage = MemStorage::new();
-    let options = VolumeOptions { wal_limit: 48 << 10 };
+    let options = VolumeOptions {
+        wal_limit: 48 << 10,
+    };
     let size = blocks * u64::from(geometry.block_size);
     let vol = Volume::create(Arc::new(storage.clone()), size, geometry, options).unwrap();
     let mut h = Harness {

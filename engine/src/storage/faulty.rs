@@ -129,8 +129,8 @@ impl StorageFile for FaultyFile {
         self.inner.punch_hole(offset, len)
     }
 
-    fn len(&self) -> io::Result<u64> {
-        self.inner.len()
+    fn size(&self) -> io::Result<u64> {
+        self.inner.size()
     }
 
     fn allocated(&self) -> io::Result<u64> {

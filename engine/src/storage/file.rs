@@ -71,7 +71,7 @@ impl StorageFile for DiskFile {
             Ok(()) => Ok(()),
             // File systems without hole punching still get the zeros, just not the space.
             Err(e) if e == rustix::io::Errno::OPNOTSUPP => {
-                let end = self.len()?.min(offset.saturating_add(len));
+                let end = self.size()?.min(offset.saturating_add(len));
                 let zeros = vec![0u8; 1 << 16];
                 let mut at = offset;
                 while at < end {
@@ -85,7 +85,7 @@ impl StorageFile for DiskFile {
         }
     }
 
-    fn len(&self) -> io::Result<u64> {
+    fn size(&self) -> io::Result<u64> {
         Ok(self.file.metadata()?.len())
     }
 

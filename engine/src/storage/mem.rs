@@ -101,7 +101,9 @@ impl StorageFile for MemFile {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         let inode = self.inode.lock();
         let start = (offset as usize).min(inode.current.len());
-        let end = (offset as usize).saturating_add(buf.len()).min(inode.current.len());
+        let end = (offset as usize)
+            .saturating_add(buf.len())
+            .min(inode.current.len());
         let n = end - start;
         buf[..n].copy_from_slice(&inode.current[start..end]);
         buf[n..].fill(0);
@@ -127,7 +129,7 @@ impl StorageFile for MemFile {
         Ok(())
     }
 
-    fn len(&self) -> io::Result<u64> {
+    fn size(&self) -> io::Result<u64> {
         Ok(self.inode.lock().current.len() as u64)
     }
 

@@ -27,7 +27,7 @@ pub trait StorageFile: Send + Sync {
     /// Makes `offset..offset+len` read as zeros and releases its space where the backend can.
     fn punch_hole(&self, offset: u64, len: u64) -> io::Result<()>;
     /// Current length in bytes.
-    fn len(&self) -> io::Result<u64>;
+    fn size(&self) -> io::Result<u64>;
     /// Bytes of backing space the file occupies (less than its length when sparse).
     fn allocated(&self) -> io::Result<u64>;
     /// Makes every write and punch so far durable (fdatasync).

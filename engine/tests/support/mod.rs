@@ -1,6 +1,6 @@
 //! Helpers shared by the engine's integration tests: a plain in-memory model of a volume and
 //! a deterministic random generator.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
 
