@@ -31,6 +31,8 @@ mod codec;
 mod commit;
 mod error;
 mod format;
+#[doc(hidden)]
+pub mod fuzzing;
 mod layer;
 mod locks;
 mod manifest;
