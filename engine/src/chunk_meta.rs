@@ -29,6 +29,8 @@ pub(crate) enum BlockState {
 #[derive(Debug, Clone)]
 pub(crate) struct ChunkMeta {
     pub states: Vec<BlockState>,
+    /// Generation of the write that last set each block (0: never written).
+    pub gens: Vec<u64>,
     /// Sequence number of the newest durable record (0: none yet).
     pub seq: u64,
     /// Slot holding that record.
@@ -39,6 +41,7 @@ impl ChunkMeta {
     pub(crate) fn new(chunk_blocks: u32) -> Self {
         Self {
             states: vec![BlockState::Absent; chunk_blocks as usize],
+            gens: vec![0; chunk_blocks as usize],
             seq: 0,
             durable_slot: None,
         }
@@ -53,10 +56,13 @@ impl ChunkMeta {
     }
 }
 
-/// Bytes of one slot for a chunk of `chunk_blocks` blocks: header plus one state byte and one
-/// CRC per block, rounded up to 4 KiB so slots never share a disk sector.
+/// Bytes per block in a record: state (1), CRC (4), generation (8).
+const PER_BLOCK: usize = 13;
+
+/// Bytes of one slot for a chunk of `chunk_blocks` blocks: header plus state, CRC and
+/// generation per block, rounded up to 4 KiB so slots never share a disk sector.
 pub(crate) fn slot_len(chunk_blocks: u32) -> u64 {
-    let raw = HEADER_LEN as u64 + 5 * u64::from(chunk_blocks);
+    let raw = (HEADER_LEN + PER_BLOCK * chunk_blocks as usize) as u64;
     raw.div_ceil(4096) * 4096
 }
 
@@ -69,7 +75,7 @@ pub(crate) fn slot_offset(chunk_blocks: u32, chunk: ChunkIndex, slot: u8) -> u64
 /// Encodes the record for `meta` with sequence number `seq`.
 pub(crate) fn encode(layer: LayerId, chunk: ChunkIndex, seq: u64, meta: &ChunkMeta) -> Vec<u8> {
     let cb = meta.states.len();
-    let mut body = Vec::with_capacity(5 * cb);
+    let mut body = Vec::with_capacity(PER_BLOCK * cb);
     for s in &meta.states {
         body.put_u8(match s {
             BlockState::Absent => 0,
@@ -82,6 +88,9 @@ pub(crate) fn encode(layer: LayerId, chunk: ChunkIndex, seq: u64, meta: &ChunkMe
             BlockState::Data(c) => *c,
             _ => 0,
         });
+    }
+    for g in &meta.gens {
+        body.put_u64(*g);
     }
     let mut out = Vec::with_capacity(HEADER_LEN + body.len());
     out.put_u32(CHUNK_MAGIC);
@@ -104,8 +113,8 @@ pub(crate) fn encode(layer: LayerId, chunk: ChunkIndex, seq: u64, meta: &ChunkMe
 pub(crate) enum Slot {
     /// Never written (all-zero header).
     Empty,
-    /// A valid record: its sequence number and block states.
-    Valid(u64, Vec<BlockState>),
+    /// A valid record: its sequence number, block states and generations.
+    Valid(u64, Vec<BlockState>, Vec<u64>),
     /// Written but unreadable: torn by a crash, or damaged.
     Damaged(String),
     /// Written by a newer format version.
@@ -154,11 +163,20 @@ fn decode_record(
             "record of layer {rec_layer} chunk {rec_chunk} ({cb} blocks) in the wrong place"
         ));
     }
-    let body = r.take(5 * cb as usize, "body").map_err(short)?;
+    let body = r.take(PER_BLOCK * cb as usize, "body").map_err(short)?;
     if crc(body) != body_crc {
         return Err("body checksum mismatch".into());
     }
-    let (tags, crcs) = body.split_at(cb as usize);
+    let (tags, rest) = body.split_at(cb as usize);
+    let (crcs, gen_bytes) = rest.split_at(4 * cb as usize);
+    let gens = gen_bytes
+        .chunks_exact(8)
+        .map(|g| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(g);
+            u64::from_le_bytes(b)
+        })
+        .collect();
     let mut states = Vec::with_capacity(cb as usize);
     for (i, tag) in tags.iter().enumerate() {
         let mut c = [0u8; 4];
@@ -170,7 +188,7 @@ fn decode_record(
             other => return Err(format!("unknown block state {other}")),
         });
     }
-    Ok(Slot::Valid(seq, states))
+    Ok(Slot::Valid(seq, states, gens))
 }
 
 /// The chunk metadata of one layer as found on disk.
@@ -224,24 +242,25 @@ pub(crate) fn load(
 }
 
 fn take_newest(out: &mut Loaded, chunk: ChunkIndex, slots: [Slot; 2]) {
-    let mut best: Option<(u64, u8, Vec<BlockState>)> = None;
+    let mut best: Option<(u64, u8, Vec<BlockState>, Vec<u64>)> = None;
     for (i, s) in slots.into_iter().enumerate() {
         match s {
             Slot::Empty => {}
             Slot::Damaged(why) => out.damaged.push((chunk, why)),
             Slot::Future(v) => out.future_version = Some(v),
-            Slot::Valid(seq, states) => {
-                if best.as_ref().is_none_or(|(s, _, _)| seq > *s) {
-                    best = Some((seq, i as u8, states));
+            Slot::Valid(seq, states, gens) => {
+                if best.as_ref().is_none_or(|(s, ..)| seq > *s) {
+                    best = Some((seq, i as u8, states, gens));
                 }
             }
         }
     }
-    if let Some((seq, slot, states)) = best {
+    if let Some((seq, slot, states, gens)) = best {
         out.chunks.insert(
             chunk,
             ChunkMeta {
                 states,
+                gens,
                 seq,
                 durable_slot: Some(slot),
             },
@@ -257,6 +276,8 @@ mod tests {
         let mut m = ChunkMeta::new(16);
         m.states[1] = BlockState::Data(0xdead_beef);
         m.states[5] = BlockState::Zero;
+        m.gens[1] = 77;
+        m.gens[5] = 1 << 40;
         m
     }
 
@@ -264,7 +285,10 @@ mod tests {
     fn record_round_trips() {
         let bytes = encode(LayerId(3), ChunkIndex(9), 42, &meta());
         match decode(&bytes, LayerId(3), ChunkIndex(9), 16) {
-            Slot::Valid(42, states) => assert_eq!(states, meta().states),
+            Slot::Valid(42, states, gens) => {
+                assert_eq!(states, meta().states);
+                assert_eq!(gens, meta().gens);
+            }
             other => panic!("{other:?}"),
         }
     }
@@ -294,7 +318,7 @@ mod tests {
 
     #[test]
     fn slots_do_not_overlap() {
-        assert_eq!(slot_len(1024), 8192);
-        assert_eq!(slot_offset(1024, ChunkIndex(1), 1), 3 * 8192);
+        assert_eq!(slot_len(1024), 16384);
+        assert_eq!(slot_offset(1024, ChunkIndex(1), 1), 3 * 16384);
     }
 }

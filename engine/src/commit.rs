@@ -27,13 +27,14 @@ use crate::types::{BlockIndex, ChunkIndex, Geometry, LayerId, Lsn};
 use crate::volume::Volume;
 use crate::wal;
 
-/// One change of block content, always to the head layer.
+/// One change of block content, always to the head layer, with the generation of the write
+/// it belongs to.
 #[derive(Debug, Clone)]
 pub(crate) enum Update {
     /// One block of data (exactly one block long).
-    Data(BlockIndex, Bytes),
+    Data(BlockIndex, Bytes, u64),
     /// `count` blocks from `first` read as zeros and hold no data.
-    Zero(BlockIndex, u64),
+    Zero(BlockIndex, u64, u64),
 }
 
 /// The write-ahead log's position and what the next checkpoint must persist.
@@ -112,12 +113,19 @@ impl Volume {
         for u in &batch {
             let lsn = wal.next_lsn;
             wal.next_lsn = Lsn(lsn.0 + 1);
+            let target = |block, generation| wal::Target {
+                epoch: wal.epoch,
+                lsn,
+                layer: tree.head,
+                block,
+                generation,
+            };
             match u {
-                Update::Data(block, data) => {
-                    wal::encode(&mut buf, wal.epoch, lsn, tree.head, *block, Some(data), 1)
+                Update::Data(block, data, g) => {
+                    wal::encode(&mut buf, target(*block, *g), Some(data), 1)
                 }
-                Update::Zero(first, count) => {
-                    wal::encode(&mut buf, wal.epoch, lsn, tree.head, *first, None, *count)
+                Update::Zero(first, count, g) => {
+                    wal::encode(&mut buf, target(*first, *g), None, *count)
                 }
             }
         }
@@ -145,36 +153,39 @@ impl Volume {
         let mut i = 0;
         while i < batch.len() {
             match &batch[i] {
-                Update::Zero(first, count) => {
-                    self.apply_zero(tree, wal, head, *first, *count, true)?;
+                Update::Zero(first, count, g) => {
+                    self.apply_zero(tree, wal, head, *first, *count, *g, true)?;
                     i += 1;
                 }
-                Update::Data(first, _) => {
+                Update::Data(first, ..) => {
                     let mut run = vec![];
+                    let mut gens = vec![];
                     let mut next = first.0;
-                    while let Some(Update::Data(b, d)) = batch.get(i) {
+                    while let Some(Update::Data(b, d, g)) = batch.get(i) {
                         if b.0 != next {
                             break;
                         }
                         run.push(d.clone());
+                        gens.push(*g);
                         next += 1;
                         i += 1;
                     }
-                    self.apply_data_run(tree, wal, head, *first, &run, true)?;
+                    self.apply_data_run(tree, wal, head, *first, (&run, &gens), true)?;
                 }
             }
         }
         Ok(())
     }
 
-    /// Writes consecutive data blocks starting at `first` into `layer` and records them.
+    /// Writes consecutive data blocks starting at `first` into `layer` and records them with
+    /// their generations.
     pub(crate) fn apply_data_run(
         &self,
         tree: &Tree,
         wal: &mut WalState,
         layer: LayerId,
         first: BlockIndex,
-        blocks: &[Bytes],
+        (blocks, gens): (&[Bytes], &[u64]),
         update_index: bool,
     ) -> Result<()> {
         let Some(l) = tree.layers.get(&layer) else {
@@ -189,15 +200,19 @@ impl Volume {
         };
         written.map_err(EngineError::io("writing a layer data file"))?;
         wal.dirty_data.insert(layer);
-        for (i, data) in blocks.iter().enumerate() {
+        for (i, (data, g)) in blocks.iter().zip(gens).enumerate() {
             let block = BlockIndex(first.0 + i as u64);
             let state = BlockState::Data(crc32fast::hash(data));
-            self.record_state(tree, wal, layer, block, state, update_index);
+            self.record_state(tree, wal, layer, block, (state, *g), update_index);
         }
         Ok(())
     }
 
     /// Makes `count` blocks from `first` of `layer` read as zeros and frees their space.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one record's fields plus the context"
+    )]
     pub(crate) fn apply_zero(
         &self,
         tree: &Tree,
@@ -205,6 +220,7 @@ impl Volume {
         layer: LayerId,
         first: BlockIndex,
         count: u64,
+        generation: u64,
         update_index: bool,
     ) -> Result<()> {
         let Some(l) = tree.layers.get(&layer) else {
@@ -216,14 +232,8 @@ impl Volume {
             .map_err(EngineError::io("punching a hole in a layer data file"))?;
         wal.dirty_data.insert(layer);
         for b in first.0..first.0 + count {
-            self.record_state(
-                tree,
-                wal,
-                layer,
-                BlockIndex(b),
-                BlockState::Zero,
-                update_index,
-            );
+            let state = (BlockState::Zero, generation);
+            self.record_state(tree, wal, layer, BlockIndex(b), state, update_index);
         }
         Ok(())
     }
@@ -234,14 +244,15 @@ impl Volume {
         wal: &mut WalState,
         layer: LayerId,
         block: BlockIndex,
-        state: BlockState,
+        (state, generation): (BlockState, u64),
         update_index: bool,
     ) {
         let g = self.geometry;
         let (chunk, slot) = g.locate(block);
         if let Some(l) = tree.layers.get(&layer) {
-            l.set_state(chunk, slot, state, g.chunk_blocks);
+            l.set_state(chunk, slot, state, generation, g.chunk_blocks);
         }
+        self.generation.fetch_max(generation, Ordering::SeqCst);
         wal.dirty_chunks.insert((layer, chunk));
         if update_index && layer == tree.head {
             let mut index = tree.index.write();

@@ -60,6 +60,7 @@ impl Layer {
         chunk: ChunkIndex,
         slot: usize,
         state: BlockState,
+        generation: u64,
         chunk_blocks: u32,
     ) -> BlockState {
         let mut chunks = self.chunks.write();
@@ -67,6 +68,7 @@ impl Layer {
             .entry(chunk)
             .or_insert_with(|| ChunkMeta::new(chunk_blocks));
         let old = std::mem::replace(&mut meta.states[slot], state);
+        meta.gens[slot] = generation;
         let was = matches!(old, BlockState::Data(_));
         let is = matches!(state, BlockState::Data(_));
         if is && !was {

@@ -3,7 +3,7 @@
 //! checkpoint under a new epoch and remove files no manifest names.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -129,6 +129,7 @@ impl Volume {
             queue_cv: Condvar::new(),
             locks: BlockLocks::new(),
             poisoned: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
         };
         volume.recover(&damaged)?;
         Ok(volume)
@@ -137,6 +138,12 @@ impl Volume {
     /// Replays the log, checks damaged chunk records against it, checkpoints, cleans up.
     fn recover(&self, damaged: &[(LayerId, ChunkIndex, String)]) -> Result<()> {
         let tree = self.tree.read();
+        for layer in tree.layers.values() {
+            for meta in layer.chunks.read().values() {
+                let max = meta.gens.iter().copied().max().unwrap_or(0);
+                self.generation.fetch_max(max, Ordering::SeqCst);
+            }
+        }
         let mut wal = self.wal.lock();
         let replayed = self.replay(&tree, &mut wal)?;
         for (layer, chunk, why) in damaged {
@@ -190,9 +197,12 @@ impl Volume {
             match e.kind {
                 RecordKind::Data(_) => {
                     let data = [Bytes::copy_from_slice(e.payload)];
-                    self.apply_data_run(tree, wal, e.layer, e.block, &data, false)
+                    let run = (&data[..], &[e.generation][..]);
+                    self.apply_data_run(tree, wal, e.layer, e.block, run, false)
                 }
-                RecordKind::Zero => self.apply_zero(tree, wal, e.layer, e.block, e.count, false),
+                RecordKind::Zero => {
+                    self.apply_zero(tree, wal, e.layer, e.block, e.count, e.generation, false)
+                }
             }
         })?;
         if let End::FutureVersion(found) = end.end {

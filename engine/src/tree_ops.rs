@@ -269,7 +269,7 @@ impl Volume {
                         .is_some_and(|c| c.state(chunk, slot) != BlockState::Absent)
                 });
                 if overridden {
-                    l.set_state(chunk, slot, BlockState::Absent, g.chunk_blocks);
+                    l.set_state(chunk, slot, BlockState::Absent, 0, g.chunk_blocks);
                     if matches!(state, BlockState::Data(_)) {
                         freed.push((layer, g.block_at(chunk, slot)));
                     }

@@ -2,7 +2,7 @@
 //! write zeroes, trim, allocation map). Structural operations live in `tree_ops`, creation and
 //! recovery in `recovery`, the write order in `commit`.
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -54,6 +54,8 @@ pub struct Volume {
     pub(crate) queue_cv: Condvar,
     pub(crate) locks: BlockLocks,
     pub(crate) poisoned: AtomicBool,
+    /// Highest write generation seen (stored per block; see [`Volume::generation`]).
+    pub(crate) generation: AtomicU64,
 }
 
 /// One run of the allocation map returned by [`Volume::extents`].
@@ -219,19 +221,36 @@ impl Volume {
     /// Writes `data` at `offset`; returns when data and checksums are durable. Partial blocks
     /// are read, patched and rewritten atomically with respect to other writers.
     pub fn write(&self, offset: u64, data: &[u8]) -> Result<()> {
-        self.mutate(offset, data.len() as u64, Some(data))
+        self.mutate(offset, data.len() as u64, Some(data), None)
     }
 
     /// Makes `len` bytes at `offset` read as zeros; whole blocks hold no data afterwards.
     pub fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
-        self.mutate(offset, len, None)
+        self.mutate(offset, len, None, None)
     }
 
     /// Discards `len` bytes at `offset`: they read back as zeros and whole blocks free their
     /// space in the head layer. (Same effect as [`Volume::write_zeroes`]: a trimmed range
     /// must never show stale data.)
     pub fn trim(&self, offset: u64, len: u64) -> Result<()> {
-        self.mutate(offset, len, None)
+        self.mutate(offset, len, None, None)
+    }
+
+    /// [`Volume::write`] stamped with a caller-chosen generation (the replica set gives the
+    /// same generation to every copy of one write, so replicas can tell which copy is newer).
+    pub fn write_generation(&self, offset: u64, data: &[u8], generation: u64) -> Result<()> {
+        self.mutate(offset, data.len() as u64, Some(data), Some(generation))
+    }
+
+    /// [`Volume::write_zeroes`] stamped with a caller-chosen generation.
+    pub fn write_zeroes_generation(&self, offset: u64, len: u64, generation: u64) -> Result<()> {
+        self.mutate(offset, len, None, Some(generation))
+    }
+
+    /// The highest write generation stored in the volume. Writes without an explicit
+    /// generation take the next one.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
     }
 
     /// Everything acknowledged is already durable, so this only reports a poisoned volume.
@@ -239,20 +258,30 @@ impl Volume {
         self.check_poison()
     }
 
-    fn mutate(&self, offset: u64, len: u64, data: Option<&[u8]>) -> Result<()> {
+    fn mutate(&self, offset: u64, len: u64, data: Option<&[u8]>, gen: Option<u64>) -> Result<()> {
         self.check_poison()?;
         let tree = self.tree.read();
         let span = self.span(&tree, offset, len)?;
         if span.len == 0 {
             return Ok(());
         }
+        let gen = match gen {
+            Some(g) => g,
+            None => self.generation.fetch_add(1, Ordering::SeqCst) + 1,
+        };
         let _guard = self.locks.write(span.first, span.end);
-        let updates = self.updates_for(&tree, &span, data)?;
+        let updates = self.updates_for(&tree, &span, data, gen)?;
         self.commit(&tree, updates)
     }
 
     /// The block updates that write `data` (or zeros) over `span`.
-    fn updates_for(&self, tree: &Tree, span: &Span, data: Option<&[u8]>) -> Result<Vec<Update>> {
+    fn updates_for(
+        &self,
+        tree: &Tree,
+        span: &Span,
+        data: Option<&[u8]>,
+        gen: u64,
+    ) -> Result<Vec<Update>> {
         let bs = self.geometry.bs();
         let whole = data.map(Bytes::copy_from_slice);
         let mut updates: Vec<Update> = Vec::new();
@@ -279,9 +308,9 @@ impl Volume {
             };
             match content {
                 Some(c) if c.iter().any(|&x| x != 0) => {
-                    updates.push(Update::Data(BlockIndex(b), c))
+                    updates.push(Update::Data(BlockIndex(b), c, gen))
                 }
-                _ => push_zero(&mut updates, BlockIndex(b)),
+                _ => push_zero(&mut updates, BlockIndex(b), gen),
             }
         }
         Ok(updates)
@@ -329,12 +358,12 @@ impl Volume {
 }
 
 /// Adds one zero block, extending the previous zero run when adjacent.
-fn push_zero(updates: &mut Vec<Update>, block: BlockIndex) {
-    if let Some(Update::Zero(first, count)) = updates.last_mut() {
+fn push_zero(updates: &mut Vec<Update>, block: BlockIndex, gen: u64) {
+    if let Some(Update::Zero(first, count, _)) = updates.last_mut() {
         if first.0 + *count == block.0 && *count < MAX_ZERO_RUN {
             *count += 1;
             return;
         }
     }
-    updates.push(Update::Zero(block, 1));
+    updates.push(Update::Zero(block, 1, gen));
 }

@@ -11,7 +11,7 @@ use crate::storage::StorageFile;
 use crate::types::{BlockIndex, LayerId, Lsn};
 
 /// Header length of a WAL record.
-pub(crate) const HEADER_LEN: usize = 56;
+pub(crate) const HEADER_LEN: usize = 64;
 
 const KIND_DATA: u8 = 1;
 const KIND_ZERO: u8 = 2;
@@ -25,17 +25,20 @@ pub(crate) enum RecordKind {
     Zero,
 }
 
+/// Where a record applies and which write it belongs to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Target {
+    pub epoch: u64,
+    pub lsn: Lsn,
+    pub layer: LayerId,
+    pub block: BlockIndex,
+    /// Generation of the write (stored per block; tells replicas which copy is newer).
+    pub generation: u64,
+}
+
 /// Appends one record to `out`: `payload` for a data record (one block), `None` for `count`
-/// zero blocks from `block`.
-pub(crate) fn encode(
-    out: &mut Vec<u8>,
-    epoch: u64,
-    lsn: Lsn,
-    layer: LayerId,
-    block: BlockIndex,
-    payload: Option<&[u8]>,
-    count: u64,
-) {
+/// zero blocks from `t.block`.
+pub(crate) fn encode(out: &mut Vec<u8>, t: Target, payload: Option<&[u8]>, count: u64) {
     let start = out.len();
     out.put_u32(WAL_MAGIC);
     out.put_u16(CURRENT_VERSION as u16);
@@ -45,10 +48,11 @@ pub(crate) fn encode(
         KIND_ZERO
     });
     out.put_u8(0);
-    out.put_u64(epoch);
-    out.put_u64(lsn.0);
-    out.put_u64(layer.0);
-    out.put_u64(block.0);
+    out.put_u64(t.epoch);
+    out.put_u64(t.lsn.0);
+    out.put_u64(t.layer.0);
+    out.put_u64(t.block.0);
+    out.put_u64(t.generation);
     out.put_u32(payload.map_or(0, |p| p.len() as u32));
     out.put_u32(payload.map_or(0, crc));
     // A data record covers one block; a zero record up to u32::MAX (callers split longer runs).
@@ -66,6 +70,7 @@ pub(crate) struct Entry<'a> {
     pub lsn: Lsn,
     pub layer: LayerId,
     pub block: BlockIndex,
+    pub generation: u64,
     pub kind: RecordKind,
     /// Blocks covered: 1 for data, the run length for zeros.
     pub count: u64,
@@ -158,7 +163,7 @@ fn parse(buf: &[u8], epoch: u64, expected: Lsn, block_size: u32) -> Parsed<'_> {
     }
     let header = &buf[..HEADER_LEN];
     let mut r = Reader::new(header);
-    let mut next = || -> Result<[u64; 11], crate::codec::Short> {
+    let mut next = || -> Result<[u64; 12], crate::codec::Short> {
         Ok([
             u64::from(r.u32("magic")?),
             u64::from(r.u16("version")?),
@@ -168,18 +173,21 @@ fn parse(buf: &[u8], epoch: u64, expected: Lsn, block_size: u32) -> Parsed<'_> {
             r.u64("lsn")?,
             r.u64("layer")?,
             r.u64("block")?,
+            r.u64("generation")?,
             u64::from(r.u32("payload length")?),
             u64::from(r.u32("payload crc")?),
             u64::from(r.u32("count")?),
         ])
     };
-    let Ok([magic, version, kind, _, rec_epoch, lsn, layer, block, len, pcrc, count]) = next()
+    let Ok([magic, version, kind, _, rec_epoch, lsn, layer, block, generation, len, pcrc, count]) =
+        next()
     else {
         return Parsed::End(End::Tail);
     };
     let mut stored = [0u8; 4];
-    stored.copy_from_slice(&header[52..56]);
-    if magic != u64::from(WAL_MAGIC) || crc(&header[..52]) != u32::from_le_bytes(stored) {
+    stored.copy_from_slice(&header[HEADER_LEN - 4..]);
+    if magic != u64::from(WAL_MAGIC) || crc(&header[..HEADER_LEN - 4]) != u32::from_le_bytes(stored)
+    {
         return Parsed::End(End::Tail);
     }
     if rec_epoch != epoch || lsn != expected.0 {
@@ -209,6 +217,7 @@ fn parse(buf: &[u8], epoch: u64, expected: Lsn, block_size: u32) -> Parsed<'_> {
         lsn: Lsn(lsn),
         layer: LayerId(layer),
         block: BlockIndex(block),
+        generation,
         kind,
         count,
         payload,
@@ -225,15 +234,14 @@ mod tests {
         let mut out = Vec::new();
         for &(lsn, block, fill) in records {
             let data = fill.map(|f| vec![f; 512]);
-            encode(
-                &mut out,
+            let t = Target {
                 epoch,
-                Lsn(lsn),
-                LayerId(1),
-                BlockIndex(block),
-                data.as_deref(),
-                1,
-            );
+                lsn: Lsn(lsn),
+                layer: LayerId(1),
+                block: BlockIndex(block),
+                generation: lsn,
+            };
+            encode(&mut out, t, data.as_deref(), 1);
         }
         out
     }

@@ -316,3 +316,20 @@ fn a_large_sparse_volume_uses_space_only_for_written_data() {
     );
     assert!(vol.read(0, 1 << 20).unwrap().iter().all(|&b| b == 0));
 }
+
+#[test]
+fn write_generations_survive_reopen_and_crash() {
+    let mem = MemStorage::new();
+    let vol = volume(&mem, 16);
+    vol.write_generation(0, &[1; 4096], 41).unwrap();
+    vol.write_zeroes_generation(BS, BS, 99).unwrap();
+    assert_eq!(vol.generation(), 99);
+    vol.write(2 * BS, &[2; 4096]).unwrap(); // takes the next generation
+    assert_eq!(vol.generation(), 100);
+    drop(vol);
+    let crashed = mem.crash(tripod_engine::CrashMode::LoseUnsynced);
+    let vol = reopen(&crashed).unwrap();
+    assert_eq!(vol.generation(), 100);
+    drop(vol);
+    assert_eq!(reopen(&crashed).unwrap().generation(), 100);
+}

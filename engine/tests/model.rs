@@ -214,7 +214,7 @@ fn run(geometry: Geometry, blocks: u64, ops: &[Op]) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
     fn volume_matches_model_512(blocks in 16u64..80, ops in prop::collection::vec(op(), 1..60)) {
