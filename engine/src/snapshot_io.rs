@@ -19,15 +19,11 @@ impl Volume {
     pub fn read_snapshot_at(&self, id: &SnapshotId, offset: u64, buf: &mut [u8]) -> Result<()> {
         self.check_poison()?;
         let tree = self.tree.read();
-        let layer = tree
-            .snapshot_layer(id)
-            .ok_or_else(|| EngineError::SnapshotNotFound(id.clone()))?;
-        let size = layer.record.size;
+        let (size, chain) = snapshot_chain(&tree, id)?;
         let len = buf.len() as u64;
         if offset.checked_add(len).is_none_or(|e| e > size) {
             return Err(EngineError::OutOfRange { offset, len, size });
         }
-        let chain = tree.chain(layer.id());
         let bs = self.geometry.bs();
         let first = offset / bs;
         let end = (offset + len).div_ceil(bs);
@@ -87,11 +83,7 @@ impl Volume {
     ) -> Result<Volume> {
         self.check_poison()?;
         let tree = self.tree.read();
-        let layer = tree
-            .snapshot_layer(id)
-            .ok_or_else(|| EngineError::SnapshotNotFound(id.clone()))?;
-        let size = layer.record.size;
-        let chain = tree.chain(layer.id());
+        let (size, chain) = snapshot_chain(&tree, id)?;
         let g = self.geometry;
         let clone = Volume::create(target, size, g, options)?;
         let mut chunks: Vec<ChunkIndex> = chain
@@ -124,4 +116,12 @@ impl Volume {
         progress(size, size);
         Ok(clone)
     }
+}
+
+/// The size of snapshot `id` and its chain of layers, nearest first.
+fn snapshot_chain<'t>(tree: &'t Tree, id: &SnapshotId) -> Result<(u64, Vec<&'t Layer>)> {
+    let layer = tree
+        .snapshot_layer(id)
+        .ok_or_else(|| EngineError::SnapshotNotFound(id.clone()))?;
+    Ok((layer.record.size, tree.chain(layer.id())))
 }

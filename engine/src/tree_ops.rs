@@ -56,25 +56,14 @@ impl Volume {
             return Err(EngineError::TooManyLayers { limit: MAX_LAYERS });
         }
         let old_head = tree.head;
-        let new_head = LayerId(tree.next_layer_id);
-        let (data, meta) = self.create_layer_files(new_head)?;
-        let record = LayerRecord {
-            id: new_head,
-            parent: Some(old_head),
-            role: Role::Head,
-            size: tree.size,
-            created: now_secs(),
-        };
+        // Creating the new head touches the tree only once its files exist.
+        self.new_head(&mut tree, old_head)?;
         let size = tree.size;
         if let Some(l) = tree.layers.get_mut(&old_head) {
             l.record.role = Role::Snapshot(id.clone());
             l.record.size = size;
             l.record.created = now_secs();
         }
-        tree.layers
-            .insert(new_head, Layer::new(record, data, meta, HashMap::new()));
-        tree.head = new_head;
-        tree.next_layer_id += 1;
         // The head index stays valid: its entries name layers, and the old head's blocks
         // still live in the (now frozen) old head layer.
         self.publish(&tree)
@@ -118,19 +107,7 @@ impl Volume {
             .ok_or_else(|| EngineError::SnapshotNotFound(id.clone()))?;
         // The new head replaces the old one, so the layer count does not grow.
         let old_head = tree.head;
-        let new_head = LayerId(tree.next_layer_id);
-        let (data, meta) = self.create_layer_files(new_head)?;
-        let record = LayerRecord {
-            id: new_head,
-            parent: Some(target),
-            role: Role::Head,
-            size: tree.size,
-            created: now_secs(),
-        };
-        tree.layers
-            .insert(new_head, Layer::new(record, data, meta, HashMap::new()));
-        tree.head = new_head;
-        tree.next_layer_id += 1;
+        self.new_head(&mut tree, target)?;
         let mut removed = vec![old_head];
         let parent = tree.layers.remove(&old_head).and_then(|l| l.record.parent);
         let survivor = parent.and_then(|p| remove_childless(&mut tree, p, &mut removed));
@@ -224,6 +201,25 @@ impl Volume {
     ) -> Result<()> {
         let mut wal = self.wal.lock();
         f(self, tree, &mut wal).inspect_err(|_| self.poison())
+    }
+
+    /// Adds an empty head layer on top of `parent` (files durable first) and makes it the
+    /// head; the caller publishes the manifest.
+    fn new_head(&self, tree: &mut Tree, parent: LayerId) -> Result<()> {
+        let id = LayerId(tree.next_layer_id);
+        let (data, meta) = self.create_layer_files(id)?;
+        let record = LayerRecord {
+            id,
+            parent: Some(parent),
+            role: Role::Head,
+            size: tree.size,
+            created: now_secs(),
+        };
+        tree.layers
+            .insert(id, Layer::new(record, data, meta, HashMap::new()));
+        tree.head = id;
+        tree.next_layer_id += 1;
+        Ok(())
     }
 
     /// Creates a layer's two files and makes their names durable.
