@@ -42,6 +42,7 @@ mod snapshot_io;
 pub mod storage;
 mod tree_ops;
 mod types;
+mod view;
 mod volume;
 mod wal;
 
@@ -53,4 +54,5 @@ pub use storage::{
 };
 pub use tree_ops::{SnapshotInfo, SpaceUsage};
 pub use types::{BlockIndex, ChunkIndex, Geometry, LayerId, Lsn, SnapshotId};
+pub use view::{BlockContent, BlockInfo, View};
 pub use volume::{Extent, Volume, VolumeOptions, MAX_READ_ALLOC};

@@ -5,6 +5,7 @@
 use crate::chunk_meta::BlockState;
 use crate::error::{EngineError, Result};
 use crate::types::{BlockIndex, LayerId, SnapshotId};
+use crate::view::View;
 use crate::volume::Volume;
 
 /// One stored block whose content does not match its checksum.
@@ -16,6 +17,8 @@ pub struct BadBlock {
     pub snapshot: Option<SnapshotId>,
     /// The volume block.
     pub block: BlockIndex,
+    /// The views that read this copy (empty: no view reads it any more).
+    pub views: Vec<View>,
 }
 
 /// What [`Volume::verify`] found.
@@ -53,6 +56,7 @@ impl Volume {
                             layer: layer.id(),
                             snapshot: layer.snapshot_id().cloned(),
                             block,
+                            views: self.views_reading(&tree, layer.id(), block),
                         }),
                         Err(e) => return Err(e),
                     }

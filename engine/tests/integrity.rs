@@ -333,3 +333,45 @@ fn write_generations_survive_reopen_and_crash() {
     drop(vol);
     assert_eq!(reopen(&crashed).unwrap().generation(), 100);
 }
+
+#[test]
+fn repair_restores_a_damaged_copy_only_with_matching_data() {
+    use tripod_engine::View;
+    let mem = MemStorage::new();
+    let vol = volume(&mem, 32);
+    vol.write(3 * BS, &[5; 4096]).unwrap();
+    vol.snapshot(&SnapshotId::new("s").unwrap()).unwrap();
+    drop(vol);
+    drop(reopen(&mem).unwrap());
+    mem.flip_bits(&data_file(1), 3 * BS + 9, 0x04).unwrap();
+    let vol = reopen(&mem).unwrap();
+    let report = vol.verify().unwrap();
+    assert_eq!(report.bad.len(), 1);
+    let snap = View::Snapshot(SnapshotId::new("s").unwrap());
+    assert_eq!(report.bad[0].views, vec![View::Head, snap.clone()]);
+    assert!(!vol.repair(&View::Head, BlockIndex(3), &[6; 4096]).unwrap());
+    assert!(vol.read(3 * BS, 1).is_err());
+    assert!(vol.repair(&snap, BlockIndex(3), &[5; 4096]).unwrap());
+    assert_eq!(vol.read(3 * BS, 4096).unwrap(), vec![5; 4096]);
+    assert!(vol.verify().unwrap().bad.is_empty());
+}
+
+#[test]
+fn chunk_summaries_compare_copies_from_metadata() {
+    use tripod_engine::{BlockContent, ChunkIndex, View};
+    let a = volume(&MemStorage::new(), 32);
+    let b = volume(&MemStorage::new(), 32);
+    for v in [&a, &b] {
+        v.write_generation(0, &[1; 4096], 10).unwrap();
+        v.write_zeroes_generation(BS, BS, 11).unwrap();
+    }
+    b.write_generation(2 * BS, &[2; 4096], 12).unwrap();
+    let sa = a.chunk_summary(&View::Head, ChunkIndex(0)).unwrap();
+    let sb = b.chunk_summary(&View::Head, ChunkIndex(0)).unwrap();
+    assert_eq!(sa[0].content, BlockContent::Data(crc32fast::hash(&[1; 4096])));
+    assert_eq!((sa[1].content, sa[1].generation), (BlockContent::Zero, 11));
+    assert_eq!(sa[2].content, BlockContent::Hole);
+    let differing: Vec<usize> = (0..16).filter(|&i| !sa[i].same_content(&sb[i])).collect();
+    assert_eq!(differing, vec![2]);
+    assert_eq!(a.view_chunks(&View::Head).unwrap(), vec![ChunkIndex(0)]);
+}
