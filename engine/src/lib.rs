@@ -48,6 +48,7 @@ mod wal;
 
 pub use error::{EngineError, Result};
 pub use format::{FormatVersion, CURRENT_VERSION, MAX_LAYERS, MAX_VOLUME_SIZE};
+pub use locks::{BlockLocks, RangeGuard};
 pub use scrub::{BadBlock, VerifyReport};
 pub use storage::{
     CrashMode, FaultPlan, FaultyStorage, FileStorage, MemStorage, Storage, StorageFile,
@@ -55,4 +56,4 @@ pub use storage::{
 pub use tree_ops::{SnapshotInfo, SpaceUsage};
 pub use types::{BlockIndex, ChunkIndex, Geometry, LayerId, Lsn, SnapshotId};
 pub use view::{BlockContent, BlockInfo, View};
-pub use volume::{Extent, Volume, VolumeOptions, MAX_READ_ALLOC};
+pub use volume::{Extent, RawBlock, Volume, VolumeOptions, MAX_READ_ALLOC};

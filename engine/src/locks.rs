@@ -1,6 +1,7 @@
 //! Striped per-block locks: writers of a block (including the read-modify-write of a partial
 //! block) exclude each other and readers of that block, so a reader never sees a block whose
-//! checksum and data disagree and two partial writers never lose each other's bytes.
+//! checksum and data disagree and two partial writers never lose each other's bytes. The
+//! replica set uses the same structure to order overlapping writes across its replicas.
 
 use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -8,19 +9,24 @@ use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 /// small enough (a few KiB) to lock all of them for a very large request.
 const STRIPES: u64 = 1024;
 
-/// A fixed set of reader-writer locks; block `b` is guarded by stripe `b % STRIPES`.
-pub(crate) struct BlockLocks {
+/// A fixed set of reader-writer locks, locked in ascending order; block `b` is guarded by stripe `b % STRIPES`.
+pub struct BlockLocks {
     stripes: Vec<RwLock<()>>,
 }
 
-/// Guards held for a range of blocks.
-pub(crate) enum RangeGuard<'a> {
+/// Guards held for a range of blocks; dropping it unlocks them.
+pub struct RangeGuard<'a> {
+    _held: Held<'a>,
+}
+
+enum Held<'a> {
     Read(#[expect(dead_code, reason = "held for its Drop")] Vec<RwLockReadGuard<'a, ()>>),
     Write(#[expect(dead_code, reason = "held for its Drop")] Vec<RwLockWriteGuard<'a, ()>>),
 }
 
 impl BlockLocks {
-    pub(crate) fn new() -> Self {
+    /// A fresh set of unlocked stripes.
+    pub fn new() -> Self {
         Self {
             stripes: (0..STRIPES).map(|_| RwLock::new(())).collect(),
         }
@@ -37,23 +43,31 @@ impl BlockLocks {
     }
 
     /// Shared locks on blocks `first..end`.
-    pub(crate) fn read(&self, first: u64, end: u64) -> RangeGuard<'_> {
-        RangeGuard::Read(
-            Self::stripes_for(first, end)
-                .into_iter()
-                .map(|s| self.stripes[s].read())
-                .collect(),
-        )
+    pub fn read(&self, first: u64, end: u64) -> RangeGuard<'_> {
+        let held = Self::stripes_for(first, end)
+            .into_iter()
+            .map(|s| self.stripes[s].read())
+            .collect();
+        RangeGuard {
+            _held: Held::Read(held),
+        }
     }
 
     /// Exclusive locks on blocks `first..end`.
-    pub(crate) fn write(&self, first: u64, end: u64) -> RangeGuard<'_> {
-        RangeGuard::Write(
-            Self::stripes_for(first, end)
-                .into_iter()
-                .map(|s| self.stripes[s].write())
-                .collect(),
-        )
+    pub fn write(&self, first: u64, end: u64) -> RangeGuard<'_> {
+        let held = Self::stripes_for(first, end)
+            .into_iter()
+            .map(|s| self.stripes[s].write())
+            .collect();
+        RangeGuard {
+            _held: Held::Write(held),
+        }
+    }
+}
+
+impl Default for BlockLocks {
+    fn default() -> Self {
+        Self::new()
     }
 }
 

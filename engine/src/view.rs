@@ -163,6 +163,14 @@ impl Volume {
             BlockState::Data(crc) if crc == crc32fast::hash(data) => {}
             _ => return Ok(false),
         }
+        let mut current = vec![0u8; data.len()];
+        layer
+            .data
+            .read_at(&mut current, g.byte_offset(block))
+            .map_err(EngineError::io("reading a block to repair"))?;
+        if current == data {
+            return Ok(false); // the stored copy is good: nothing to repair
+        }
         layer
             .data
             .write_at(data, g.byte_offset(block))

@@ -69,6 +69,16 @@ pub struct Extent {
     pub data: bool,
 }
 
+/// One whole block for [`Volume::write_raw`]: its data (`None`: zeros) and the generation of
+/// the write it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawBlock {
+    /// Exactly one block of data, or `None` for a block that reads as zeros.
+    pub data: Option<Bytes>,
+    /// Generation to record for the block.
+    pub generation: u64,
+}
+
 /// A validated byte range in blocks.
 struct Span {
     offset: u64,
@@ -245,6 +255,43 @@ impl Volume {
     /// [`Volume::write_zeroes`] stamped with a caller-chosen generation.
     pub fn write_zeroes_generation(&self, offset: u64, len: u64, generation: u64) -> Result<()> {
         self.mutate(offset, len, None, Some(generation))
+    }
+
+    /// Writes whole blocks from `first`, each with its own generation, durably and in one
+    /// commit: how the replica set copies a region from one replica to another.
+    pub fn write_raw(&self, first: BlockIndex, blocks: &[RawBlock]) -> Result<()> {
+        self.check_poison()?;
+        let tree = self.tree.read();
+        let bs = self.geometry.bs();
+        let len = blocks.len() as u64 * bs;
+        let offset = first.0.saturating_mul(bs);
+        let span = self.span(&tree, offset, len)?;
+        if span.len == 0 {
+            return Ok(());
+        }
+        let mut updates = Vec::with_capacity(blocks.len());
+        for (i, raw) in blocks.iter().enumerate() {
+            let block = BlockIndex(first.0 + i as u64);
+            match &raw.data {
+                Some(d) if d.len() as u64 != bs => {
+                    return Err(EngineError::OutOfRange {
+                        offset: block.0 * bs,
+                        len: d.len() as u64,
+                        size: tree.size,
+                    })
+                }
+                Some(d) if d.iter().any(|&b| b != 0) => {
+                    updates.push(Update::Data(block, d.clone(), raw.generation))
+                }
+                _ => updates.push(Update::Zero(block, 1, raw.generation)),
+            }
+        }
+        self.generation.fetch_max(
+            blocks.iter().map(|b| b.generation).max().unwrap_or(0),
+            Ordering::SeqCst,
+        );
+        let _guard = self.locks.write(span.first, span.end);
+        self.commit(&tree, updates)
     }
 
     /// The highest write generation stored in the volume. Writes without an explicit

@@ -368,7 +368,10 @@ fn chunk_summaries_compare_copies_from_metadata() {
     b.write_generation(2 * BS, &[2; 4096], 12).unwrap();
     let sa = a.chunk_summary(&View::Head, ChunkIndex(0)).unwrap();
     let sb = b.chunk_summary(&View::Head, ChunkIndex(0)).unwrap();
-    assert_eq!(sa[0].content, BlockContent::Data(crc32fast::hash(&[1; 4096])));
+    assert_eq!(
+        sa[0].content,
+        BlockContent::Data(crc32fast::hash(&[1; 4096]))
+    );
     assert_eq!((sa[1].content, sa[1].generation), (BlockContent::Zero, 11));
     assert_eq!(sa[2].content, BlockContent::Hole);
     let differing: Vec<usize> = (0..16).filter(|&i| !sa[i].same_content(&sb[i])).collect();

@@ -1,0 +1,75 @@
+//! The replication crate's error type.
+
+use tripod_engine::{BlockIndex, EngineError};
+
+use crate::ids::ReplicaId;
+
+/// Why one replica could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReplicaFault {
+    /// The replica's store failed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// An I/O error outside the engine (the set-state file, a health check).
+    #[error("I/O error while {context}")]
+    Io {
+        /// What was being done.
+        context: &'static str,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// No answer within the set's I/O timeout.
+    #[error("no answer within {0:?}")]
+    Timeout(std::time::Duration),
+    /// The replica is gone (worker stopped, connection closed).
+    #[error("the replica is disconnected")]
+    Disconnected,
+    /// The replica holds no volume yet (a new, empty replica).
+    #[error("the replica holds no volume")]
+    Empty,
+    /// Its stored set state is damaged or belongs to another volume.
+    #[error("bad set state: {0}")]
+    BadSetState(String),
+}
+
+/// Everything that can go wrong in a replica set.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReplicationError {
+    /// Fewer than two replicas are in service: writes are refused and nothing is
+    /// acknowledged.
+    #[error("no write quorum: {in_service} replica(s) in service, 2 needed")]
+    NoQuorum {
+        /// Replicas in service when the operation was refused or failed.
+        in_service: usize,
+    },
+    /// No replica holds a good copy of this block.
+    #[error("no replica holds a good copy of {block}")]
+    NoGoodCopy {
+        /// The block.
+        block: BlockIndex,
+    },
+    /// A request the set refuses before touching any replica (range, sizes, snapshot ids).
+    #[error(transparent)]
+    Invalid(EngineError),
+    /// One replica failed where the operation needs that replica.
+    #[error("{replica}: {source}")]
+    Replica {
+        /// Which replica.
+        replica: ReplicaId,
+        /// What went wrong there.
+        #[source]
+        source: ReplicaFault,
+    },
+    /// No replica could be opened or agreed on the volume.
+    #[error("cannot open the replica set: {0}")]
+    Open(String),
+    /// A resync or rebuild is already running for this replica.
+    #[error("{0} is busy syncing")]
+    Busy(ReplicaId),
+}
+
+/// Result alias for the replication crate.
+pub type Result<T, E = ReplicationError> = std::result::Result<T, E>;

@@ -1,0 +1,51 @@
+//! `tripod-replication`: a volume kept in three replicas.
+//!
+//! A [`ReplicaSet`] drives three [`Replica`]s (local directories now, remote nodes later):
+//! every write goes to all three in parallel and is acknowledged when durable on every
+//! in-service replica and on at least two; a replica that fails or times out leaves service
+//! and the set records, durably, which chunks it misses; [`ReplicaSet::heal_now`] resyncs
+//! those chunks (or rebuilds a new replica in full) online; reads fall back to another copy
+//! when one fails its checksum and repair the bad copy; opening after a crash reconciles the
+//! replicas before serving.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use tripod_engine::{Geometry, MemStorage, VolumeOptions};
+//! use tripod_replication::{LocalReplica, Replica, ReplicaSet, SetConfig};
+//!
+//! # fn main() -> Result<(), tripod_replication::ReplicationError> {
+//! let replica = |n: usize| -> Arc<dyn Replica> {
+//!     Arc::new(LocalReplica::new(format!("mem {n}"), Arc::new(MemStorage::new()), VolumeOptions::default()))
+//! };
+//! let set = ReplicaSet::create([replica(0), replica(1), replica(2)], 64 << 20, Geometry::default(), SetConfig::default())?;
+//! set.write(0, b"three copies")?;
+//! assert_eq!(&set.read(0, 12)?[..], b"three copies");
+//! # Ok(()) }
+//! ```
+//!
+//! What it is not: it holds no network server (remote replica nodes come in their own
+//! module), no HTTP and no NBD.
+
+mod error;
+mod ids;
+mod local;
+mod membership;
+mod replica;
+mod scrub;
+mod set;
+mod set_state;
+mod status;
+mod supervisor;
+mod sync;
+
+pub use error::{ReplicaFault, ReplicationError, Result};
+pub use ids::{PerReplica, ReplicaId, REPLICAS};
+pub use local::LocalReplica;
+pub use membership::{Membership, SyncProgress, WriteVerdict};
+pub use replica::{Completer, Pending, Replica, ReplicaInfo};
+pub use scrub::ScrubReport;
+pub use set::{ReplicaSet, SetConfig};
+pub use set_state::{Member, SetState};
+pub use status::{ReplicaHealth, ReplicaStatus, SetStatus};
+pub use supervisor::Supervisor;
+pub use sync::HealReport;

@@ -1,0 +1,341 @@
+//! `LocalReplica`: a replica in a local directory (any engine [`Storage`]). Its blocking
+//! engine calls run on the replica's own worker threads, so one slow disk never stalls the
+//! caller or the other replicas, and concurrent writes meet in the engine's group commit.
+
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use parking_lot::{Condvar, Mutex, RwLock};
+use tripod_engine::{
+    BlockIndex, BlockInfo, ChunkIndex, EngineError, Geometry, RawBlock, SnapshotId, Storage,
+    VerifyReport, View, Volume, VolumeOptions,
+};
+
+use crate::error::ReplicaFault;
+use crate::replica::{Pending, Replica, ReplicaInfo};
+
+/// Worker threads per local replica: enough that 32 concurrent client writes all reach the
+/// engine at once and share one log sync; the threads mostly sleep in that sync.
+const WORKERS: usize = 32;
+
+/// Largest set-state file accepted (a damaged length must not become an allocation).
+const MAX_SET_STATE: u64 = 64 << 20;
+
+const SET_STATE_FILE: &str = "set-state";
+const SET_STATE_TMP: &str = "set-state.tmp";
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A fixed pool of threads draining one queue.
+struct Workers {
+    tx: Mutex<Option<mpsc::Sender<Job>>>,
+}
+
+impl Workers {
+    fn new(name: &str) -> Self {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..WORKERS {
+            let rx = rx.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("{name}-{i}"))
+                .spawn(move || loop {
+                    let job = rx.lock().recv();
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => return,
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::error!("cannot start replica worker: {e}");
+            }
+        }
+        Self {
+            tx: Mutex::new(Some(tx)),
+        }
+    }
+
+    /// Queues `job`; `false` if the pool is shut down.
+    fn spawn(&self, job: Job) -> bool {
+        self.tx
+            .lock()
+            .as_ref()
+            .is_some_and(|tx| tx.send(job).is_ok())
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.tx.lock().take();
+    }
+}
+
+/// Counts operations still running so a reconnect can wait for them.
+#[derive(Default)]
+struct InFlight {
+    count: Mutex<usize>,
+    idle: Condvar,
+}
+
+impl InFlight {
+    fn enter(&self) {
+        *self.count.lock() += 1;
+    }
+    fn leave(&self) {
+        let mut c = self.count.lock();
+        *c -= 1;
+        if *c == 0 {
+            self.idle.notify_all();
+        }
+    }
+    fn wait_idle(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut c = self.count.lock();
+        while *c > 0 {
+            if self.idle.wait_until(&mut c, deadline).timed_out() {
+                return *c == 0;
+            }
+        }
+        true
+    }
+}
+
+/// A replica whose copy lives in a local directory.
+pub struct LocalReplica {
+    name: String,
+    storage: Arc<dyn Storage>,
+    options: VolumeOptions,
+    volume: RwLock<Option<Arc<Volume>>>,
+    workers: Workers,
+    in_flight: Arc<InFlight>,
+}
+
+impl LocalReplica {
+    /// A replica over `storage` (opened lazily; an empty storage is a new replica).
+    pub fn new(name: impl Into<String>, storage: Arc<dyn Storage>, options: VolumeOptions) -> Self {
+        let name = name.into();
+        Self {
+            workers: Workers::new("replica"),
+            name,
+            storage,
+            options,
+            volume: RwLock::new(None),
+            in_flight: Arc::new(InFlight::default()),
+        }
+    }
+
+    /// The open engine volume, opening it on first use.
+    pub fn volume(&self) -> Result<Arc<Volume>, ReplicaFault> {
+        if let Some(v) = self.volume.read().as_ref() {
+            return Ok(v.clone());
+        }
+        let mut slot = self.volume.write();
+        if let Some(v) = slot.as_ref() {
+            return Ok(v.clone());
+        }
+        match Volume::open(self.storage.clone(), self.options) {
+            Ok(v) => {
+                let v = Arc::new(v);
+                *slot = Some(v.clone());
+                Ok(v)
+            }
+            Err(EngineError::NotFound) => Err(ReplicaFault::Empty),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Runs `f` on a worker with the open volume.
+    fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Volume) -> Result<T, EngineError> + Send + 'static,
+    ) -> Pending<T> {
+        let vol = match self.volume() {
+            Ok(v) => v,
+            Err(e) => return Pending::ready(Err(e)),
+        };
+        self.run_plain(move || f(&vol).map_err(ReplicaFault::from))
+    }
+
+    /// Runs `f` on a worker.
+    fn run_plain<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T, ReplicaFault> + Send + 'static,
+    ) -> Pending<T> {
+        let (done, pending) = Pending::new();
+        let in_flight = self.in_flight.clone();
+        in_flight.enter();
+        let queued = self.workers.spawn(Box::new(move || {
+            let result = f();
+            in_flight.leave();
+            done.complete(result);
+        }));
+        if !queued {
+            self.in_flight.leave();
+            return Pending::ready(Err(ReplicaFault::Disconnected));
+        }
+        pending
+    }
+}
+
+fn store_file(storage: &dyn Storage, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = storage.create_file(SET_STATE_TMP)?;
+    tmp.write_at(bytes, 0)?;
+    tmp.sync_data()?;
+    storage.rename(SET_STATE_TMP, SET_STATE_FILE)?;
+    storage.sync_dir()
+}
+
+fn load_file(storage: &dyn Storage) -> Result<Option<Bytes>, ReplicaFault> {
+    let io = |source| ReplicaFault::Io {
+        context: "reading the set state",
+        source,
+    };
+    if !storage.exists(SET_STATE_FILE).map_err(io)? {
+        return Ok(None);
+    }
+    let file = storage.open_file(SET_STATE_FILE).map_err(io)?;
+    let len = file.size().map_err(io)?;
+    if len > MAX_SET_STATE {
+        return Err(ReplicaFault::BadSetState(format!(
+            "{len} bytes is too large"
+        )));
+    }
+    let mut buf = vec![0u8; len as usize];
+    file.read_at(&mut buf, 0).map_err(io)?;
+    Ok(Some(Bytes::from(buf)))
+}
+
+impl Replica for LocalReplica {
+    fn describe(&self) -> String {
+        self.name.clone()
+    }
+
+    fn format(&self, size: u64, geometry: Geometry) -> Pending<()> {
+        let mut slot = self.volume.write();
+        let result = Volume::create(self.storage.clone(), size, geometry, self.options);
+        Pending::ready(match result {
+            Ok(v) => {
+                *slot = Some(Arc::new(v));
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        })
+    }
+
+    fn info(&self) -> Pending<ReplicaInfo> {
+        self.run(|v| {
+            Ok(ReplicaInfo {
+                size: v.size(),
+                geometry: v.geometry(),
+                generation: v.generation(),
+                snapshots: v.list_snapshots(),
+            })
+        })
+    }
+
+    fn write(&self, offset: u64, data: Bytes, generation: u64) -> Pending<()> {
+        self.run(move |v| v.write_generation(offset, &data, generation))
+    }
+
+    fn write_zeroes(&self, offset: u64, len: u64, generation: u64) -> Pending<()> {
+        self.run(move |v| v.write_zeroes_generation(offset, len, generation))
+    }
+
+    fn write_raw(&self, first: BlockIndex, blocks: Vec<RawBlock>) -> Pending<()> {
+        self.run(move |v| v.write_raw(first, &blocks))
+    }
+
+    fn read(&self, view: View, offset: u64, len: u64) -> Pending<Bytes> {
+        self.run(move |v| {
+            if len > tripod_engine::MAX_READ_ALLOC {
+                return Err(EngineError::OutOfRange {
+                    offset,
+                    len,
+                    size: v.size(),
+                });
+            }
+            let mut buf = vec![0u8; len as usize];
+            v.read_view_at(&view, offset, &mut buf)?;
+            Ok(Bytes::from(buf))
+        })
+    }
+
+    fn flush(&self) -> Pending<()> {
+        self.run(|v| v.flush())
+    }
+
+    fn snapshot(&self, id: SnapshotId) -> Pending<()> {
+        self.run(move |v| v.snapshot(&id))
+    }
+
+    fn delete_snapshot(&self, id: SnapshotId) -> Pending<()> {
+        self.run(move |v| v.delete_snapshot(&id))
+    }
+
+    fn rollback(&self, id: SnapshotId) -> Pending<()> {
+        self.run(move |v| v.rollback(&id))
+    }
+
+    fn expand(&self, size: u64) -> Pending<()> {
+        self.run(move |v| v.expand(size))
+    }
+
+    fn verify(&self) -> Pending<VerifyReport> {
+        self.run(|v| v.verify())
+    }
+
+    fn view_chunks(&self, view: View) -> Pending<Vec<ChunkIndex>> {
+        self.run(move |v| v.view_chunks(&view))
+    }
+
+    fn chunk_summary(&self, view: View, chunk: ChunkIndex) -> Pending<Vec<BlockInfo>> {
+        self.run(move |v| v.chunk_summary(&view, chunk))
+    }
+
+    fn repair(&self, view: View, block: BlockIndex, data: Bytes) -> Pending<bool> {
+        self.run(move |v| v.repair(&view, block, &data))
+    }
+
+    fn load_set_state(&self) -> Pending<Option<Bytes>> {
+        let storage = self.storage.clone();
+        self.run_plain(move || load_file(storage.as_ref()))
+    }
+
+    fn store_set_state(&self, state: Bytes) -> Pending<()> {
+        let storage = self.storage.clone();
+        self.run_plain(move || {
+            store_file(storage.as_ref(), &state).map_err(|source| ReplicaFault::Io {
+                context: "storing the set state",
+                source,
+            })
+        })
+    }
+
+    fn reconnect(&self, timeout: Duration) -> Result<(), ReplicaFault> {
+        if !self.in_flight.wait_idle(timeout) {
+            return Err(ReplicaFault::Timeout(timeout));
+        }
+        self.volume.write().take();
+        match self.volume() {
+            Ok(_) | Err(ReplicaFault::Empty) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn check_health(&self) -> Result<(), ReplicaFault> {
+        let present = self
+            .storage
+            .exists("manifest")
+            .map_err(|source| ReplicaFault::Io {
+                context: "checking the replica",
+                source,
+            })?;
+        if present || self.volume.read().is_none() {
+            Ok(())
+        } else {
+            Err(ReplicaFault::Engine(EngineError::NotFound))
+        }
+    }
+}

@@ -1,0 +1,393 @@
+//! The replica set's decision logic as a plain state machine: who is in service, whether a
+//! write may be acknowledged, what an absent replica misses, when a resync is complete. No
+//! threads, no I/O: the set feeds it outcomes and acts on its answers, and unit tests drive
+//! it directly.
+
+use std::collections::BTreeSet;
+
+use crate::ids::{PerReplica, ReplicaId};
+use crate::set_state::{Member, SetState};
+
+/// A resync or rebuild in progress (not durable: after a restart it starts again from the
+/// durable dirty map, skipping what already matches).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncProgress {
+    /// The target gets client writes (and structural changes) as they happen.
+    pub receives_writes: bool,
+    /// A full rebuild rather than a resync of dirty chunks.
+    pub full: bool,
+    /// Chunks done.
+    pub done: u64,
+    /// Chunks to do (as planned).
+    pub total: u64,
+    /// Set when a write to the target failed: the sync must stop.
+    pub aborted: bool,
+}
+
+/// What became of one write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteVerdict {
+    /// The write may be acknowledged.
+    pub ack: bool,
+    /// The durable state changed and must be persisted before acknowledging.
+    pub changed: bool,
+}
+
+/// Durable set state plus the syncs in progress.
+#[derive(Debug, Clone)]
+pub struct Membership {
+    /// The durable part.
+    pub state: SetState,
+    /// Per replica, the sync in progress.
+    pub syncing: PerReplica<Option<SyncProgress>>,
+}
+
+impl Membership {
+    /// Starts from a durable state with no sync running.
+    pub fn new(state: SetState) -> Self {
+        Self {
+            state,
+            syncing: PerReplica::default(),
+        }
+    }
+
+    /// Replicas holding every acknowledged write.
+    pub fn in_service(&self) -> Vec<ReplicaId> {
+        ReplicaId::ALL
+            .into_iter()
+            .filter(|id| self.state.members[*id] == Member::InService)
+            .collect()
+    }
+
+    /// Whether `id` is in service.
+    pub fn is_in_service(&self, id: ReplicaId) -> bool {
+        self.state.members[id] == Member::InService
+    }
+
+    /// Replicas a write (or structural change) is sent to: in service, and syncing targets
+    /// that already receive writes.
+    pub fn write_targets(&self) -> Vec<ReplicaId> {
+        ReplicaId::ALL
+            .into_iter()
+            .filter(|id| {
+                self.is_in_service(*id)
+                    || self.syncing[*id]
+                        .as_ref()
+                        .is_some_and(|s| s.receives_writes && !s.aborted)
+            })
+            .collect()
+    }
+
+    /// `Ok` when a write may be attempted (two or more in service), else the count.
+    pub fn check_quorum(&self) -> Result<(), usize> {
+        let n = self.in_service().len();
+        if n >= 2 {
+            Ok(())
+        } else {
+            Err(n)
+        }
+    }
+
+    fn bump(&mut self) {
+        self.state.epoch += 1;
+    }
+
+    /// Takes `id` out of service (or stops its sync), recording `chunks` as missed and, with
+    /// `full`, that it needs a rebuild. Returns whether the durable state changed.
+    pub fn take_out(&mut self, id: ReplicaId, chunks: &[u64], full: bool) -> bool {
+        if let Some(s) = self.syncing[id].as_mut() {
+            s.aborted = true;
+        }
+        let changed = match &mut self.state.members[id] {
+            m @ Member::InService => {
+                *m = Member::Out {
+                    dirty: chunks.iter().copied().collect(),
+                    full,
+                };
+                true
+            }
+            Member::Out { dirty, full: f } => {
+                let mut grew = false;
+                for c in chunks {
+                    grew |= dirty.insert(*c);
+                }
+                let more_full = full && !*f;
+                *f |= full;
+                grew || more_full
+            }
+        };
+        if changed {
+            self.bump();
+        }
+        changed
+    }
+
+    /// Records the outcome of a write of `chunks`: `Some(true)` succeeded, `Some(false)`
+    /// failed, `None` was not sent. Failed replicas leave service; every replica out of
+    /// service (or not receiving writes) records the chunks as missed. The write is
+    /// acknowledged when it succeeded on at least two replicas that were in service.
+    pub fn settle_write(
+        &mut self,
+        chunks: &[u64],
+        outcome: &PerReplica<Option<bool>>,
+    ) -> WriteVerdict {
+        let acks = ReplicaId::ALL
+            .into_iter()
+            .filter(|id| self.is_in_service(*id) && outcome[*id] == Some(true))
+            .count();
+        let mut changed = false;
+        for id in ReplicaId::ALL {
+            match outcome[id] {
+                Some(true) => {}
+                Some(false) => changed |= self.take_out(id, chunks, false),
+                None if !self.is_in_service(id) => changed |= self.take_out(id, chunks, false),
+                None => {}
+            }
+        }
+        WriteVerdict {
+            ack: acks >= 2,
+            changed,
+        }
+    }
+
+    /// Records the outcome of a structural change (snapshot, rollback, delete, expand):
+    /// replicas that failed or did not get it need a full rebuild. Returns (successes among
+    /// replicas that were in service, changed).
+    pub fn settle_structural(&mut self, outcome: &PerReplica<Option<bool>>) -> (usize, bool) {
+        let ok = ReplicaId::ALL
+            .into_iter()
+            .filter(|id| self.is_in_service(*id) && outcome[*id] == Some(true))
+            .count();
+        let mut changed = false;
+        for id in ReplicaId::ALL {
+            match outcome[id] {
+                Some(true) => {}
+                Some(false) => changed |= self.take_out(id, &[], true),
+                None if !self.is_in_service(id) => changed |= self.take_out(id, &[], true),
+                None => {}
+            }
+        }
+        (ok, changed)
+    }
+
+    /// Starts a sync of `id` if it is out of service and none runs; returns whether it is a
+    /// full rebuild and the chunks to copy.
+    pub fn begin_sync(&mut self, id: ReplicaId) -> Option<(bool, BTreeSet<u64>)> {
+        if self.syncing[id].is_some() {
+            return None;
+        }
+        let Member::Out { dirty, full } = &self.state.members[id] else {
+            return None;
+        };
+        let plan = (*full, dirty.clone());
+        self.syncing[id] = Some(SyncProgress {
+            full: *full,
+            total: dirty.len() as u64,
+            ..SyncProgress::default()
+        });
+        Some(plan)
+    }
+
+    /// From now on `id` gets client writes and structural changes.
+    pub fn start_receiving(&mut self, id: ReplicaId) {
+        if let Some(s) = self.syncing[id].as_mut() {
+            s.receives_writes = true;
+        }
+    }
+
+    /// Whether the sync of `id` was stopped by a failure.
+    pub fn sync_aborted(&self, id: ReplicaId) -> bool {
+        self.syncing[id].as_ref().is_none_or(|s| s.aborted)
+    }
+
+    /// Sets the planned and done counts of a running sync.
+    pub fn progress(&mut self, id: ReplicaId, done: u64, total: u64) {
+        if let Some(s) = self.syncing[id].as_mut() {
+            s.done = done;
+            s.total = total;
+        }
+    }
+
+    /// Chunk `chunk` was copied to `id` while it received writes: it misses nothing there.
+    pub fn chunk_copied(&mut self, id: ReplicaId, chunk: u64) {
+        let receiving = self.syncing[id]
+            .as_ref()
+            .is_some_and(|s| s.receives_writes && !s.aborted);
+        if let (true, Member::Out { dirty, .. }) = (receiving, &mut self.state.members[id]) {
+            dirty.remove(&chunk);
+        }
+    }
+
+    /// Chunks `id` still misses.
+    pub fn dirty(&self, id: ReplicaId) -> BTreeSet<u64> {
+        match &self.state.members[id] {
+            Member::Out { dirty, .. } => dirty.clone(),
+            Member::InService => BTreeSet::new(),
+        }
+    }
+
+    /// Ends the sync of `id`. With `complete` (every pass done, nothing missed, not aborted)
+    /// the replica rejoins. Returns whether the durable state changed.
+    pub fn finish_sync(&mut self, id: ReplicaId, complete: bool) -> bool {
+        let sync = self.syncing[id].take();
+        let ok = complete
+            && sync.is_some_and(|s| s.receives_writes && !s.aborted)
+            && matches!(&self.state.members[id], Member::Out { dirty, .. } if dirty.is_empty());
+        if ok {
+            self.state.members[id] = Member::InService;
+            self.bump();
+        }
+        ok
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::set_state::random_volume_id;
+
+    fn fresh() -> Membership {
+        Membership::new(SetState {
+            volume_id: random_volume_id(),
+            epoch: 1,
+            block_size: 4096,
+            chunk_blocks: 1024,
+            members: PerReplica::from_fn(|_| Member::InService),
+        })
+    }
+
+    const R0: ReplicaId = ReplicaId::ALL[0];
+    const R1: ReplicaId = ReplicaId::ALL[1];
+    const R2: ReplicaId = ReplicaId::ALL[2];
+
+    fn outcome(a: Option<bool>, b: Option<bool>, c: Option<bool>) -> PerReplica<Option<bool>> {
+        PerReplica([a, b, c])
+    }
+
+    #[test]
+    fn a_write_on_all_three_is_acknowledged_without_state_change() {
+        let mut m = fresh();
+        let v = m.settle_write(&[4], &outcome(Some(true), Some(true), Some(true)));
+        assert_eq!(
+            v,
+            WriteVerdict {
+                ack: true,
+                changed: false
+            }
+        );
+        assert_eq!(m.state.epoch, 1);
+    }
+
+    #[test]
+    fn one_failure_takes_that_replica_out_and_still_acknowledges() {
+        let mut m = fresh();
+        let v = m.settle_write(&[4, 5], &outcome(Some(true), Some(false), Some(true)));
+        assert_eq!(
+            v,
+            WriteVerdict {
+                ack: true,
+                changed: true
+            }
+        );
+        assert_eq!(m.in_service(), vec![R0, R2]);
+        assert_eq!(m.dirty(R1), [4, 5].into_iter().collect());
+    }
+
+    #[test]
+    fn two_failures_lose_quorum_and_nothing_is_acknowledged() {
+        let mut m = fresh();
+        let v = m.settle_write(&[1], &outcome(Some(false), Some(true), Some(false)));
+        assert!(!v.ack);
+        assert_eq!(m.check_quorum(), Err(1));
+    }
+
+    #[test]
+    fn an_absent_replica_accumulates_dirty_chunks_once() {
+        let mut m = fresh();
+        m.take_out(R2, &[], false);
+        let epoch = m.state.epoch;
+        let v = m.settle_write(&[9], &outcome(Some(true), Some(true), None));
+        assert_eq!(
+            v,
+            WriteVerdict {
+                ack: true,
+                changed: true
+            }
+        );
+        let v = m.settle_write(&[9], &outcome(Some(true), Some(true), None));
+        assert_eq!(
+            v,
+            WriteVerdict {
+                ack: true,
+                changed: false
+            }
+        );
+        assert_eq!(m.state.epoch, epoch + 1);
+        assert_eq!(m.dirty(R2), [9].into_iter().collect());
+    }
+
+    #[test]
+    fn with_one_out_a_second_failure_refuses_the_write() {
+        let mut m = fresh();
+        m.take_out(R0, &[], false);
+        let v = m.settle_write(&[2], &outcome(None, Some(true), Some(false)));
+        assert!(!v.ack && v.changed);
+        assert_eq!(m.in_service(), vec![R1]);
+        assert_eq!(m.dirty(R0), [2].into_iter().collect());
+    }
+
+    #[test]
+    fn a_missed_structural_change_needs_a_rebuild() {
+        let mut m = fresh();
+        m.take_out(R1, &[3], false);
+        let (ok, changed) = m.settle_structural(&outcome(Some(true), None, Some(true)));
+        assert_eq!((ok, changed), (2, true));
+        assert!(matches!(
+            m.state.members[R1],
+            Member::Out { full: true, .. }
+        ));
+    }
+
+    #[test]
+    fn resync_rejoins_only_when_nothing_is_missed() {
+        let mut m = fresh();
+        m.take_out(R2, &[1, 2], false);
+        let (full, plan) = m.begin_sync(R2).unwrap();
+        assert!(!full);
+        assert_eq!(plan.len(), 2);
+        assert!(m.begin_sync(R2).is_none(), "one sync at a time");
+        m.start_receiving(R2);
+        assert_eq!(m.write_targets(), vec![R0, R1, R2]);
+        m.chunk_copied(R2, 1);
+        assert!(!m.finish_sync(R2, true), "chunk 2 still missed");
+        assert!(m.begin_sync(R2).is_some());
+        m.start_receiving(R2);
+        m.chunk_copied(R2, 2);
+        assert!(m.finish_sync(R2, true));
+        assert_eq!(m.in_service(), vec![R0, R1, R2]);
+    }
+
+    #[test]
+    fn a_failed_write_to_a_sync_target_aborts_the_sync() {
+        let mut m = fresh();
+        m.take_out(R0, &[], false);
+        m.begin_sync(R0).unwrap();
+        m.start_receiving(R0);
+        let v = m.settle_write(&[7], &outcome(Some(false), Some(true), Some(true)));
+        assert!(v.ack && v.changed);
+        assert!(m.sync_aborted(R0));
+        assert!(!m.write_targets().contains(&R0));
+        assert!(!m.finish_sync(R0, true));
+        assert_eq!(m.dirty(R0), [7].into_iter().collect());
+    }
+
+    #[test]
+    fn writes_before_a_target_receives_them_are_recorded_as_missed() {
+        let mut m = fresh();
+        m.take_out(R1, &[], true);
+        m.begin_sync(R1).unwrap();
+        m.settle_write(&[5], &outcome(Some(true), None, Some(true)));
+        m.chunk_copied(R1, 5); // copied before receiving: does not count
+        assert_eq!(m.dirty(R1), [5].into_iter().collect());
+    }
+}

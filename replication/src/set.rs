@@ -1,0 +1,526 @@
+//! `ReplicaSet`: one volume kept in three replicas. Every write goes to all replicas in
+//! parallel (one shared payload) and is acknowledged when durable on every in-service replica
+//! and on at least two; structural changes are ordered with respect to writes; reads go to
+//! one replica and fall back (and heal) when a copy is bad. The decisions are
+//! [`Membership`]'s; this module waits on replicas and applies them.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::{Mutex, RwLock};
+use tripod_engine::{BlockLocks, EngineError, Geometry, SnapshotId, SnapshotInfo, View};
+
+use crate::error::{ReplicaFault, ReplicationError, Result};
+use crate::ids::{PerReplica, ReplicaId};
+use crate::membership::Membership;
+use crate::replica::{Pending, Replica};
+use crate::set_state::{random_volume_id, Member, SetState};
+
+/// Tuning of a replica set.
+#[derive(Debug, Clone, Copy)]
+pub struct SetConfig {
+    /// How long an I/O may take on one replica before it is taken out of service. Long
+    /// enough for a disk under load (seconds), short enough that clients do not hang.
+    pub io_timeout: Duration,
+    /// How long a whole-replica operation (verify, open-time reconciliation) may take.
+    pub long_timeout: Duration,
+}
+
+impl Default for SetConfig {
+    fn default() -> Self {
+        Self {
+            io_timeout: Duration::from_secs(30),
+            long_timeout: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Three replicas of one volume.
+pub struct ReplicaSet {
+    pub(crate) replicas: RwLock<PerReplica<Arc<dyn Replica>>>,
+    pub(crate) membership: Mutex<Membership>,
+    /// Serialises persisting the set state; holds the epoch last persisted.
+    pub(crate) persisted: Mutex<u64>,
+    /// Structural changes take it exclusively, I/O and sync steps shared.
+    pub(crate) structure: RwLock<()>,
+    /// Orders overlapping writes (and region copies) the same way on every replica.
+    pub(crate) block_locks: BlockLocks,
+    pub(crate) size: AtomicU64,
+    pub(crate) geometry: Geometry,
+    pub(crate) next_generation: AtomicU64,
+    pub(crate) read_turn: AtomicUsize,
+    pub(crate) repairs: AtomicU64,
+    pub(crate) config: SetConfig,
+}
+
+/// Whether an engine error is the caller's mistake (the same on every replica) rather than a
+/// fault of one replica.
+pub(crate) fn is_logical(e: &ReplicaFault) -> bool {
+    matches!(
+        e,
+        ReplicaFault::Engine(
+            EngineError::OutOfRange { .. }
+                | EngineError::Shrink { .. }
+                | EngineError::InvalidSize { .. }
+                | EngineError::InvalidSnapshotId(_)
+                | EngineError::SnapshotExists(_)
+                | EngineError::SnapshotNotFound(_)
+                | EngineError::TooManyLayers { .. }
+                | EngineError::InvalidGeometry(_)
+        )
+    )
+}
+
+impl ReplicaSet {
+    /// Creates a new volume of `size` bytes on three empty replicas.
+    pub fn create(
+        replicas: [Arc<dyn Replica>; 3],
+        size: u64,
+        geometry: Geometry,
+        config: SetConfig,
+    ) -> Result<Self> {
+        let replicas = PerReplica(replicas);
+        let pending: Vec<_> = replicas
+            .iter()
+            .map(|(id, r)| (id, r.format(size, geometry)))
+            .collect();
+        for (id, p) in pending {
+            p.wait(config.io_timeout).map_err(|source| match source {
+                ReplicaFault::Engine(e @ EngineError::InvalidSize { .. })
+                | ReplicaFault::Engine(e @ EngineError::InvalidGeometry(_)) => {
+                    ReplicationError::Invalid(e)
+                }
+                source => ReplicationError::Replica {
+                    replica: id,
+                    source,
+                },
+            })?;
+        }
+        let state = SetState {
+            volume_id: random_volume_id(),
+            epoch: 1,
+            block_size: geometry.block_size,
+            chunk_blocks: geometry.chunk_blocks,
+            members: PerReplica::from_fn(|_| Member::InService),
+        };
+        let set = Self::assemble(replicas, state, size, geometry, 1, config);
+        set.persist()?;
+        Ok(set)
+    }
+
+    pub(crate) fn assemble(
+        replicas: PerReplica<Arc<dyn Replica>>,
+        state: SetState,
+        size: u64,
+        geometry: Geometry,
+        next_generation: u64,
+        config: SetConfig,
+    ) -> Self {
+        Self {
+            replicas: RwLock::new(replicas),
+            membership: Mutex::new(Membership::new(state)),
+            persisted: Mutex::new(0),
+            structure: RwLock::new(()),
+            block_locks: BlockLocks::new(),
+            size: AtomicU64::new(size),
+            geometry,
+            next_generation: AtomicU64::new(next_generation),
+            read_turn: AtomicUsize::new(0),
+            repairs: AtomicU64::new(0),
+            config,
+        }
+    }
+
+    /// Size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size.load(Ordering::SeqCst)
+    }
+
+    /// Block and chunk size.
+    pub fn geometry(&self) -> Geometry {
+        self.geometry
+    }
+
+    /// Blocks repaired from another replica so far (self-healing reads and scrubs).
+    pub fn repairs(&self) -> u64 {
+        self.repairs.load(Ordering::Relaxed)
+    }
+
+    /// The replica in slot `id` (for inspection, e.g. reading one copy alone).
+    pub fn replica(&self, id: ReplicaId) -> Arc<dyn Replica> {
+        self.replicas.read()[id].clone()
+    }
+
+    pub(crate) fn chunk_of(&self, offset: u64) -> u64 {
+        offset / (self.geometry.bs() * u64::from(self.geometry.chunk_blocks))
+    }
+
+    /// Chunks touched by `offset..offset+len` (len > 0).
+    pub(crate) fn chunks_of(&self, offset: u64, len: u64) -> Vec<u64> {
+        (self.chunk_of(offset)..=self.chunk_of(offset + len - 1)).collect()
+    }
+
+    fn check_range(&self, offset: u64, len: u64) -> Result<()> {
+        let size = self.size();
+        if offset.checked_add(len).is_none_or(|e| e > size) {
+            return Err(ReplicationError::Invalid(EngineError::OutOfRange {
+                offset,
+                len,
+                size,
+            }));
+        }
+        Ok(())
+    }
+
+    /// Writes `data` at `offset`: durable on every in-service replica and on at least two
+    /// when it returns.
+    pub fn write(&self, offset: u64, data: &[u8]) -> Result<()> {
+        self.mutate(
+            offset,
+            data.len() as u64,
+            Some(Bytes::copy_from_slice(data)),
+        )
+    }
+
+    /// [`ReplicaSet::write`] taking a shared buffer (no copy).
+    pub fn write_bytes(&self, offset: u64, data: Bytes) -> Result<()> {
+        self.mutate(offset, data.len() as u64, Some(data))
+    }
+
+    /// Makes a range read as zeros (and frees whole blocks).
+    pub fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
+        self.mutate(offset, len, None)
+    }
+
+    /// Discards a range: it reads back as zeros.
+    pub fn trim(&self, offset: u64, len: u64) -> Result<()> {
+        self.mutate(offset, len, None)
+    }
+
+    /// Every acknowledged write is durable already; fails only without quorum.
+    pub fn flush(&self) -> Result<()> {
+        self.membership
+            .lock()
+            .check_quorum()
+            .map_err(|in_service| ReplicationError::NoQuorum { in_service })
+    }
+
+    fn mutate(&self, offset: u64, len: u64, data: Option<Bytes>) -> Result<()> {
+        let _structure = self.structure.read();
+        self.check_range(offset, len)?;
+        if len == 0 {
+            return Ok(());
+        }
+        let bs = self.geometry.bs();
+        let _order = self
+            .block_locks
+            .write(offset / bs, (offset + len).div_ceil(bs));
+        let targets = {
+            let m = self.membership.lock();
+            m.check_quorum()
+                .map_err(|in_service| ReplicationError::NoQuorum { in_service })?;
+            m.write_targets()
+        };
+        let generation = self.next_generation.fetch_add(1, Ordering::SeqCst);
+        let replicas = self.replicas.read().clone();
+        let pending: Vec<(ReplicaId, Pending<()>)> = targets
+            .iter()
+            .map(|id| {
+                let r = &replicas[*id];
+                let p = match &data {
+                    Some(d) => r.write(offset, d.clone(), generation),
+                    None => r.write_zeroes(offset, len, generation),
+                };
+                (*id, p)
+            })
+            .collect();
+        let mut outcome = PerReplica::default();
+        for (id, p) in pending {
+            let result = p.wait(self.config.io_timeout);
+            if let Err(e) = &result {
+                if is_logical(e) {
+                    return Err(ReplicationError::Replica {
+                        replica: id,
+                        source: result.err().unwrap_or(ReplicaFault::Disconnected),
+                    });
+                }
+                tracing::warn!(replica = %id, "write failed, taking it out of service: {e}");
+            }
+            outcome[id] = Some(result.is_ok());
+        }
+        let chunks = self.chunks_of(offset, len);
+        let verdict = self.membership.lock().settle_write(&chunks, &outcome);
+        if verdict.changed {
+            self.persist()?;
+        }
+        if verdict.ack {
+            Ok(())
+        } else {
+            let in_service = self.membership.lock().in_service().len();
+            Err(ReplicationError::NoQuorum { in_service })
+        }
+    }
+
+    /// Persists the set state on every in-service replica; replicas that fail to store it
+    /// leave service (and the state is stored again without them).
+    pub(crate) fn persist(&self) -> Result<()> {
+        let mut persisted = self.persisted.lock();
+        loop {
+            let (state, targets) = {
+                let m = self.membership.lock();
+                (m.state.clone(), m.in_service())
+            };
+            if state.epoch <= *persisted {
+                return Ok(());
+            }
+            let replicas = self.replicas.read().clone();
+            let pending: Vec<_> = targets
+                .iter()
+                .map(|id| {
+                    let bytes = Bytes::from(state.encode(*id));
+                    (*id, replicas[*id].store_set_state(bytes))
+                })
+                .collect();
+            let mut failed = Vec::new();
+            for (id, p) in pending {
+                if let Err(e) = p.wait(self.config.io_timeout) {
+                    tracing::warn!(replica = %id, "cannot store the set state: {e}");
+                    failed.push(id);
+                }
+            }
+            if failed.is_empty() {
+                *persisted = state.epoch;
+                return Ok(());
+            }
+            let mut m = self.membership.lock();
+            for id in failed {
+                m.take_out(id, &[], false);
+            }
+            if let Err(in_service) = m.check_quorum() {
+                if in_service == 0 {
+                    return Err(ReplicationError::NoQuorum { in_service });
+                }
+            }
+        }
+    }
+
+    /// Runs one structural change on every replica that takes writes, in order with
+    /// respect to all writes.
+    pub(crate) fn structural(&self, op: impl Fn(&dyn Replica) -> Pending<()>) -> Result<()> {
+        let _structure = self.structure.write();
+        let targets = {
+            let m = self.membership.lock();
+            m.check_quorum()
+                .map_err(|in_service| ReplicationError::NoQuorum { in_service })?;
+            m.write_targets()
+        };
+        let replicas = self.replicas.read().clone();
+        let pending: Vec<_> = targets
+            .iter()
+            .map(|id| (*id, op(replicas[*id].as_ref())))
+            .collect();
+        let mut outcome = PerReplica::default();
+        let mut logical = None;
+        for (id, p) in pending {
+            match p.wait(self.config.long_timeout) {
+                Ok(()) => outcome[id] = Some(true),
+                Err(e) if is_logical(&e) => logical = Some((id, e)),
+                Err(e) => {
+                    tracing::warn!(replica = %id, "structural change failed: {e}");
+                    outcome[id] = Some(false);
+                }
+            }
+        }
+        if let Some((id, e)) = logical {
+            // The same request was refused: a caller error if no replica applied it.
+            if ReplicaId::ALL.iter().all(|r| outcome[*r] != Some(true)) {
+                return Err(match e {
+                    ReplicaFault::Engine(e) => ReplicationError::Invalid(e),
+                    other => ReplicationError::Replica {
+                        replica: id,
+                        source: other,
+                    },
+                });
+            }
+            outcome[id] = Some(false); // disagrees with the others: rebuild it
+        }
+        let (ok, changed) = self.membership.lock().settle_structural(&outcome);
+        if changed {
+            self.persist()?;
+        }
+        if ok >= 2 {
+            Ok(())
+        } else {
+            Err(ReplicationError::NoQuorum { in_service: ok })
+        }
+    }
+
+    /// Takes snapshot `id`: every write acknowledged before is in it on every replica.
+    pub fn snapshot(&self, id: &SnapshotId) -> Result<()> {
+        self.structural(|r| r.snapshot(id.clone()))
+    }
+
+    /// Deletes snapshot `id` on every replica.
+    pub fn delete_snapshot(&self, id: &SnapshotId) -> Result<()> {
+        self.structural(|r| r.delete_snapshot(id.clone()))
+    }
+
+    /// Rolls the volume back to snapshot `id` on every replica.
+    pub fn rollback(&self, id: &SnapshotId) -> Result<()> {
+        self.structural(|r| r.rollback(id.clone()))
+    }
+
+    /// Grows the volume to `new_size` bytes online.
+    pub fn expand(&self, new_size: u64) -> Result<()> {
+        self.structural(|r| r.expand(new_size))?;
+        self.size.fetch_max(new_size, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// The snapshots, oldest first, as an in-service replica reports them.
+    pub fn list_snapshots(&self) -> Result<Vec<SnapshotInfo>> {
+        let (id, r) = self.any_in_service()?;
+        r.info()
+            .wait(self.config.io_timeout)
+            .map(|i| i.snapshots)
+            .map_err(|source| ReplicationError::Replica {
+                replica: id,
+                source,
+            })
+    }
+
+    pub(crate) fn any_in_service(&self) -> Result<(ReplicaId, Arc<dyn Replica>)> {
+        let in_service = self.membership.lock().in_service();
+        let id = *in_service
+            .first()
+            .ok_or(ReplicationError::NoQuorum { in_service: 0 })?;
+        Ok((id, self.replica(id)))
+    }
+
+    /// Reads `len` bytes at `offset` of the head.
+    pub fn read(&self, offset: u64, len: u64) -> Result<Bytes> {
+        self.read_view(&View::Head, offset, len)
+    }
+
+    /// Reads from `view`, spreading reads over the in-service replicas. A copy that fails its
+    /// checksum (or its I/O) is served from another replica and repaired.
+    pub fn read_view(&self, view: &View, offset: u64, len: u64) -> Result<Bytes> {
+        let _structure = self.structure.read();
+        if *view == View::Head {
+            self.check_range(offset, len)?;
+        }
+        self.read_healing(view, offset, len, None)
+    }
+
+    /// The read path without the structure lock (callers hold it), optionally avoiding one
+    /// replica.
+    pub(crate) fn read_healing(
+        &self,
+        view: &View,
+        offset: u64,
+        len: u64,
+        avoid: Option<ReplicaId>,
+    ) -> Result<Bytes> {
+        let in_service: Vec<ReplicaId> = self
+            .membership
+            .lock()
+            .in_service()
+            .into_iter()
+            .filter(|id| Some(*id) != avoid)
+            .collect();
+        if in_service.is_empty() {
+            return Err(ReplicationError::NoQuorum { in_service: 0 });
+        }
+        let start = self.read_turn.fetch_add(1, Ordering::Relaxed);
+        let n = in_service.len();
+        let mut bad_copies = Vec::new();
+        let mut last_error = None;
+        for i in 0..n {
+            let id = in_service[(start + i) % n];
+            let replica = self.replica(id);
+            match replica
+                .read(view.clone(), offset, len)
+                .wait(self.config.io_timeout)
+            {
+                Ok(data) => {
+                    for bad in bad_copies {
+                        self.heal(bad, view, offset, &data);
+                    }
+                    return Ok(data);
+                }
+                Err(ReplicaFault::Engine(EngineError::ChecksumMismatch { block, .. })) => {
+                    tracing::warn!(replica = %id, %block, "checksum mismatch; reading another copy");
+                    bad_copies.push(id);
+                    last_error = Some(ReplicationError::NoGoodCopy { block });
+                }
+                Err(e) if is_logical(&e) => {
+                    return Err(match e {
+                        ReplicaFault::Engine(e) => ReplicationError::Invalid(e),
+                        e => ReplicationError::Replica {
+                            replica: id,
+                            source: e,
+                        },
+                    })
+                }
+                Err(e) => {
+                    tracing::warn!(replica = %id, "read failed, taking it out of service: {e}");
+                    let chunks = if len == 0 {
+                        vec![]
+                    } else {
+                        self.chunks_of(offset, len)
+                    };
+                    if self.membership.lock().take_out(id, &chunks, false) {
+                        self.persist()?;
+                    }
+                    last_error = Some(ReplicationError::Replica {
+                        replica: id,
+                        source: e,
+                    });
+                }
+            }
+        }
+        Err(last_error.unwrap_or(ReplicationError::NoQuorum { in_service: 0 }))
+    }
+
+    /// Repairs every bad block of replica `id` in `offset..offset+len` of `view` from `good`.
+    fn heal(&self, id: ReplicaId, view: &View, offset: u64, good: &Bytes) {
+        let bs = self.geometry.bs();
+        let replica = self.replica(id);
+        let len = good.len() as u64;
+        // Each failed read names one bad block; repair it and look again.
+        for _ in 0..=len.div_ceil(bs) {
+            match replica
+                .read(view.clone(), offset, len)
+                .wait(self.config.io_timeout)
+            {
+                Ok(_) => return,
+                Err(ReplicaFault::Engine(EngineError::ChecksumMismatch { block, .. })) => {
+                    let at = (block.0 * bs).saturating_sub(offset) as usize;
+                    let Some(data) = good.get(at..at + bs as usize) else {
+                        return;
+                    };
+                    match replica
+                        .repair(view.clone(), block, Bytes::copy_from_slice(data))
+                        .wait(self.config.io_timeout)
+                    {
+                        Ok(true) => {
+                            self.repairs.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(replica = %id, %block, "repaired a bad copy from another replica");
+                        }
+                        Ok(false) => return,
+                        Err(e) => {
+                            tracing::warn!(replica = %id, %block, "repair failed: {e}");
+                            return;
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(replica = %id, "re-read after repair failed: {e}");
+                    return;
+                }
+            }
+        }
+    }
+}

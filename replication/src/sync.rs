@@ -1,0 +1,560 @@
+//! Bringing copies back to agreement, all from metadata first: per-chunk block summaries
+//! (content kind, CRC, generation) say which blocks differ, and only those are copied.
+//!
+//! - **open**: load the newest set state, reconcile the in-service replicas after a crash
+//!   (snapshots all-or-nothing, size the largest, each differing block from the copy with
+//!   the highest generation), then serve.
+//! - **resync**: a returning replica gets the chunks of its dirty map, online.
+//! - **rebuild**: a new or stale replica gets every snapshot (in order, staged through its
+//!   head) and then the head, online; restartable because finished work compares equal.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tripod_engine::{BlockIndex, BlockInfo, ChunkIndex, RawBlock, SnapshotId, View};
+
+use crate::error::{ReplicaFault, ReplicationError, Result};
+use crate::ids::{PerReplica, ReplicaId};
+use crate::replica::{Replica, ReplicaInfo};
+use crate::set::{ReplicaSet, SetConfig};
+use crate::set_state::{Member, SetState};
+
+/// What one [`ReplicaSet::heal_now`] pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HealReport {
+    /// Replicas that rejoined.
+    pub rejoined: Vec<ReplicaId>,
+    /// Replicas still out, with why.
+    pub still_out: Vec<(ReplicaId, String)>,
+}
+
+fn fault(replica: ReplicaId) -> impl FnOnce(ReplicaFault) -> ReplicationError {
+    move |source| ReplicationError::Replica { replica, source }
+}
+
+impl ReplicaSet {
+    /// Opens an existing set: picks the newest set state, reconciles the replicas that were
+    /// in service (a crash may have left an unacknowledged write on some of them), and
+    /// resyncs returning replicas right away if fewer than two are in service.
+    pub fn open(replicas: [Arc<dyn Replica>; 3], config: SetConfig) -> Result<Self> {
+        let replicas = PerReplica(replicas);
+        let mut state = newest_state(&replicas, &config)?;
+        let geometry = tripod_engine::Geometry {
+            block_size: state.block_size,
+            chunk_blocks: state.chunk_blocks,
+        }
+        .validate()
+        .map_err(|e| ReplicationError::Open(e.to_string()))?;
+        let mut infos: PerReplica<Option<ReplicaInfo>> = PerReplica::default();
+        for (id, r) in replicas.iter() {
+            if state.members[id] != Member::InService {
+                continue;
+            }
+            match r.info().wait(config.io_timeout) {
+                Ok(info) if info.geometry == geometry => infos[id] = Some(info),
+                outcome => {
+                    tracing::warn!(replica = %id, "unusable at open ({outcome:?}); rebuild needed");
+                    state.members[id] = Member::Out {
+                        dirty: BTreeSet::new(),
+                        full: true,
+                    };
+                }
+            }
+        }
+        let live: Vec<ReplicaId> = ReplicaId::ALL
+            .into_iter()
+            .filter(|id| infos[*id].is_some())
+            .collect();
+        if live.is_empty() {
+            return Err(ReplicationError::Open(
+                "no in-service replica is readable".into(),
+            ));
+        }
+        reconcile(&replicas, &live, &infos, &config)?;
+        let mut size = 0;
+        let mut generation = 0;
+        for id in &live {
+            let info = replicas[*id]
+                .info()
+                .wait(config.io_timeout)
+                .map_err(fault(*id))?;
+            size = size.max(info.size);
+            generation = generation.max(info.generation);
+        }
+        state.epoch += 1;
+        let set = Self::assemble(replicas, state, size, geometry, generation + 1, config);
+        set.persist()?;
+        if set.membership.lock().check_quorum().is_err() {
+            set.heal_now();
+        }
+        Ok(set)
+    }
+
+    /// One pass over the replicas out of service: each that is reachable and belongs to
+    /// this volume is resynced (dirty chunks) or rebuilt (full), online, and rejoins.
+    pub fn heal_now(&self) -> HealReport {
+        let mut report = HealReport::default();
+        for id in ReplicaId::ALL {
+            if self.membership.lock().is_in_service(id) {
+                continue;
+            }
+            match self.try_sync(id) {
+                Ok(true) => report.rejoined.push(id),
+                Ok(false) => report.still_out.push((id, "sync did not complete".into())),
+                Err(e) => report.still_out.push((id, e.to_string())),
+            }
+        }
+        report
+    }
+
+    /// Checks that every in-service replica is still there (directory, connection); a
+    /// missing one leaves service and will need a rebuild.
+    pub fn check_health(&self) -> Result<()> {
+        for id in self.membership.lock().in_service() {
+            if let Err(e) = self.replica(id).check_health() {
+                tracing::warn!(replica = %id, "health check failed: {e}");
+                if self.membership.lock().take_out(id, &[], true) {
+                    self.persist()?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts a new replica (e.g. an empty directory on a new disk) in slot `id`; it is
+    /// rebuilt in full by the next [`ReplicaSet::heal_now`]. Refused if the other two are not
+    /// in service.
+    pub fn replace(&self, id: ReplicaId, replica: Arc<dyn Replica>) -> Result<()> {
+        let _structure = self.structure.write();
+        {
+            let mut m = self.membership.lock();
+            let others = m.in_service().into_iter().filter(|r| *r != id).count();
+            if others < 2 {
+                return Err(ReplicationError::NoQuorum { in_service: others });
+            }
+            if m.syncing[id].is_some() {
+                return Err(ReplicationError::Busy(id));
+            }
+            m.take_out(id, &[], true);
+        }
+        self.replicas.write()[id] = replica;
+        self.persist()
+    }
+
+    fn try_sync(&self, id: ReplicaId) -> Result<bool> {
+        let replica = self.replica(id);
+        replica.check_health().map_err(fault(id))?;
+        replica
+            .reconnect(self.config.io_timeout)
+            .map_err(fault(id))?;
+        self.check_identity(id, replica.as_ref())?;
+        let Some((full, _)) = self.membership.lock().begin_sync(id) else {
+            return Ok(false);
+        };
+        tracing::info!(replica = %id, full, "starting {}", if full { "rebuild" } else { "resync" });
+        let result = if full {
+            self.rebuild(id)
+        } else {
+            self.resync(id)
+        };
+        let complete = matches!(result, Ok(true));
+        let changed = self.membership.lock().finish_sync(id, complete);
+        if changed {
+            self.persist()?;
+            tracing::info!(replica = %id, "back in service");
+        }
+        result.map(|_| changed)
+    }
+
+    /// Refuses a replica that holds another volume's set state.
+    fn check_identity(&self, id: ReplicaId, replica: &dyn Replica) -> Result<()> {
+        let ours = self.membership.lock().state.volume_id;
+        match replica.load_set_state().wait(self.config.io_timeout) {
+            Ok(Some(bytes)) => match SetState::decode(&bytes) {
+                Ok((s, _)) if s.volume_id != ours => Err(ReplicationError::Open(format!(
+                    "{id} holds another volume; not touching it"
+                ))),
+                _ => Ok(()),
+            },
+            Ok(None) => Ok(()),
+            Err(e) => Err(fault(id)(e)),
+        }
+    }
+
+    /// Copies the dirty chunks of `id` while it receives client writes.
+    fn resync(&self, id: ReplicaId) -> Result<bool> {
+        {
+            let _structure = self.structure.read();
+            self.membership.lock().start_receiving(id);
+        }
+        self.sync_passes(id, |_| Ok(BTreeSet::new()))
+    }
+
+    /// Repeats passes over the chunks `id` misses (plus `extra`) until none is left.
+    fn sync_passes(
+        &self,
+        id: ReplicaId,
+        extra: impl Fn(&Self) -> Result<BTreeSet<u64>>,
+    ) -> Result<bool> {
+        let mut first = true;
+        loop {
+            let mut todo = self.membership.lock().dirty(id);
+            if first {
+                todo.extend(extra(self)?);
+                first = false;
+            }
+            if todo.is_empty() {
+                return Ok(true);
+            }
+            let total = todo.len() as u64;
+            for (done, chunk) in todo.into_iter().enumerate() {
+                if self.membership.lock().sync_aborted(id) {
+                    return Ok(false);
+                }
+                let _structure = self.structure.read();
+                self.copy_chunk(id, ChunkIndex(chunk), &View::Head, &View::Head)?;
+                let mut m = self.membership.lock();
+                m.chunk_copied(id, chunk);
+                m.progress(id, done as u64 + 1, total);
+            }
+        }
+    }
+
+    /// Rebuilds `id` in full: its volume, every snapshot in order, then the head.
+    fn rebuild(&self, id: ReplicaId) -> Result<bool> {
+        let target = self.replica(id);
+        let size = self.size();
+        match target.info().wait(self.config.io_timeout) {
+            Err(ReplicaFault::Empty) => target
+                .format(size, self.geometry)
+                .wait(self.config.io_timeout)
+                .map_err(fault(id))?,
+            Ok(info) if info.geometry != self.geometry || info.size > size => {
+                return Err(ReplicationError::Open(format!(
+                    "{id} holds a volume of another shape; wipe it to rebuild"
+                )))
+            }
+            Ok(info) if info.size < size => target
+                .expand(size)
+                .wait(self.config.io_timeout)
+                .map_err(fault(id))?,
+            Ok(_) => {}
+            Err(e) => return Err(fault(id)(e)),
+        }
+        while !self.rebuild_snapshot_step(id)? {}
+        self.sync_passes(id, |set| {
+            let (src_id, src) = set.source_for(id)?;
+            let mut all: BTreeSet<u64> = BTreeSet::new();
+            for r in [src.as_ref(), set.replica(id).as_ref()] {
+                let chunks = r
+                    .view_chunks(View::Head)
+                    .wait(set.config.io_timeout)
+                    .map_err(fault(src_id))?;
+                all.extend(chunks.into_iter().map(|c| c.0));
+            }
+            Ok(all)
+        })
+    }
+
+    /// One step of a rebuild's snapshot phase; `true` once the target has exactly the
+    /// source's snapshots (and then it starts receiving writes).
+    fn rebuild_snapshot_step(&self, id: ReplicaId) -> Result<bool> {
+        let _structure = self.structure.read();
+        let target = self.replica(id);
+        let (src_id, src) = self.source_for(id)?;
+        let timeout = self.config.io_timeout;
+        let src_snaps = src.info().wait(timeout).map_err(fault(src_id))?.snapshots;
+        let tgt_snaps = target.info().wait(timeout).map_err(fault(id))?.snapshots;
+        for t in &tgt_snaps {
+            if !src_snaps.iter().any(|s| s.id == t.id) {
+                target
+                    .delete_snapshot(t.id.clone())
+                    .wait(self.config.long_timeout)
+                    .map_err(fault(id))?;
+            }
+        }
+        let missing = src_snaps
+            .iter()
+            .find(|s| !tgt_snaps.iter().any(|t| t.id == s.id));
+        let Some(snap) = missing else {
+            self.membership.lock().start_receiving(id);
+            return Ok(true);
+        };
+        self.stage_snapshot(id, &snap.id)?;
+        target
+            .snapshot(snap.id.clone())
+            .wait(self.config.long_timeout)
+            .map_err(fault(id))?;
+        Ok(false)
+    }
+
+    /// Makes the target's head hold exactly snapshot `snap`'s content.
+    fn stage_snapshot(&self, id: ReplicaId, snap: &SnapshotId) -> Result<()> {
+        let (src_id, src) = self.source_for(id)?;
+        let view = View::Snapshot(snap.clone());
+        let timeout = self.config.io_timeout;
+        let mut chunks: BTreeSet<u64> = BTreeSet::new();
+        for (who, r) in [(src_id, src.as_ref()), (id, self.replica(id).as_ref())] {
+            let v = if who == id { View::Head } else { view.clone() };
+            let list = r.view_chunks(v).wait(timeout).map_err(fault(who))?;
+            chunks.extend(list.into_iter().map(|c| c.0));
+        }
+        for chunk in chunks {
+            self.copy_chunk(id, ChunkIndex(chunk), &view, &View::Head)?;
+        }
+        Ok(())
+    }
+
+    /// An in-service replica other than `id` to copy from.
+    fn source_for(&self, id: ReplicaId) -> Result<(ReplicaId, Arc<dyn Replica>)> {
+        let src = self
+            .membership
+            .lock()
+            .in_service()
+            .into_iter()
+            .find(|r| *r != id)
+            .ok_or(ReplicationError::NoQuorum { in_service: 0 })?;
+        Ok((src, self.replica(src)))
+    }
+
+    /// Copies the blocks of `chunk` that differ between the source's `from` view and the
+    /// target's `to` view. The caller holds the structure lock; this holds the chunk's block
+    /// locks so no client write to it can interleave.
+    fn copy_chunk(&self, id: ReplicaId, chunk: ChunkIndex, from: &View, to: &View) -> Result<()> {
+        let g = self.geometry;
+        let first = chunk.0 * u64::from(g.chunk_blocks);
+        let _order = self
+            .block_locks
+            .write(first, first + u64::from(g.chunk_blocks));
+        let (src_id, src) = self.source_for(id)?;
+        let target = self.replica(id);
+        let timeout = self.config.io_timeout;
+        let want = src
+            .chunk_summary(from.clone(), chunk)
+            .wait(timeout)
+            .map_err(fault(src_id))?;
+        let have = target
+            .chunk_summary(to.clone(), chunk)
+            .wait(timeout)
+            .map_err(fault(id))?;
+        let differing: Vec<(u64, BlockInfo)> = want
+            .iter()
+            .zip(&have)
+            .enumerate()
+            .filter(|(_, (w, h))| !w.same_content(h))
+            .map(|(i, (w, _))| (first + i as u64, *w))
+            .collect();
+        self.copy_blocks(from, target.as_ref(), id, &differing)
+    }
+
+    /// Writes `blocks` (index, source summary) to `target`, reading data from the in-service
+    /// replicas (healing on the way), one raw write per run of consecutive blocks.
+    fn copy_blocks(
+        &self,
+        from: &View,
+        target: &dyn Replica,
+        target_id: ReplicaId,
+        blocks: &[(u64, BlockInfo)],
+    ) -> Result<()> {
+        let bs = self.geometry.bs();
+        let mut i = 0;
+        while i < blocks.len() {
+            let mut j = i + 1;
+            while j < blocks.len() && blocks[j].0 == blocks[j - 1].0 + 1 {
+                j += 1;
+            }
+            let run = &blocks[i..j];
+            let data = if run.iter().any(|(_, b)| !b.content.is_zero()) {
+                Some(self.read_healing(
+                    from,
+                    run[0].0 * bs,
+                    run.len() as u64 * bs,
+                    Some(target_id),
+                )?)
+            } else {
+                None
+            };
+            let raw = raw_blocks(run, data.as_ref(), bs);
+            target
+                .write_raw(BlockIndex(run[0].0), raw)
+                .wait(self.config.io_timeout)
+                .map_err(fault(target_id))?;
+            i = j;
+        }
+        Ok(())
+    }
+}
+
+/// The raw blocks for a run: data sliced from `data` for data blocks, zeros otherwise.
+fn raw_blocks(run: &[(u64, BlockInfo)], data: Option<&Bytes>, bs: u64) -> Vec<RawBlock> {
+    run.iter()
+        .enumerate()
+        .map(|(k, (_, info))| RawBlock {
+            data: match (info.content.is_zero(), data) {
+                (false, Some(d)) => Some(d.slice(k * bs as usize..(k + 1) * bs as usize)),
+                _ => None,
+            },
+            generation: info.generation,
+        })
+        .collect()
+}
+
+/// The newest valid set state among the replicas; every replica holding one must belong to
+/// the same volume and sit in the slot it was stored for.
+fn newest_state(replicas: &PerReplica<Arc<dyn Replica>>, config: &SetConfig) -> Result<SetState> {
+    let mut best: Option<SetState> = None;
+    for (id, r) in replicas.iter() {
+        let bytes = match r.load_set_state().wait(config.io_timeout) {
+            Ok(Some(b)) => b,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(replica = %id, "cannot read its set state: {e}");
+                continue;
+            }
+        };
+        let (state, me) = match SetState::decode(&bytes) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(replica = %id, "damaged set state ignored: {e}");
+                continue;
+            }
+        };
+        if me != id {
+            return Err(ReplicationError::Open(format!(
+                "{id} holds the copy of replica slot {}; check the replica order",
+                me.index()
+            )));
+        }
+        if let Some(b) = &best {
+            if b.volume_id != state.volume_id {
+                return Err(ReplicationError::Open(format!(
+                    "{id} belongs to another volume"
+                )));
+            }
+        }
+        if best.as_ref().is_none_or(|b| state.epoch > b.epoch) {
+            best = Some(state);
+        }
+    }
+    best.ok_or_else(|| ReplicationError::Open("no replica holds a set state".into()))
+}
+
+/// Brings the in-service replicas `live` to one state after a crash: a snapshot survives only
+/// if all have it, the size is the largest, and each head block that differs takes the copy
+/// with the highest generation (a write that reached only some replicas was never
+/// acknowledged, so either outcome is allowed; agreeing is what matters).
+fn reconcile(
+    replicas: &PerReplica<Arc<dyn Replica>>,
+    live: &[ReplicaId],
+    infos: &PerReplica<Option<ReplicaInfo>>,
+    config: &SetConfig,
+) -> Result<()> {
+    let timeout = config.io_timeout;
+    let snaps = |id: ReplicaId| -> BTreeSet<SnapshotId> {
+        infos[id]
+            .as_ref()
+            .map(|i| i.snapshots.iter().map(|s| s.id.clone()).collect())
+            .unwrap_or_default()
+    };
+    let mut common = snaps(live[0]);
+    for id in live {
+        common = common.intersection(&snaps(*id)).cloned().collect();
+    }
+    let mut size = 0;
+    for id in live {
+        for extra in snaps(*id).difference(&common) {
+            tracing::warn!(replica = %id, snapshot = %extra, "removing a half-made snapshot");
+            replicas[*id]
+                .delete_snapshot(extra.clone())
+                .wait(config.long_timeout)
+                .map_err(fault(*id))?;
+        }
+        size = size.max(infos[*id].as_ref().map_or(0, |i| i.size));
+    }
+    for id in live {
+        if infos[*id].as_ref().is_some_and(|i| i.size < size) {
+            replicas[*id]
+                .expand(size)
+                .wait(timeout)
+                .map_err(fault(*id))?;
+        }
+    }
+    let mut chunks: BTreeSet<ChunkIndex> = BTreeSet::new();
+    for id in live {
+        let list = replicas[*id]
+            .view_chunks(View::Head)
+            .wait(config.long_timeout);
+        chunks.extend(list.map_err(fault(*id))?);
+    }
+    for chunk in chunks {
+        reconcile_chunk(replicas, live, chunk, infos, config)?;
+    }
+    Ok(())
+}
+
+fn reconcile_chunk(
+    replicas: &PerReplica<Arc<dyn Replica>>,
+    live: &[ReplicaId],
+    chunk: ChunkIndex,
+    infos: &PerReplica<Option<ReplicaInfo>>,
+    config: &SetConfig,
+) -> Result<()> {
+    let timeout = config.io_timeout;
+    let mut sums: Vec<(ReplicaId, Vec<BlockInfo>)> = Vec::new();
+    for id in live {
+        let s = replicas[*id].chunk_summary(View::Head, chunk).wait(timeout);
+        sums.push((*id, s.map_err(fault(*id))?));
+    }
+    let Some(geometry) = infos[live[0]].as_ref().map(|i| i.geometry) else {
+        return Ok(());
+    };
+    let bs = geometry.bs();
+    let first = chunk.0 * u64::from(geometry.chunk_blocks);
+    for slot in 0..sums[0].1.len() {
+        // Highest generation wins; ties keep the lowest replica id's copy.
+        let Some((winner, best)) = sums.iter().map(|(id, s)| (*id, s[slot])).reduce(|a, b| {
+            if b.1.generation > a.1.generation {
+                b
+            } else {
+                a
+            }
+        }) else {
+            continue;
+        };
+        let block = first + slot as u64;
+        if sums
+            .iter()
+            .all(|(id, s)| *id == winner || s[slot].same_content(&best))
+        {
+            continue;
+        }
+        let data = if best.content.is_zero() {
+            None
+        } else {
+            let d = replicas[winner]
+                .read(View::Head, block * bs, bs)
+                .wait(timeout);
+            Some(d.map_err(fault(winner))?)
+        };
+        for (id, s) in &sums {
+            if *id != winner && !s[slot].same_content(&best) {
+                tracing::warn!(replica = %id, block, "reconciling a block left by a crash");
+                let raw = raw_blocks(&[(block, best)], data.as_ref(), bs);
+                replicas[*id]
+                    .write_raw(BlockIndex(block), raw)
+                    .wait(timeout)
+                    .map_err(fault(*id))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+impl ReplicaSet {
+    /// The next generation a write will take (for diagnostics).
+    pub fn generation(&self) -> u64 {
+        self.next_generation.load(Ordering::SeqCst)
+    }
+}
