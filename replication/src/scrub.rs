@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use tripod_engine::BlockIndex;
 
-use crate::error::{ReplicaFault, ReplicationError, Result};
+use crate::error::{ReplicaFault, Result};
 use crate::ids::ReplicaId;
 use crate::set::ReplicaSet;
 
@@ -29,15 +29,19 @@ impl ReplicaSet {
     pub fn scrub(&self) -> Result<ScrubReport> {
         let mut report = ScrubReport::default();
         let bs = self.geometry.bs();
-        for id in self.membership.lock().in_service() {
+        let in_service = self.membership.lock().in_service();
+        for id in in_service {
             let replica = self.replica(id);
-            let verified = replica
-                .verify()
-                .wait(self.config.long_timeout)
-                .map_err(|source| ReplicationError::Replica {
-                    replica: id,
-                    source,
-                })?;
+            let verified = match replica.verify().wait(self.config.long_timeout) {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!(replica = %id, "verify failed, taking it out of service: {e}");
+                    if self.membership.lock().take_out(id, &[], true) {
+                        self.persist()?;
+                    }
+                    continue;
+                }
+            };
             report.blocks_checked += verified.blocks_checked;
             for bad in verified.bad {
                 report.bad += 1;

@@ -112,7 +112,8 @@ impl ReplicaSet {
     /// Checks that every in-service replica is still there (directory, connection); a
     /// missing one leaves service and will need a rebuild.
     pub fn check_health(&self) -> Result<()> {
-        for id in self.membership.lock().in_service() {
+        let in_service = self.membership.lock().in_service();
+        for id in in_service {
             if let Err(e) = self.replica(id).check_health() {
                 tracing::warn!(replica = %id, "health check failed: {e}");
                 if self.membership.lock().take_out(id, &[], true) {
@@ -243,7 +244,8 @@ impl ReplicaSet {
             Ok(_) => {}
             Err(e) => return Err(fault(id)(e)),
         }
-        while !self.rebuild_snapshot_step(id)? {}
+        let mut verified = BTreeSet::new();
+        while !self.rebuild_snapshot_step(id, &mut verified)? {}
         self.sync_passes(id, |set| {
             let (src_id, src) = set.source_for(id)?;
             let mut all: BTreeSet<u64> = BTreeSet::new();
@@ -259,22 +261,35 @@ impl ReplicaSet {
     }
 
     /// One step of a rebuild's snapshot phase; `true` once the target has exactly the
-    /// source's snapshots (and then it starts receiving writes).
-    fn rebuild_snapshot_step(&self, id: ReplicaId) -> Result<bool> {
+    /// source's snapshots (and then it starts receiving writes). A target snapshot counts
+    /// only once its content is checked equal (an id may have been deleted and reused while
+    /// the target was away); `verified` remembers the checked ones.
+    fn rebuild_snapshot_step(
+        &self,
+        id: ReplicaId,
+        verified: &mut BTreeSet<SnapshotId>,
+    ) -> Result<bool> {
         let _structure = self.structure.read();
         let target = self.replica(id);
         let (src_id, src) = self.source_for(id)?;
         let timeout = self.config.io_timeout;
         let src_snaps = src.info().wait(timeout).map_err(fault(src_id))?.snapshots;
         let tgt_snaps = target.info().wait(timeout).map_err(fault(id))?.snapshots;
+        let mut kept = Vec::new();
         for t in &tgt_snaps {
-            if !src_snaps.iter().any(|s| s.id == t.id) {
+            let same = src_snaps.iter().any(|s| s.id == t.id)
+                && (verified.contains(&t.id) || self.same_snapshot(id, &t.id)?);
+            if same {
+                verified.insert(t.id.clone());
+                kept.push(t.clone());
+            } else {
                 target
                     .delete_snapshot(t.id.clone())
                     .wait(self.config.long_timeout)
                     .map_err(fault(id))?;
             }
         }
+        let tgt_snaps = kept;
         let missing = src_snaps
             .iter()
             .find(|s| !tgt_snaps.iter().any(|t| t.id == s.id));
@@ -288,6 +303,37 @@ impl ReplicaSet {
             .wait(self.config.long_timeout)
             .map_err(fault(id))?;
         Ok(false)
+    }
+
+    /// Whether snapshot `snap` reads the same on the target as on the source (compared by
+    /// block summaries, metadata only).
+    fn same_snapshot(&self, id: ReplicaId, snap: &SnapshotId) -> Result<bool> {
+        let (src_id, src) = self.source_for(id)?;
+        let target = self.replica(id);
+        let view = View::Snapshot(snap.clone());
+        let timeout = self.config.io_timeout;
+        let mut chunks: BTreeSet<ChunkIndex> = BTreeSet::new();
+        for (who, r) in [(src_id, src.as_ref()), (id, target.as_ref())] {
+            let list = r
+                .view_chunks(view.clone())
+                .wait(timeout)
+                .map_err(fault(who))?;
+            chunks.extend(list);
+        }
+        for chunk in chunks {
+            let a = src
+                .chunk_summary(view.clone(), chunk)
+                .wait(timeout)
+                .map_err(fault(src_id))?;
+            let b = target
+                .chunk_summary(view.clone(), chunk)
+                .wait(timeout)
+                .map_err(fault(id))?;
+            if a.iter().zip(&b).any(|(x, y)| !x.same_content(y)) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Makes the target's head hold exactly snapshot `snap`'s content.

@@ -1,0 +1,257 @@
+//! Test helpers: replicas over in-memory storage that can be switched off, made to hang or
+//! given disk faults, and a plain model of the volume.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tripod_engine::{
+    BlockIndex, BlockInfo, ChunkIndex, FaultPlan, FaultyStorage, Geometry, MemStorage, RawBlock,
+    SnapshotId, Storage, VerifyReport, View, VolumeOptions,
+};
+use tripod_replication::{
+    LocalReplica, Pending, Replica, ReplicaFault, ReplicaId, ReplicaInfo, ReplicaSet, SetConfig,
+};
+
+/// What a [`Flaky`] replica does with calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Passes them on.
+    Up,
+    /// Fails them at once (disconnected).
+    Down,
+    /// Never answers (the set times out).
+    Hang,
+}
+
+/// A local replica that can be switched down or made to hang.
+pub struct Flaky {
+    pub inner: LocalReplica,
+    pub mode: Mutex<Mode>,
+    parked: Mutex<Vec<Box<dyn Any + Send>>>,
+}
+
+impl Flaky {
+    pub fn new(storage: Arc<dyn Storage>, options: VolumeOptions) -> Self {
+        Self {
+            inner: LocalReplica::new("flaky", storage, options),
+            mode: Mutex::new(Mode::Up),
+            parked: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn set(&self, mode: Mode) {
+        *self.mode.lock() = mode;
+    }
+
+    fn gate<T: Send + 'static>(&self, call: impl FnOnce() -> Pending<T>) -> Pending<T> {
+        match *self.mode.lock() {
+            Mode::Up => call(),
+            Mode::Down => Pending::ready(Err(ReplicaFault::Disconnected)),
+            Mode::Hang => {
+                let (done, pending) = Pending::new();
+                self.parked.lock().push(Box::new(done));
+                pending
+            }
+        }
+    }
+}
+
+impl Replica for Flaky {
+    fn describe(&self) -> String {
+        "flaky".into()
+    }
+    fn format(&self, size: u64, geometry: Geometry) -> Pending<()> {
+        self.gate(|| self.inner.format(size, geometry))
+    }
+    fn info(&self) -> Pending<ReplicaInfo> {
+        self.gate(|| self.inner.info())
+    }
+    fn write(&self, offset: u64, data: Bytes, generation: u64) -> Pending<()> {
+        self.gate(|| self.inner.write(offset, data, generation))
+    }
+    fn write_zeroes(&self, offset: u64, len: u64, generation: u64) -> Pending<()> {
+        self.gate(|| self.inner.write_zeroes(offset, len, generation))
+    }
+    fn write_raw(&self, first: BlockIndex, blocks: Vec<RawBlock>) -> Pending<()> {
+        self.gate(|| self.inner.write_raw(first, blocks))
+    }
+    fn read(&self, view: View, offset: u64, len: u64) -> Pending<Bytes> {
+        self.gate(|| self.inner.read(view, offset, len))
+    }
+    fn flush(&self) -> Pending<()> {
+        self.gate(|| self.inner.flush())
+    }
+    fn snapshot(&self, id: SnapshotId) -> Pending<()> {
+        self.gate(|| self.inner.snapshot(id))
+    }
+    fn delete_snapshot(&self, id: SnapshotId) -> Pending<()> {
+        self.gate(|| self.inner.delete_snapshot(id))
+    }
+    fn rollback(&self, id: SnapshotId) -> Pending<()> {
+        self.gate(|| self.inner.rollback(id))
+    }
+    fn expand(&self, size: u64) -> Pending<()> {
+        self.gate(|| self.inner.expand(size))
+    }
+    fn verify(&self) -> Pending<VerifyReport> {
+        self.gate(|| self.inner.verify())
+    }
+    fn view_chunks(&self, view: View) -> Pending<Vec<ChunkIndex>> {
+        self.gate(|| self.inner.view_chunks(view))
+    }
+    fn chunk_summary(&self, view: View, chunk: ChunkIndex) -> Pending<Vec<BlockInfo>> {
+        self.gate(|| self.inner.chunk_summary(view, chunk))
+    }
+    fn repair(&self, view: View, block: BlockIndex, data: Bytes) -> Pending<bool> {
+        self.gate(|| self.inner.repair(view, block, data))
+    }
+    fn load_set_state(&self) -> Pending<Option<Bytes>> {
+        self.gate(|| self.inner.load_set_state())
+    }
+    fn store_set_state(&self, state: Bytes) -> Pending<()> {
+        self.gate(|| self.inner.store_set_state(state))
+    }
+    fn reconnect(&self, timeout: Duration) -> Result<(), ReplicaFault> {
+        match *self.mode.lock() {
+            Mode::Up => self.inner.reconnect(timeout),
+            _ => Err(ReplicaFault::Disconnected),
+        }
+    }
+    fn check_health(&self) -> Result<(), ReplicaFault> {
+        match *self.mode.lock() {
+            Mode::Up => self.inner.check_health(),
+            _ => Err(ReplicaFault::Disconnected),
+        }
+    }
+}
+
+/// Small chunks so tests span many of them.
+pub const GEOMETRY: Geometry = Geometry {
+    block_size: 512,
+    chunk_blocks: 8,
+};
+pub const BS: u64 = 512;
+
+pub fn options() -> VolumeOptions {
+    VolumeOptions {
+        wal_limit: 16 << 10,
+    }
+}
+
+pub fn config() -> SetConfig {
+    SetConfig {
+        io_timeout: Duration::from_millis(300),
+        long_timeout: Duration::from_secs(2),
+    }
+}
+
+/// Three flaky replicas over in-memory storage (optionally with a fault plan each).
+pub struct Rig {
+    pub mems: [MemStorage; 3],
+    pub faulty: [FaultyStorage; 3],
+    pub flaky: [Arc<Flaky>; 3],
+}
+
+impl Rig {
+    pub fn new(plans: [FaultPlan; 3]) -> Self {
+        let mems = [MemStorage::new(), MemStorage::new(), MemStorage::new()];
+        Self::over(mems, plans)
+    }
+
+    pub fn over(mems: [MemStorage; 3], plans: [FaultPlan; 3]) -> Self {
+        let faulty = [0, 1, 2].map(|i| FaultyStorage::new(Arc::new(mems[i].clone()), plans[i]));
+        let flaky = [0, 1, 2].map(|i| Arc::new(Flaky::new(Arc::new(faulty[i].clone()), options())));
+        Self {
+            mems,
+            faulty,
+            flaky,
+        }
+    }
+
+    pub fn replicas(&self) -> [Arc<dyn Replica>; 3] {
+        [0, 1, 2].map(|i| self.flaky[i].clone() as Arc<dyn Replica>)
+    }
+
+    pub fn create(&self, size: u64) -> ReplicaSet {
+        ReplicaSet::create(self.replicas(), size, GEOMETRY, config()).unwrap()
+    }
+}
+
+/// The volume as it should be.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Model {
+    pub head: Vec<u8>,
+    pub snaps: BTreeMap<String, Vec<u8>>,
+}
+
+impl Model {
+    pub fn new(size: u64) -> Self {
+        Self {
+            head: vec![0; size as usize],
+            snaps: BTreeMap::new(),
+        }
+    }
+    pub fn size(&self) -> u64 {
+        self.head.len() as u64
+    }
+}
+
+/// Reads the head and every snapshot from replica `id` alone and compares with `model`.
+pub fn assert_replica_matches(set: &ReplicaSet, id: ReplicaId, model: &Model, what: &str) {
+    let r = set.replica(id);
+    let t = Duration::from_secs(10);
+    // A one-off injected read fault may hit these direct reads: retry once.
+    let read = |view: View, len: u64| {
+        r.read(view.clone(), 0, len)
+            .wait(t)
+            .or_else(|_| r.read(view, 0, len).wait(t))
+            .unwrap()
+    };
+    let head = read(View::Head, model.size());
+    assert!(head[..] == model.head[..], "{what}: {id} head differs");
+    let info = r.info().wait(t).or_else(|_| r.info().wait(t)).unwrap();
+    let names: Vec<String> = info.snapshots.iter().map(|s| s.id.to_string()).collect();
+    let expected: Vec<String> = model.snaps.keys().cloned().collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(sorted, expected, "{what}: {id} snapshots");
+    for (name, content) in &model.snaps {
+        let view = View::Snapshot(SnapshotId::new(name.as_str()).unwrap());
+        let got = read(view, content.len() as u64);
+        assert!(
+            got[..] == content[..],
+            "{what}: {id} snapshot {name} differs"
+        );
+    }
+}
+
+/// SplitMix64 for reproducible data.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 {
+            0
+        } else {
+            self.next() % n
+        }
+    }
+    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
+        if self.below(6) == 0 {
+            return vec![0; len];
+        }
+        (0..len).map(|_| self.next() as u8).collect()
+    }
+}
