@@ -122,6 +122,33 @@ impl Membership {
         changed
     }
 
+    /// Records that out-of-service `id` did not get a write of `chunks` (or, with
+    /// `structural`, a structural change). A running sync goes on (its passes pick the chunks
+    /// up), except a resync that now needs a full rebuild. Returns whether the durable state
+    /// changed.
+    pub fn record_missed(&mut self, id: ReplicaId, chunks: &[u64], structural: bool) -> bool {
+        let Member::Out { dirty, full } = &mut self.state.members[id] else {
+            return false;
+        };
+        let mut changed = false;
+        for c in chunks {
+            changed |= dirty.insert(*c);
+        }
+        if structural && !*full {
+            *full = true;
+            changed = true;
+            if let Some(s) = self.syncing[id].as_mut() {
+                if !s.full {
+                    s.aborted = true;
+                }
+            }
+        }
+        if changed {
+            self.bump();
+        }
+        changed
+    }
+
     /// Records the outcome of a write of `chunks`: `Some(true)` succeeded, `Some(false)`
     /// failed, `None` was not sent. Failed replicas leave service; every replica out of
     /// service (or not receiving writes) records the chunks as missed. The write is
@@ -140,7 +167,7 @@ impl Membership {
             match outcome[id] {
                 Some(true) => {}
                 Some(false) => changed |= self.take_out(id, chunks, false),
-                None if !self.is_in_service(id) => changed |= self.take_out(id, chunks, false),
+                None if !self.is_in_service(id) => changed |= self.record_missed(id, chunks, false),
                 None => {}
             }
         }
@@ -163,7 +190,7 @@ impl Membership {
             match outcome[id] {
                 Some(true) => {}
                 Some(false) => changed |= self.take_out(id, &[], true),
-                None if !self.is_in_service(id) => changed |= self.take_out(id, &[], true),
+                None if !self.is_in_service(id) => changed |= self.record_missed(id, &[], true),
                 None => {}
             }
         }
@@ -389,5 +416,32 @@ mod tests {
         m.settle_write(&[5], &outcome(Some(true), None, Some(true)));
         m.chunk_copied(R1, 5); // copied before receiving: does not count
         assert_eq!(m.dirty(R1), [5].into_iter().collect());
+    }
+}
+
+#[cfg(test)]
+mod race_tests {
+    use super::*;
+    use crate::set_state::random_volume_id;
+
+    #[test]
+    fn a_write_sent_before_a_target_received_writes_does_not_abort_its_sync() {
+        let mut m = Membership::new(SetState {
+            volume_id: random_volume_id(),
+            epoch: 1,
+            block_size: 4096,
+            chunk_blocks: 1024,
+            members: PerReplica::from_fn(|_| Member::InService),
+        });
+        let r = ReplicaId::ALL[1];
+        m.take_out(r, &[], true);
+        m.begin_sync(r).unwrap();
+        m.start_receiving(r);
+        // A write whose targets were chosen before the flip settles after it.
+        m.settle_write(&[3], &PerReplica([Some(true), None, Some(true)]));
+        assert!(!m.sync_aborted(r));
+        assert_eq!(m.dirty(r), [3].into_iter().collect());
+        m.chunk_copied(r, 3);
+        assert!(m.finish_sync(r, true));
     }
 }

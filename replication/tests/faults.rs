@@ -1,0 +1,277 @@
+//! Replica failures a user meets: a replica directory deleted mid-workload and rebuilt into
+//! a fresh one, a replica that hangs, bit flips healed by reads and by scrub.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use support::*;
+use tripod_engine::{FaultPlan, FileStorage, Geometry, MemStorage, SnapshotId, View};
+use tripod_replication::{LocalReplica, Replica, ReplicaHealth, ReplicaId, ReplicaSet, SetConfig};
+
+const R1: ReplicaId = ReplicaId::ALL[1];
+
+fn file_replica(dir: &std::path::Path) -> Arc<dyn Replica> {
+    let storage = Arc::new(FileStorage::new(dir).unwrap());
+    Arc::new(LocalReplica::new(
+        dir.display().to_string(),
+        storage,
+        options(),
+    ))
+}
+
+#[test]
+fn deleting_a_replica_directory_mid_workload_is_invisible_and_a_rebuild_restores_three_copies() {
+    let root = tempfile::tempdir().unwrap();
+    let dirs: Vec<_> = (0..3).map(|i| root.path().join(format!("r{i}"))).collect();
+    let replicas = [0, 1, 2].map(|i| file_replica(&dirs[i]));
+    let geometry = Geometry {
+        block_size: 4096,
+        chunk_blocks: 16,
+    };
+    let size = 4 << 20;
+    let set = Arc::new(ReplicaSet::create(replicas, size, geometry, config()).unwrap());
+    let mut model = Model::new(size);
+    let mut rng = Rng(11);
+    let mut write = |set: &ReplicaSet, model: &mut Model| {
+        let at = rng.below(size - 8192);
+        let len = 1 + rng.below(8192) as usize;
+        let data = rng.bytes(len);
+        set.write(at, &data).unwrap();
+        model.head[at as usize..at as usize + data.len()].copy_from_slice(&data);
+    };
+    for _ in 0..100 {
+        write(&set, &mut model);
+    }
+    set.snapshot(&SnapshotId::new("before").unwrap()).unwrap();
+    model.snaps.insert("before".into(), model.head.clone());
+    // A client keeps writing on its own thread while the directory vanishes, the loss is
+    // noticed, and a fresh directory is rebuilt.
+    let model = std::sync::Mutex::new(model);
+    let progress = std::sync::atomic::AtomicU64::new(0);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut rng = Rng(12);
+            for i in 0..400u64 {
+                let at = rng.below(size - 8192);
+                let len = 1 + rng.below(8192) as usize;
+                let data = rng.bytes(len);
+                let mut m = model.lock().unwrap();
+                set.write(at, &data).unwrap();
+                m.head[at as usize..at as usize + len].copy_from_slice(&data);
+                drop(m);
+                progress.store(i, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+        while progress.load(std::sync::atomic::Ordering::SeqCst) < 50 {
+            std::thread::yield_now();
+        }
+        std::fs::remove_dir_all(&dirs[1]).unwrap();
+        set.check_health().unwrap();
+        assert!(matches!(
+            set.status().replicas[R1].health,
+            ReplicaHealth::Degraded {
+                needs_rebuild: true,
+                ..
+            }
+        ));
+        while progress.load(std::sync::atomic::Ordering::SeqCst) < 150 {
+            std::thread::yield_now();
+        }
+        let fresh = root.path().join("r1-new");
+        set.replace(R1, file_replica(&fresh)).unwrap();
+        let report = set.heal_now();
+        assert_eq!(report.rejoined, vec![R1], "{report:?}");
+    });
+    let mut model = model.into_inner().unwrap();
+    set.snapshot(&SnapshotId::new("after").unwrap()).unwrap();
+    model.snaps.insert("after".into(), model.head.clone());
+    assert_eq!(&set.read(0, size).unwrap()[..], &model.head[..]);
+    for id in ReplicaId::ALL {
+        assert_replica_matches(&set, id, &model, "after rebuild");
+    }
+    let fresh = root.path().join("r1-new");
+    // And the set reopens from the three directories.
+    drop(set);
+    let dirs = [dirs[0].clone(), fresh, dirs[2].clone()];
+    let set = ReplicaSet::open([0, 1, 2].map(|i| file_replica(&dirs[i])), config()).unwrap();
+    for id in ReplicaId::ALL {
+        assert_replica_matches(&set, id, &model, "after reopen");
+    }
+}
+
+#[test]
+fn a_hanging_replica_times_out_and_resyncs_only_what_it_missed() {
+    let rig = Rig::new([FaultPlan::default(); 3]);
+    let set = rig.create(64 * BS);
+    set.write(0, &[1; 2048]).unwrap();
+    rig.flaky[2].set(Mode::Hang);
+    set.write(40 * BS, &[2; 512]).unwrap(); // waits one timeout, then acks on two
+    set.write(41 * BS, &[3; 512]).unwrap();
+    match &set.status().replicas[ReplicaId::ALL[2]].health {
+        ReplicaHealth::Degraded {
+            missing_chunks,
+            needs_rebuild: false,
+        } => assert_eq!(*missing_chunks, 1),
+        other => panic!("{other:?}"),
+    }
+    rig.flaky[2].set(Mode::Up);
+    assert_eq!(set.heal_now().rejoined, vec![ReplicaId::ALL[2]]);
+    let got = set
+        .replica(ReplicaId::ALL[2])
+        .read(View::Head, 40 * BS, 1024)
+        .wait(Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(&got[..512], &[2; 512]);
+    assert_eq!(&got[512..], &[3; 512]);
+}
+
+#[test]
+fn bit_flips_in_one_replica_are_served_from_another_and_repaired_once() {
+    let rig = Rig::new([FaultPlan::default(); 3]);
+    let blocks = 256u64;
+    let set = rig.create(blocks * BS);
+    let mut model = Model::new(blocks * BS);
+    let mut rng = Rng(5);
+    for b in 0..blocks {
+        let data = rng.bytes(BS as usize);
+        set.write(b * BS, &data).unwrap();
+        model.head[(b * BS) as usize..((b + 1) * BS) as usize].copy_from_slice(&data);
+    }
+    // Flip bits in 40 random blocks of replica 0's data file.
+    let mem = &rig.mems[0];
+    let name = tripod_engine::Storage::list(mem)
+        .unwrap()
+        .into_iter()
+        .find(|n| n.ends_with(".data"))
+        .unwrap();
+    let mut flipped = std::collections::BTreeSet::new();
+    while flipped.len() < 40 {
+        let b = rng.below(blocks);
+        if flipped.insert(b) {
+            mem.flip_bits(&name, b * BS + rng.below(BS), 1 << rng.below(8))
+                .unwrap();
+        }
+    }
+    let mut non_zero = 0;
+    for b in &flipped {
+        // Zero blocks hold no data to damage.
+        if model.head[(b * BS) as usize..((b + 1) * BS) as usize]
+            .iter()
+            .any(|&x| x != 0)
+        {
+            non_zero += 1;
+        }
+    }
+    // Every read is correct, whichever replica serves it.
+    for _ in 0..3 {
+        for b in 0..blocks {
+            let got = set.read(b * BS, BS).unwrap();
+            assert!(got[..] == model.head[(b * BS) as usize..((b + 1) * BS) as usize]);
+        }
+    }
+    let repairs = set.repairs();
+    assert_eq!(repairs, non_zero, "each bad copy repaired exactly once");
+    // A second pass needs no repair; scrub finds nothing left.
+    for b in 0..blocks {
+        set.read(b * BS, BS).unwrap();
+    }
+    assert_eq!(set.repairs(), repairs);
+    let scrub = set.scrub().unwrap();
+    assert_eq!((scrub.bad, scrub.repaired), (0, 0), "{scrub:?}");
+}
+
+#[test]
+fn scrub_repairs_bad_copies_in_snapshots_too() {
+    let rig = Rig::new([FaultPlan::default(); 3]);
+    let set = rig.create(64 * BS);
+    for b in 0..64u64 {
+        set.write(b * BS, &[b as u8 + 1; 512]).unwrap();
+    }
+    set.snapshot(&SnapshotId::new("s").unwrap()).unwrap();
+    for b in 0..32u64 {
+        set.write(b * BS, &[200; 512]).unwrap();
+    }
+    // Damage replica 2's snapshot layer (the first layer file) in blocks 0..8 (only the
+    // snapshot reads them) and 40..48 (the head reads them through the snapshot).
+    let mem = &rig.mems[2];
+    let mut names: Vec<String> = tripod_engine::Storage::list(mem)
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.ends_with(".data"))
+        .collect();
+    names.sort();
+    for b in (0..8u64).chain(40..48) {
+        mem.flip_bits(&names[0], b * BS + 3, 0x10).unwrap();
+    }
+    let report = set.scrub().unwrap();
+    assert_eq!((report.bad, report.repaired), (16, 16), "{report:?}");
+    assert!(report.unrepairable.is_empty());
+    let again = set.scrub().unwrap();
+    assert_eq!(again.bad, 0);
+    let snap = View::Snapshot(SnapshotId::new("s").unwrap());
+    let got = set
+        .replica(ReplicaId::ALL[2])
+        .read(snap, 0, 64 * BS)
+        .wait(Duration::from_secs(5))
+        .unwrap();
+    for b in 0..64usize {
+        assert!(got[b * 512..(b + 1) * 512]
+            .iter()
+            .all(|&x| x == b as u8 + 1));
+    }
+}
+
+#[test]
+fn writes_fail_cleanly_without_quorum_and_nothing_is_acknowledged() {
+    let rig = Rig::new([FaultPlan::default(); 3]);
+    let set = rig.create(64 * BS);
+    set.write(0, &[7; 512]).unwrap();
+    rig.flaky[0].set(Mode::Down);
+    rig.flaky[1].set(Mode::Down);
+    let err = set.write(0, &[8; 512]).unwrap_err();
+    assert!(
+        matches!(err, tripod_replication::ReplicationError::NoQuorum { .. }),
+        "{err}"
+    );
+    assert!(set.write(BS, &[9; 512]).is_err());
+    assert!(set.snapshot(&SnapshotId::new("x").unwrap()).is_err());
+    // The one replica left still serves reads.
+    let got = set.read(0, 512).unwrap();
+    assert!(got[..] == [7; 512] || got[..] == [8; 512]);
+    rig.flaky[0].set(Mode::Up);
+    rig.flaky[1].set(Mode::Up);
+    let report = set.heal_now();
+    assert_eq!(report.rejoined.len(), 2, "{report:?}");
+    set.write(BS, &[9; 512]).unwrap();
+    let first = set.read(0, 512).unwrap();
+    for id in ReplicaId::ALL {
+        let got = set
+            .replica(id)
+            .read(View::Head, 0, 512)
+            .wait(Duration::from_secs(5))
+            .unwrap();
+        assert_eq!(got, first, "{id} disagrees");
+    }
+}
+
+#[test]
+fn a_replica_of_another_volume_is_never_touched() {
+    let a = Rig::new([FaultPlan::default(); 3]);
+    let b = Rig::new([FaultPlan::default(); 3]);
+    let set_a = a.create(32 * BS);
+    let set_b = b.create(32 * BS);
+    set_b.write(0, &[5; 512]).unwrap();
+    drop(set_b);
+    set_a.replace(R1, b.flaky[1].clone()).unwrap();
+    let report = set_a.heal_now();
+    assert!(report.rejoined.is_empty(), "{report:?}");
+    let got = b.flaky[1]
+        .read(View::Head, 0, 512)
+        .wait(Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(&got[..], &[5; 512]);
+    let _ = (MemStorage::new(), SetConfig::default());
+}
