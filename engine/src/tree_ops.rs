@@ -47,8 +47,22 @@ impl Volume {
     /// Freezes the current content as snapshot `id`, in O(metadata): no data is copied and
     /// the head continues on a new, empty layer.
     pub fn snapshot(&self, id: &SnapshotId) -> Result<()> {
+        self.snapshot_sized(id, None)
+    }
+
+    /// [`Volume::snapshot`] recording a size smaller than the volume's (the snapshot then
+    /// reads only that far): how a replica being rebuilt recreates a snapshot taken before
+    /// the volume grew. The caller makes sure the head holds nothing beyond `size`.
+    pub fn snapshot_sized(&self, id: &SnapshotId, size: Option<u64>) -> Result<()> {
         self.check_poison()?;
         let mut tree = self.tree.write();
+        let size = size.unwrap_or(tree.size);
+        if size > tree.size {
+            return Err(EngineError::InvalidSize {
+                size,
+                reason: "larger than the volume",
+            });
+        }
         if tree.snapshot_layer(id).is_some() {
             return Err(EngineError::SnapshotExists(id.clone()));
         }
@@ -58,7 +72,6 @@ impl Volume {
         let old_head = tree.head;
         // Creating the new head touches the tree only once its files exist.
         self.new_head(&mut tree, old_head)?;
-        let size = tree.size;
         if let Some(l) = tree.layers.get_mut(&old_head) {
             l.record.role = Role::Snapshot(id.clone());
             l.record.size = size;

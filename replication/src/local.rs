@@ -266,8 +266,8 @@ impl Replica for LocalReplica {
         self.run(|v| v.flush())
     }
 
-    fn snapshot(&self, id: SnapshotId) -> Pending<()> {
-        self.run(move |v| v.snapshot(&id))
+    fn snapshot(&self, id: SnapshotId, size: Option<u64>) -> Pending<()> {
+        self.run(move |v| v.snapshot_sized(&id, size))
     }
 
     fn delete_snapshot(&self, id: SnapshotId) -> Pending<()> {

@@ -94,8 +94,8 @@ pub trait Replica: Send + Sync {
     /// Reports an earlier failure; every acknowledged write is already durable.
     fn flush(&self) -> Pending<()>;
 
-    /// Takes snapshot `id` of the head.
-    fn snapshot(&self, id: SnapshotId) -> Pending<()>;
+    /// Takes snapshot `id` of the head; `size` records a smaller snapshot size (rebuilds).
+    fn snapshot(&self, id: SnapshotId, size: Option<u64>) -> Pending<()>;
     /// Deletes snapshot `id`.
     fn delete_snapshot(&self, id: SnapshotId) -> Pending<()>;
     /// Rolls the head back to snapshot `id`.

@@ -359,7 +359,7 @@ impl ReplicaSet {
 
     /// Takes snapshot `id`: every write acknowledged before is in it on every replica.
     pub fn snapshot(&self, id: &SnapshotId) -> Result<()> {
-        self.structural(|r| r.snapshot(id.clone()))
+        self.structural(|r| r.snapshot(id.clone(), None))
     }
 
     /// Deletes snapshot `id` on every replica.

@@ -299,7 +299,7 @@ impl ReplicaSet {
         };
         self.stage_snapshot(id, &snap.id)?;
         target
-            .snapshot(snap.id.clone())
+            .snapshot(snap.id.clone(), Some(snap.size))
             .wait(self.config.long_timeout)
             .map_err(fault(id))?;
         Ok(false)

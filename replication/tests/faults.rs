@@ -275,3 +275,41 @@ fn a_replica_of_another_volume_is_never_touched() {
     assert_eq!(&got[..], &[5; 512]);
     let _ = (MemStorage::new(), SetConfig::default());
 }
+
+#[test]
+fn reopening_after_a_crash_reconciles_what_reached_only_some_replicas() {
+    let rig = Rig::new([FaultPlan::default(); 3]);
+    let set = rig.create(64 * BS);
+    set.write(0, &[1; 1024]).unwrap();
+    let t = Duration::from_secs(5);
+    // As a crash can leave them: a write durable on replica 0 only, and a snapshot that
+    // reached replica 2 only. Neither was acknowledged.
+    let r0 = set.replica(ReplicaId::ALL[0]);
+    r0.write(
+        512,
+        bytes::Bytes::from(vec![9u8; 512]),
+        set.generation() + 3,
+    )
+    .wait(t)
+    .unwrap();
+    let r2 = set.replica(ReplicaId::ALL[2]);
+    r2.snapshot(SnapshotId::new("half").unwrap(), None)
+        .wait(t)
+        .unwrap();
+    drop(set);
+    let set = ReplicaSet::open(rig.replicas(), config()).unwrap();
+    assert!(set.list_snapshots().unwrap().is_empty());
+    let mut expected = vec![1u8; 1024];
+    expected[512..].fill(9);
+    for id in ReplicaId::ALL {
+        let got = set.replica(id).read(View::Head, 0, 1024).wait(t).unwrap();
+        assert_eq!(&got[..], &expected[..], "{id}");
+        let snaps = set.replica(id).info().wait(t).unwrap().snapshots;
+        assert!(snaps.is_empty(), "{id} kept the half-made snapshot");
+    }
+    // New writes take generations above everything seen.
+    set.write(512, &[4; 512]).unwrap();
+    drop(set);
+    let set = ReplicaSet::open(rig.replicas(), config()).unwrap();
+    assert_eq!(&set.read(512, 512).unwrap()[..], &[4; 512]);
+}

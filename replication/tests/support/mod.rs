@@ -86,8 +86,8 @@ impl Replica for Flaky {
     fn flush(&self) -> Pending<()> {
         self.gate(|| self.inner.flush())
     }
-    fn snapshot(&self, id: SnapshotId) -> Pending<()> {
-        self.gate(|| self.inner.snapshot(id))
+    fn snapshot(&self, id: SnapshotId, size: Option<u64>) -> Pending<()> {
+        self.gate(|| self.inner.snapshot(id, size))
     }
     fn delete_snapshot(&self, id: SnapshotId) -> Pending<()> {
         self.gate(|| self.inner.delete_snapshot(id))
