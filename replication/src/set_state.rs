@@ -130,7 +130,12 @@ impl SetState {
             }
             let mut dirty = BTreeSet::new();
             for _ in 0..count {
-                dirty.insert(r.u64()?);
+                let c = r.u64()?;
+                // Canonical form: strictly ascending, so equal states encode identically.
+                if dirty.last().is_some_and(|last| *last >= c) {
+                    return Err("dirty chunks out of order".into());
+                }
+                dirty.insert(c);
             }
             members.push(match tag {
                 0 if count == 0 => Member::InService,

@@ -1,0 +1,139 @@
+//! Criterion benchmarks of the replica set against its parts, in one run: 4 KiB random
+//! durable writes at 1 and 32 concurrent writers on (a) three raw files with
+//! `pwrite` + `fdatasync`, (b) one engine store, (c) a three-replica set of local
+//! directories. Run: `cargo bench --bench replication` (set `TRIPOD_BENCH_DIR` to a
+//! directory on the disk to measure).
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use tripod_engine::{FileStorage, Geometry, Volume, VolumeOptions};
+use tripod_replication::{LocalReplica, Replica, ReplicaSet, SetConfig};
+
+const VOLUME: u64 = 1 << 30;
+const BLOCK: u64 = 4096;
+
+fn bench_dir() -> tempfile::TempDir {
+    match std::env::var_os("TRIPOD_BENCH_DIR") {
+        Some(b) => tempfile::tempdir_in(b).unwrap(),
+        None => tempfile::tempdir().unwrap(),
+    }
+}
+
+fn block_at(i: u64, salt: u64) -> u64 {
+    let mut z = i.wrapping_add(salt).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z ^= z >> 29;
+    z % (VOLUME / BLOCK)
+}
+
+/// Runs `iters` writes spread over `threads` threads; `write(i)` does write number `i`.
+fn spread(threads: u64, iters: u64, write: &(dyn Fn(u64) + Sync)) -> Duration {
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            s.spawn(move || {
+                let mut i = t;
+                while i < iters {
+                    write(i);
+                    i += threads;
+                }
+            });
+        }
+    });
+    start.elapsed()
+}
+
+fn bench_writes(c: &mut Criterion) {
+    let mut g = c.benchmark_group("randwrite_4k_durable");
+    g.throughput(Throughput::Elements(1));
+    g.measurement_time(Duration::from_secs(8));
+    let data = vec![0x5au8; BLOCK as usize];
+    for threads in [1u64, 32] {
+        // (a) three raw files, each write pwrite + fdatasync on all three in parallel.
+        let dir = bench_dir();
+        let files: Vec<File> = (0..3)
+            .map(|i| {
+                let f = File::create(dir.path().join(format!("raw{i}"))).unwrap();
+                f.set_len(VOLUME).unwrap();
+                f
+            })
+            .collect();
+        let mut salt = 0u64;
+        g.bench_with_input(
+            BenchmarkId::new("raw_3_files", threads),
+            &threads,
+            |b, &t| {
+                b.iter_custom(|iters| {
+                    salt += 1;
+                    spread(t, iters, &|i| {
+                        let at = block_at(i, salt << 32) * BLOCK;
+                        std::thread::scope(|s| {
+                            for f in &files {
+                                let data = &data;
+                                s.spawn(move || {
+                                    f.write_all_at(data, at).unwrap();
+                                    f.sync_data().unwrap();
+                                });
+                            }
+                        });
+                    })
+                })
+            },
+        );
+        // (b) one engine store.
+        let dir = bench_dir();
+        let storage = Arc::new(FileStorage::new(dir.path()).unwrap());
+        let vol = Volume::create(
+            storage,
+            VOLUME,
+            Geometry::default(),
+            VolumeOptions::default(),
+        )
+        .unwrap();
+        g.bench_with_input(
+            BenchmarkId::new("engine_1_store", threads),
+            &threads,
+            |b, &t| {
+                b.iter_custom(|iters| {
+                    salt += 1;
+                    spread(t, iters, &|i| {
+                        vol.write(block_at(i, salt << 32) * BLOCK, &data).unwrap()
+                    })
+                })
+            },
+        );
+        // (c) a replica set of three local directories.
+        let dir = bench_dir();
+        let replicas = [0, 1, 2].map(|i| {
+            let path = dir.path().join(format!("r{i}"));
+            let storage = Arc::new(FileStorage::new(&path).unwrap());
+            Arc::new(LocalReplica::new(
+                path.display().to_string(),
+                storage,
+                VolumeOptions::default(),
+            )) as Arc<dyn Replica>
+        });
+        let set = ReplicaSet::create(replicas, VOLUME, Geometry::default(), SetConfig::default())
+            .unwrap();
+        g.bench_with_input(
+            BenchmarkId::new("replica_set_3", threads),
+            &threads,
+            |b, &t| {
+                b.iter_custom(|iters| {
+                    salt += 1;
+                    spread(t, iters, &|i| {
+                        set.write(block_at(i, salt << 32) * BLOCK, &data).unwrap()
+                    })
+                })
+            },
+        );
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench_writes);
+criterion_main!(benches);
