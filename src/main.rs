@@ -1,12 +1,16 @@
-//! `tripod`: the command-line entry point. Until the daemon lands it reports its version and
-//! can create and inspect engine volumes in a directory.
+//! `tripod`: the command-line entry point: `tripod serve` runs the daemon (today the NBD
+//! export of the volumes in a data directory), `tripod volume …` manages volumes offline, and
+//! `tripod engine …` inspects a single engine store.
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use tripod_engine::{FileStorage, Geometry, Volume, VolumeOptions};
+use tripod::nbd::{self, ServerConfig};
+use tripod::volumes::{DataDir, VolumeRegistry};
+use tripod_engine::{FileStorage, Volume, VolumeOptions};
 
 /// Tripod: three-copy block storage.
 #[derive(Parser)]
@@ -16,82 +20,233 @@ struct Cli {
     command: Command,
 }
 
+#[derive(clap::Args, Clone)]
+struct DirArgs {
+    /// Data directory.
+    #[arg(long, default_value = "./tripod-data", env = "TRIPOD_DATA_DIR")]
+    data_dir: PathBuf,
+    /// A replica directory; give it three times (default: <data-dir>/replicas/{0,1,2}).
+    #[arg(long = "replica")]
+    replicas: Vec<PathBuf>,
+}
+
+impl DirArgs {
+    fn data_dir(&self) -> anyhow::Result<DataDir> {
+        let replicas = match self.replicas.len() {
+            0 => None,
+            3 => Some([
+                self.replicas[0].clone(),
+                self.replicas[1].clone(),
+                self.replicas[2].clone(),
+            ]),
+            n => bail!("--replica must be given three times (got {n})"),
+        };
+        Ok(DataDir::new(&self.data_dir, replicas))
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Create an engine volume in DIR.
+    /// Run the daemon: the NBD export of every volume in the data directory.
+    Serve {
+        #[command(flatten)]
+        dirs: DirArgs,
+        /// NBD listen address.
+        #[arg(long, default_value = "127.0.0.1:10809", env = "TRIPOD_NBD_LISTEN")]
+        nbd_listen: String,
+    },
+    /// Manage volumes in a data directory.
+    Volume {
+        #[command(subcommand)]
+        command: VolumeCommand,
+    },
+    /// Inspect one engine store (a single replica directory).
+    Engine {
+        #[command(subcommand)]
+        command: EngineCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum VolumeCommand {
+    /// Create a volume; prints its id (the NBD export name).
     Create {
-        /// Directory of the volume (created if missing).
-        dir: PathBuf,
-        /// Size in bytes (a multiple of the block size).
+        #[command(flatten)]
+        dirs: DirArgs,
+        /// Size: bytes, or with a K/M/G/T suffix (powers of 1024).
         #[arg(long)]
-        size: u64,
-        /// Block size: 4096 or 512.
-        #[arg(long, default_value_t = 4096)]
-        block_size: u32,
+        size: String,
     },
-    /// Open the volume in DIR (recovering it if needed) and print its state.
+    /// List volume ids.
+    List {
+        #[command(flatten)]
+        dirs: DirArgs,
+    },
+    /// Show a volume's replicas and their health.
+    Status {
+        #[command(flatten)]
+        dirs: DirArgs,
+        /// Volume id.
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum EngineCommand {
+    /// Open the store in DIR (recovering it if needed) and print its state.
     Info {
-        /// Directory of the volume.
+        /// Directory of the store.
         dir: PathBuf,
     },
-    /// Check every stored block of the volume in DIR against its checksum.
+    /// Check every stored block of the store in DIR against its checksum.
     Verify {
-        /// Directory of the volume.
+        /// Directory of the store.
         dir: PathBuf,
     },
 }
 
-fn open(dir: &PathBuf) -> anyhow::Result<Volume> {
-    let storage = Arc::new(FileStorage::new(dir).context("opening the directory")?);
-    Volume::open(storage, VolumeOptions::default()).context("opening the volume")
+/// Parses `1073741824`, `64M`, `1G`, `2T`.
+fn parse_size(s: &str) -> anyhow::Result<u64> {
+    let s = s.trim();
+    let (digits, shift) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let shift = match c.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                'T' => 40,
+                _ => bail!("unknown size suffix {c:?}"),
+            };
+            (&s[..i], shift)
+        }
+        _ => (s, 0),
+    };
+    let n: u64 = digits.parse().with_context(|| format!("bad size {s:?}"))?;
+    n.checked_mul(1u64 << shift).context("size overflows")
 }
 
-fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
-        Command::Create {
-            dir,
-            size,
-            block_size,
-        } => {
-            let storage = Arc::new(FileStorage::new(&dir).context("creating the directory")?);
-            let geometry = Geometry {
-                block_size,
-                ..Geometry::default()
-            };
-            Volume::create(storage, size, geometry, VolumeOptions::default())
-                .context("creating the volume")?;
-            println!("created {} ({size} bytes)", dir.display());
-        }
-        Command::Info { dir } => {
-            let v = open(&dir)?;
-            let space = v.space_used();
-            println!(
-                "size {} bytes, block size {}",
-                v.size(),
-                v.geometry().block_size
-            );
-            println!(
-                "data {} bytes (head {})",
-                space.total_bytes, space.head_bytes
-            );
-            for s in v.list_snapshots() {
-                println!("snapshot {} size {} used {}", s.id, s.size, s.used_bytes);
+fn open_store(dir: &PathBuf) -> anyhow::Result<Volume> {
+    let storage = Arc::new(FileStorage::new(dir).context("opening the directory")?);
+    Volume::open(storage, VolumeOptions::default()).context("opening the store")
+}
+
+async fn serve(dirs: DirArgs, nbd_listen: String) -> anyhow::Result<()> {
+    let registry = Arc::new(VolumeRegistry::new(
+        dirs.data_dir()?,
+        Duration::from_secs(10),
+    ));
+    let listener = tokio::net::TcpListener::bind(&nbd_listen)
+        .await
+        .with_context(|| format!("binding the NBD listener on {nbd_listen}"))?;
+    tracing::info!("NBD export listening on {}", listener.local_addr()?);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(nbd::run(
+        listener,
+        registry,
+        ServerConfig::default(),
+        stopped,
+    ));
+    shutdown_signal().await;
+    tracing::info!("shutting down: draining connections");
+    let _ = stop.send(true);
+    server.await??;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
             }
-        }
-        Command::Verify { dir } => {
-            let report = open(&dir)?.verify().context("verifying")?;
-            println!(
-                "{} blocks checked, {} bad",
-                report.blocks_checked,
-                report.bad.len()
-            );
-            for b in &report.bad {
-                println!("bad {} in {}", b.block, b.layer);
-            }
-            if !report.bad.is_empty() {
-                std::process::exit(1);
+            Err(_) => {
+                let _ = ctrl_c.await;
             }
         }
     }
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Serve { dirs, nbd_listen } => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(serve(dirs, nbd_listen))?;
+        }
+        Command::Volume { command } => match command {
+            VolumeCommand::Create { dirs, size } => {
+                let (id, _) = dirs.data_dir()?.create(parse_size(&size)?)?;
+                println!("{id}");
+            }
+            VolumeCommand::List { dirs } => {
+                for id in dirs.data_dir()?.list() {
+                    println!("{id}");
+                }
+            }
+            VolumeCommand::Status { dirs, id } => {
+                let set = dirs.data_dir()?.open(&id)?;
+                println!("{:#?}", set.status());
+            }
+        },
+        Command::Engine { command } => match command {
+            EngineCommand::Info { dir } => {
+                let v = open_store(&dir)?;
+                let space = v.space_used();
+                println!(
+                    "size {} bytes, block size {}",
+                    v.size(),
+                    v.geometry().block_size
+                );
+                println!(
+                    "data {} bytes (head {})",
+                    space.total_bytes, space.head_bytes
+                );
+                for s in v.list_snapshots() {
+                    println!("snapshot {} size {} used {}", s.id, s.size, s.used_bytes);
+                }
+            }
+            EngineCommand::Verify { dir } => {
+                let report = open_store(&dir)?.verify().context("verifying")?;
+                println!(
+                    "{} blocks checked, {} bad",
+                    report.blocks_checked,
+                    report.bad.len()
+                );
+                for b in &report.bad {
+                    println!("bad {} in {}", b.block, b.layer);
+                }
+                if !report.bad.is_empty() {
+                    std::process::exit(1);
+                }
+            }
+        },
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_parse_with_suffixes() {
+        assert_eq!(parse_size("1G").unwrap(), 1 << 30);
+        assert_eq!(parse_size("64m").unwrap(), 64 << 20);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert!(parse_size("1Q").is_err());
+        assert!(parse_size("99999999999T").is_err());
+    }
 }

@@ -91,3 +91,67 @@ impl ReplicaSet {
         }
     }
 }
+
+impl ReplicaSet {
+    /// The allocation map of `offset..offset+len` of the head (runs holding data and runs
+    /// reading as zeros), from one in-service replica's block summaries. For sparse copies
+    /// and NBD block status.
+    pub fn extents(&self, offset: u64, len: u64) -> crate::Result<Vec<tripod_engine::Extent>> {
+        use tripod_engine::{ChunkIndex, Extent, View};
+        let size = self.size();
+        if offset.checked_add(len).is_none_or(|e| e > size) {
+            return Err(crate::ReplicationError::Invalid(
+                tripod_engine::EngineError::OutOfRange { offset, len, size },
+            ));
+        }
+        let mut out: Vec<Extent> = Vec::new();
+        if len == 0 {
+            return Ok(out);
+        }
+        let (id, replica) = self.any_in_service()?;
+        let fault = |source| crate::ReplicationError::Replica {
+            replica: id,
+            source,
+        };
+        let g = self.geometry;
+        let bs = g.bs();
+        let chunk_bytes = bs * u64::from(g.chunk_blocks);
+        let present: std::collections::BTreeSet<ChunkIndex> = replica
+            .view_chunks(View::Head)
+            .wait(self.config.io_timeout)
+            .map_err(fault)?
+            .into_iter()
+            .collect();
+        let end = offset + len;
+        let mut push = |start: u64, stop: u64, data: bool| match out.last_mut() {
+            Some(e) if e.data == data => e.len += stop - start,
+            _ => out.push(Extent {
+                offset: start,
+                len: stop - start,
+                data,
+            }),
+        };
+        let mut at = offset;
+        while at < end {
+            let chunk = ChunkIndex(at / chunk_bytes);
+            let chunk_end = ((chunk.0 + 1) * chunk_bytes).min(end);
+            if !present.contains(&chunk) {
+                push(at, chunk_end, false);
+                at = chunk_end;
+                continue;
+            }
+            let summary = replica
+                .chunk_summary(View::Head, chunk)
+                .wait(self.config.io_timeout)
+                .map_err(fault)?;
+            while at < chunk_end {
+                let slot = ((at % chunk_bytes) / bs) as usize;
+                let block_end = ((at / bs + 1) * bs).min(chunk_end);
+                let data = summary.get(slot).is_some_and(|b| !b.content.is_zero());
+                push(at, block_end, data);
+                at = block_end;
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,150 @@
+//! `BlockDevice`: the narrow interface the NBD server serves, so it can run over a replica
+//! set, a single engine store, or (in tests) anything else. All calls block; the server runs
+//! them off its async threads.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tripod_engine::{EngineError, Volume};
+use tripod_replication::{ReplicaSet, ReplicationError};
+
+/// Why a device operation failed, in the terms the protocol can report.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    /// The range lies outside the device.
+    #[error("out of range")]
+    OutOfRange,
+    /// The request itself is invalid.
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// The device cannot serve it now (no quorum, all copies bad, I/O failure).
+    #[error("I/O error: {0}")]
+    Io(String),
+}
+
+/// One run of an allocation map: `len` bytes that hold data or read as zeros.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Run {
+    /// Bytes in the run.
+    pub len: u64,
+    /// Holds data (`false`: a hole that reads as zeros).
+    pub data: bool,
+}
+
+/// A disk the NBD server exports.
+pub trait BlockDevice: Send + Sync + 'static {
+    /// Current size in bytes (it may grow while connected).
+    fn size(&self) -> u64;
+    /// Reads `len` bytes at `offset`.
+    fn read(&self, offset: u64, len: u32) -> Result<Bytes, DeviceError>;
+    /// Writes `data` at `offset`; durable when it returns.
+    fn write(&self, offset: u64, data: Bytes) -> Result<(), DeviceError>;
+    /// Makes a range read as zeros (`punch`: may free its space).
+    fn write_zeroes(&self, offset: u64, len: u32, punch: bool) -> Result<(), DeviceError>;
+    /// Discards a range (reads back as zeros).
+    fn trim(&self, offset: u64, len: u32) -> Result<(), DeviceError>;
+    /// Makes every completed write durable (already so here).
+    fn flush(&self) -> Result<(), DeviceError>;
+    /// The allocation map of a range.
+    fn allocation(&self, offset: u64, len: u32) -> Result<Vec<Run>, DeviceError>;
+}
+
+fn from_replication(e: ReplicationError) -> DeviceError {
+    match e {
+        ReplicationError::Invalid(EngineError::OutOfRange { .. }) => DeviceError::OutOfRange,
+        ReplicationError::Invalid(e) => DeviceError::Invalid(e.to_string()),
+        other => DeviceError::Io(other.to_string()),
+    }
+}
+
+fn from_engine(e: EngineError) -> DeviceError {
+    match e {
+        EngineError::OutOfRange { .. } => DeviceError::OutOfRange,
+        other => DeviceError::Io(other.to_string()),
+    }
+}
+
+impl BlockDevice for ReplicaSet {
+    fn size(&self) -> u64 {
+        ReplicaSet::size(self)
+    }
+    fn read(&self, offset: u64, len: u32) -> Result<Bytes, DeviceError> {
+        ReplicaSet::read(self, offset, u64::from(len)).map_err(from_replication)
+    }
+    fn write(&self, offset: u64, data: Bytes) -> Result<(), DeviceError> {
+        self.write_bytes(offset, data).map_err(from_replication)
+    }
+    fn write_zeroes(&self, offset: u64, len: u32, _punch: bool) -> Result<(), DeviceError> {
+        // Zeroed blocks always become holes: they read as zeros either way, and NO_HOLE is
+        // only a hint about allocation.
+        ReplicaSet::write_zeroes(self, offset, u64::from(len)).map_err(from_replication)
+    }
+    fn trim(&self, offset: u64, len: u32) -> Result<(), DeviceError> {
+        ReplicaSet::trim(self, offset, u64::from(len)).map_err(from_replication)
+    }
+    fn flush(&self) -> Result<(), DeviceError> {
+        ReplicaSet::flush(self).map_err(from_replication)
+    }
+    fn allocation(&self, offset: u64, len: u32) -> Result<Vec<Run>, DeviceError> {
+        let extents = self
+            .extents(offset, u64::from(len))
+            .map_err(from_replication)?;
+        Ok(extents
+            .iter()
+            .map(|e| Run {
+                len: e.len,
+                data: e.data,
+            })
+            .collect())
+    }
+}
+
+impl BlockDevice for Volume {
+    fn size(&self) -> u64 {
+        Volume::size(self)
+    }
+    fn read(&self, offset: u64, len: u32) -> Result<Bytes, DeviceError> {
+        Volume::read(self, offset, u64::from(len))
+            .map(Bytes::from)
+            .map_err(from_engine)
+    }
+    fn write(&self, offset: u64, data: Bytes) -> Result<(), DeviceError> {
+        Volume::write(self, offset, &data).map_err(from_engine)
+    }
+    fn write_zeroes(&self, offset: u64, len: u32, _punch: bool) -> Result<(), DeviceError> {
+        Volume::write_zeroes(self, offset, u64::from(len)).map_err(from_engine)
+    }
+    fn trim(&self, offset: u64, len: u32) -> Result<(), DeviceError> {
+        Volume::trim(self, offset, u64::from(len)).map_err(from_engine)
+    }
+    fn flush(&self) -> Result<(), DeviceError> {
+        Volume::flush(self).map_err(from_engine)
+    }
+    fn allocation(&self, offset: u64, len: u32) -> Result<Vec<Run>, DeviceError> {
+        let extents = self.extents(offset, u64::from(len)).map_err(from_engine)?;
+        Ok(extents
+            .iter()
+            .map(|e| Run {
+                len: e.len,
+                data: e.data,
+            })
+            .collect())
+    }
+}
+
+/// One export: a device and whether clients may write.
+#[derive(Clone)]
+pub struct Export {
+    /// The device.
+    pub device: Arc<dyn BlockDevice>,
+    /// Refuse writes.
+    pub read_only: bool,
+}
+
+/// Where the server finds exports by name (the volume id).
+pub trait Exports: Send + Sync + 'static {
+    /// The export called `name`, if any.
+    fn lookup(&self, name: &str) -> Option<Export>;
+    /// Names of all exports.
+    fn names(&self) -> Vec<String>;
+}

@@ -1,0 +1,321 @@
+//! The transmission phase: requests are read, validated (before anything runs), executed
+//! concurrently off the async threads, and answered as they complete — out of order, each
+//! matched by its handle. In-flight payload bytes are capped (backpressure), an idle
+//! connection is closed, and a shutdown stops reading and drains what is in flight.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::task::JoinSet;
+
+use super::device::{BlockDevice, DeviceError, Run};
+use super::handshake::Session;
+use super::proto::{errno, *};
+
+/// Limits of one connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest READ/WRITE payload (advertised as the maximum block size).
+    pub max_payload: u32,
+    /// Payload bytes in flight per connection before the server stops reading requests.
+    pub max_in_flight: u32,
+    /// Close a connection with no request for this long.
+    pub idle_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_payload: 32 << 20,
+            max_in_flight: 64 << 20,
+            idle_timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Bytes per semaphore permit for the in-flight cap.
+const PERMIT_BYTES: u32 = 4096;
+
+/// Maps a device failure to the NBD error for command `kind` (the one place this happens).
+pub fn nbd_errno(kind: u16, e: &DeviceError) -> u32 {
+    match e {
+        DeviceError::OutOfRange if matches!(kind, CMD_WRITE | CMD_WRITE_ZEROES) => errno::ENOSPC,
+        DeviceError::OutOfRange | DeviceError::Invalid(_) => errno::EINVAL,
+        DeviceError::Io(_) => errno::EIO,
+    }
+}
+
+/// A reply, as the byte pieces to write in order.
+type Reply = Vec<Bytes>;
+
+fn simple(handle: u64, error: u32, data: Option<Bytes>) -> Reply {
+    let mut r = vec![Bytes::copy_from_slice(&simple_reply(handle, error))];
+    r.extend(data);
+    r
+}
+
+fn error_reply(session: &Session, req: &Request, error: u32, msg: &str) -> Reply {
+    if session.structured && matches!(req.kind, CMD_READ | CMD_BLOCK_STATUS) {
+        let mut payload = error.to_be_bytes().to_vec();
+        payload.extend_from_slice(&(msg.len() as u16).to_be_bytes());
+        payload.extend_from_slice(msg.as_bytes());
+        let header = chunk_header(
+            req.handle,
+            REPLY_FLAG_DONE,
+            REPLY_TYPE_ERROR,
+            payload.len() as u32,
+        );
+        vec![Bytes::copy_from_slice(&header), Bytes::from(payload)]
+    } else {
+        simple(req.handle, error, None)
+    }
+}
+
+/// Checks a request before anything runs; `Err((errno, why))` is answered without running.
+fn validate(
+    req: &Request,
+    session: &Session,
+    size: u64,
+    limits: &Limits,
+) -> Result<(), (u32, &'static str)> {
+    let allowed = match req.kind {
+        CMD_READ => CMD_FLAG_DF | CMD_FLAG_FUA,
+        CMD_WRITE => CMD_FLAG_FUA,
+        CMD_FLUSH => 0,
+        CMD_TRIM => CMD_FLAG_FUA,
+        CMD_WRITE_ZEROES => CMD_FLAG_FUA | CMD_FLAG_NO_HOLE | CMD_FLAG_FAST_ZERO,
+        CMD_BLOCK_STATUS => CMD_FLAG_REQ_ONE,
+        _ => return Err((errno::EINVAL, "unknown command")),
+    };
+    if req.flags & !allowed != 0 {
+        return Err((errno::EINVAL, "unknown or invalid flags"));
+    }
+    if req.kind == CMD_FLUSH {
+        return if req.offset == 0 && req.len == 0 {
+            Ok(())
+        } else {
+            Err((errno::EINVAL, "flush takes no range"))
+        };
+    }
+    let writes = matches!(req.kind, CMD_WRITE | CMD_WRITE_ZEROES | CMD_TRIM);
+    if writes && session.export.read_only {
+        return Err((errno::EPERM, "read-only export"));
+    }
+    if req.len == 0 {
+        return Err((errno::EINVAL, "zero length"));
+    }
+    if matches!(req.kind, CMD_READ | CMD_WRITE) && req.len > limits.max_payload {
+        return Err((
+            errno::EOVERFLOW,
+            "request larger than the maximum block size",
+        ));
+    }
+    if req.kind == CMD_BLOCK_STATUS && !session.base_allocation {
+        return Err((errno::EINVAL, "no metadata context negotiated"));
+    }
+    if req
+        .offset
+        .checked_add(u64::from(req.len))
+        .is_none_or(|end| end > size)
+    {
+        let e = if matches!(req.kind, CMD_WRITE | CMD_WRITE_ZEROES) {
+            errno::ENOSPC
+        } else {
+            errno::EINVAL
+        };
+        return Err((e, "out of range"));
+    }
+    Ok(())
+}
+
+/// Runs one validated request on the device (blocking).
+fn execute(
+    device: &dyn BlockDevice,
+    session: &Session,
+    req: &Request,
+    payload: Option<Bytes>,
+) -> Reply {
+    let fail = |e: DeviceError| {
+        tracing::warn!(export = %session.name, "request {} failed: {e}", req.kind);
+        error_reply(session, req, nbd_errno(req.kind, &e), &e.to_string())
+    };
+    match req.kind {
+        CMD_READ => match device.read(req.offset, req.len) {
+            Ok(data) if session.structured => {
+                let header = chunk_header(
+                    req.handle,
+                    REPLY_FLAG_DONE,
+                    REPLY_TYPE_OFFSET_DATA,
+                    req.len + 8,
+                );
+                vec![
+                    Bytes::copy_from_slice(&header),
+                    Bytes::copy_from_slice(&req.offset.to_be_bytes()),
+                    data,
+                ]
+            }
+            Ok(data) => simple(req.handle, 0, Some(data)),
+            Err(e) => fail(e),
+        },
+        CMD_WRITE => {
+            let data = payload.unwrap_or_default();
+            device
+                .write(req.offset, data)
+                .map_or_else(fail, |()| simple(req.handle, 0, None))
+        }
+        CMD_FLUSH => device
+            .flush()
+            .map_or_else(fail, |()| simple(req.handle, 0, None)),
+        CMD_TRIM => device
+            .trim(req.offset, req.len)
+            .map_or_else(fail, |()| simple(req.handle, 0, None)),
+        CMD_WRITE_ZEROES => {
+            let punch = req.flags & CMD_FLAG_NO_HOLE == 0;
+            device
+                .write_zeroes(req.offset, req.len, punch)
+                .map_or_else(fail, |()| simple(req.handle, 0, None))
+        }
+        CMD_BLOCK_STATUS => match device.allocation(req.offset, req.len) {
+            Ok(runs) => block_status(req, &runs),
+            Err(e) => fail(e),
+        },
+        _ => error_reply(session, req, errno::EINVAL, "unknown command"),
+    }
+}
+
+fn block_status(req: &Request, runs: &[Run]) -> Reply {
+    let mut payload = BASE_ALLOCATION_ID.to_be_bytes().to_vec();
+    let one = req.flags & CMD_FLAG_REQ_ONE != 0;
+    for run in runs.iter().filter(|r| r.len > 0) {
+        let len = run.len.min(u64::from(u32::MAX)) as u32;
+        let flags = if run.data { 0 } else { STATE_HOLE | STATE_ZERO };
+        payload.extend_from_slice(&len.to_be_bytes());
+        payload.extend_from_slice(&flags.to_be_bytes());
+        if one {
+            break;
+        }
+    }
+    let header = chunk_header(
+        req.handle,
+        REPLY_FLAG_DONE,
+        REPLY_TYPE_BLOCK_STATUS,
+        payload.len() as u32,
+    );
+    vec![Bytes::copy_from_slice(&header), Bytes::from(payload)]
+}
+
+/// Reads and throws away `len` payload bytes without buffering them.
+async fn discard<R: AsyncRead + Unpin>(r: &mut R, len: u32) -> io::Result<()> {
+    let copied = tokio::io::copy(&mut r.take(u64::from(len)), &mut tokio::io::sink()).await?;
+    if copied < u64::from(len) {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(())
+}
+
+/// Serves requests until the client disconnects, sends garbage, idles out, or `shutdown`.
+pub async fn serve<R, W>(
+    mut reader: R,
+    writer: W,
+    session: Session,
+    limits: Limits,
+    mut shutdown: watch::Receiver<bool>,
+) -> io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let session = Arc::new(session);
+    let (tx, mut rx) = mpsc::channel::<Reply>(1024);
+    let writer_task = tokio::spawn(async move {
+        let mut w = tokio::io::BufWriter::with_capacity(256 << 10, writer);
+        while let Some(reply) = rx.recv().await {
+            for piece in reply {
+                w.write_all(&piece).await?;
+            }
+            if rx.is_empty() {
+                w.flush().await?;
+            }
+        }
+        w.flush().await?;
+        io::Result::Ok(())
+    });
+    let permits = Arc::new(Semaphore::new(
+        (limits.max_in_flight / PERMIT_BYTES).max(1) as usize
+    ));
+    let max_permits = (limits.max_in_flight / PERMIT_BYTES).max(1);
+    let mut tasks = JoinSet::new();
+    let result = loop {
+        let mut header = [0u8; REQUEST_LEN];
+        let read = tokio::select! {
+            r = tokio::time::timeout(limits.idle_timeout, reader.read_exact(&mut header)) => r,
+            _ = shutdown.wait_for(|s| *s) => break Ok(()),
+        };
+        match read {
+            Err(_) => break Ok(()), // idle
+            Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => break Ok(()),
+            Ok(Err(e)) => break Err(e),
+            Ok(Ok(_)) => {}
+        }
+        let Some(req) = Request::decode(&header) else {
+            tracing::warn!(export = %session.name, "bad request magic; closing");
+            break Ok(());
+        };
+        if req.kind == CMD_DISC {
+            break Ok(());
+        }
+        while tasks.try_join_next().is_some() {}
+        let size = session.export.device.size();
+        let verdict = validate(&req, &session, size, &limits);
+        let wants = match req.kind {
+            CMD_READ | CMD_WRITE if verdict.is_ok() => {
+                req.len.div_ceil(PERMIT_BYTES).clamp(1, max_permits)
+            }
+            _ => 1,
+        };
+        let Ok(permit) = permits.clone().acquire_many_owned(wants).await else {
+            break Ok(());
+        };
+        let mut payload = None;
+        if req.kind == CMD_WRITE {
+            if verdict.is_ok() {
+                let mut buf = BytesMut::zeroed(req.len as usize);
+                if let Err(e) = reader.read_exact(&mut buf).await {
+                    break Err(e);
+                }
+                payload = Some(buf.freeze());
+            } else if let Err(e) = discard(&mut reader, req.len).await {
+                break Err(e);
+            }
+        }
+        if let Err((error, why)) = verdict {
+            let reply = error_reply(&session, &req, error, why);
+            if tx.send(reply).await.is_err() {
+                break Ok(());
+            }
+            continue;
+        }
+        let (session, tx) = (session.clone(), tx.clone());
+        tasks.spawn(async move {
+            let device = session.export.device.clone();
+            let s = session.clone();
+            let reply =
+                tokio::task::spawn_blocking(move || execute(device.as_ref(), &s, &req, payload))
+                    .await
+                    .unwrap_or_else(|_| error_reply(&session, &req, errno::EIO, "internal error"));
+            drop(permit);
+            let _ = tx.send(reply).await;
+        });
+    };
+    // Drain: every accepted request gets its answer before the connection closes.
+    while tasks.join_next().await.is_some() {}
+    drop(tx);
+    let written = writer_task
+        .await
+        .unwrap_or_else(|e| Err(io::Error::other(e)));
+    result.and(written)
+}

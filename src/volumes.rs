@@ -1,0 +1,193 @@
+//! Volumes on a data directory: each volume is a replica set whose three replicas live in
+//! `<replica dir i>/<volume id>/` (by default `<data-dir>/replicas/{0,1,2}`). This module
+//! creates them, finds them, opens them once and shares them with the NBD export. (The admin
+//! API's transactional catalog builds on it.)
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tripod_engine::{FileStorage, Geometry, VolumeOptions};
+use tripod_replication::{LocalReplica, Replica, ReplicaSet, SetConfig, Supervisor};
+use uuid::Uuid;
+
+use crate::nbd::{Export, Exports};
+
+/// Errors of the volume directory.
+#[derive(Debug, thiserror::Error)]
+pub enum VolumeError {
+    /// The id is not a canonical UUID (and so cannot name a directory).
+    #[error("invalid volume id {0:?}")]
+    BadId(String),
+    /// No such volume.
+    #[error("volume {0} not found")]
+    NotFound(String),
+    /// File-system error.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The replica set refused.
+    #[error(transparent)]
+    Replication(#[from] tripod_replication::ReplicationError),
+}
+
+/// The replica directories of a data directory.
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    replica_roots: [PathBuf; 3],
+}
+
+/// Parses a volume id, accepting only the canonical lowercase hyphenated UUID form.
+pub fn parse_id(id: &str) -> Result<Uuid, VolumeError> {
+    match Uuid::parse_str(id) {
+        Ok(u) if u.hyphenated().to_string() == id => Ok(u),
+        _ => Err(VolumeError::BadId(id.to_owned())),
+    }
+}
+
+impl DataDir {
+    /// Replicas under `<data_dir>/replicas/{0,1,2}` unless `replicas` names three directories.
+    pub fn new(data_dir: &Path, replicas: Option<[PathBuf; 3]>) -> Self {
+        let replica_roots = replicas
+            .unwrap_or_else(|| [0, 1, 2].map(|i| data_dir.join("replicas").join(i.to_string())));
+        Self { replica_roots }
+    }
+
+    fn replicas_of(&self, id: &Uuid) -> Result<[Arc<dyn Replica>; 3], VolumeError> {
+        let mut out: Vec<Arc<dyn Replica>> = Vec::with_capacity(3);
+        for root in &self.replica_roots {
+            let dir = root.join(id.hyphenated().to_string());
+            let storage = FileStorage::new(&dir).map_err(|source| VolumeError::Io {
+                context: format!("opening {}", dir.display()),
+                source,
+            })?;
+            out.push(Arc::new(LocalReplica::new(
+                dir.display().to_string(),
+                Arc::new(storage),
+                VolumeOptions::default(),
+            )));
+        }
+        let [a, b, c]: [Arc<dyn Replica>; 3] = out
+            .try_into()
+            .map_err(|_| VolumeError::BadId(id.to_string()))?;
+        Ok([a, b, c])
+    }
+
+    /// Creates a volume of `size` bytes; returns its id.
+    pub fn create(&self, size: u64) -> Result<(Uuid, ReplicaSet), VolumeError> {
+        let id = Uuid::new_v4();
+        let set = ReplicaSet::create(
+            self.replicas_of(&id)?,
+            size,
+            Geometry::default(),
+            SetConfig::default(),
+        )?;
+        Ok((id, set))
+    }
+
+    /// Opens an existing volume (reconciling its replicas after a crash).
+    pub fn open(&self, id: &str) -> Result<ReplicaSet, VolumeError> {
+        let uuid = parse_id(id)?;
+        if !self
+            .replica_roots
+            .iter()
+            .any(|r| r.join(id).join("set-state").exists())
+        {
+            return Err(VolumeError::NotFound(id.to_owned()));
+        }
+        Ok(ReplicaSet::open(
+            self.replicas_of(&uuid)?,
+            SetConfig::default(),
+        )?)
+    }
+
+    /// Ids of every volume found in any replica directory.
+    pub fn list(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .replica_roots
+            .iter()
+            .filter_map(|r| std::fs::read_dir(r).ok())
+            .flatten()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| parse_id(n).is_ok())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+}
+
+/// The volumes of a data directory, opened on first use and kept open, as NBD exports.
+pub struct VolumeRegistry {
+    dir: DataDir,
+    open: Mutex<HashMap<String, (Arc<ReplicaSet>, Supervisor)>>,
+    read_only: Mutex<HashMap<String, bool>>,
+    supervise_every: Duration,
+}
+
+impl VolumeRegistry {
+    /// A registry over `dir`; each opened volume gets a supervisor checking it every
+    /// `supervise_every` (health, resync, rebuild).
+    pub fn new(dir: DataDir, supervise_every: Duration) -> Self {
+        Self {
+            dir,
+            open: Mutex::new(HashMap::new()),
+            read_only: Mutex::new(HashMap::new()),
+            supervise_every,
+        }
+    }
+
+    /// The open volume `id`, opening it if needed.
+    pub fn get(&self, id: &str) -> Result<Arc<ReplicaSet>, VolumeError> {
+        let mut open = self.open.lock();
+        if let Some((set, _)) = open.get(id) {
+            return Ok(set.clone());
+        }
+        let set = Arc::new(self.dir.open(id)?);
+        let supervisor =
+            Supervisor::start(set.clone(), self.supervise_every).map_err(|source| {
+                VolumeError::Io {
+                    context: "starting the replica supervisor".into(),
+                    source,
+                }
+            })?;
+        open.insert(id.to_owned(), (set.clone(), supervisor));
+        Ok(set)
+    }
+
+    /// Marks volume `id` read-only (or not) for new NBD connections.
+    pub fn set_read_only(&self, id: &str, read_only: bool) {
+        self.read_only.lock().insert(id.to_owned(), read_only);
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &DataDir {
+        &self.dir
+    }
+}
+
+impl Exports for VolumeRegistry {
+    fn lookup(&self, name: &str) -> Option<Export> {
+        match self.get(name) {
+            Ok(set) => Some(Export {
+                device: set,
+                read_only: self.read_only.lock().get(name).copied().unwrap_or(false),
+            }),
+            Err(e) => {
+                tracing::info!(export = name, "export refused: {e}");
+                None
+            }
+        }
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.dir.list()
+    }
+}

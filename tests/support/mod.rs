@@ -1,0 +1,188 @@
+//! Helpers for the daemon's integration tests: a `tripod serve` process on a free port, an
+//! in-process NBD server over chosen exports, and running real client tools.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+use std::net::TcpListener as StdListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tripod::nbd::{self, Export, Exports, ServerConfig};
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until something accepts TCP connections on `port`.
+pub fn wait_for_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The tripod binary under test.
+pub fn tripod() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tripod"))
+}
+
+/// Runs a command, panicking with its output when it fails.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A `tripod serve` process on a temporary data directory.
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    child: Child,
+}
+
+impl Daemon {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let child = tripod()
+            .args(["serve", "--data-dir"])
+            .arg(dir.path())
+            .args(["--nbd-listen", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for_port(port);
+        Self { dir, port, child }
+    }
+
+    /// Creates a volume of `size` (e.g. "64M"); returns its id.
+    pub fn create_volume(&self, size: &str) -> String {
+        let out = run_ok(
+            tripod()
+                .args(["volume", "create", "--data-dir"])
+                .arg(self.dir.path())
+                .args(["--size", size]),
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    pub fn uri(&self, id: &str) -> String {
+        format!("nbd://127.0.0.1:{}/{id}", self.port)
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Exports from a fixed map.
+pub struct StaticExports(pub HashMap<String, Export>);
+
+impl Exports for StaticExports {
+    fn lookup(&self, name: &str) -> Option<Export> {
+        self.0.get(name).cloned()
+    }
+    fn names(&self) -> Vec<String> {
+        self.0.keys().cloned().collect()
+    }
+}
+
+/// An NBD server running in this process (its own runtime thread) over `exports`.
+pub struct InProcess {
+    pub port: u16,
+    stop: tokio::sync::watch::Sender<bool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl InProcess {
+    pub fn start(exports: Arc<dyn Exports>, config: ServerConfig) -> Self {
+        let std_listener = StdListener::bind("127.0.0.1:0").unwrap();
+        std_listener.set_nonblocking(true).unwrap();
+        let port = std_listener.local_addr().unwrap().port();
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
+                nbd::run(listener, exports, config, stopped).await.unwrap();
+            });
+        });
+        Self {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn uri(&self, name: &str) -> String {
+        format!("nbd://127.0.0.1:{}/{name}", self.port)
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A replica set over three temporary directories, as an export device.
+pub fn temp_set(size: u64) -> (tempfile::TempDir, Arc<tripod_replication::ReplicaSet>) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = tripod::volumes::DataDir::new(dir.path(), None);
+    let (_, set) = data.create(size).unwrap();
+    (dir, Arc::new(set))
+}
+
+/// A file of `len` deterministic pseudo-random bytes.
+pub fn random_file(dir: &Path, name: &str, len: usize, seed: u64) -> PathBuf {
+    let mut x = seed | 1;
+    let data: Vec<u8> = (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let path = dir.join(name);
+    std::fs::write(&path, data).unwrap();
+    path
+}
