@@ -64,6 +64,13 @@ pub enum EngineError {
         /// Newest version this build reads.
         supported: u32,
     },
+    /// Another process has this volume open.
+    #[error("the volume is in use by another process")]
+    InUse {
+        /// What the lock attempt said.
+        #[source]
+        source: io::Error,
+    },
     /// No volume exists in the storage.
     #[error("no volume found (missing manifest)")]
     NotFound,

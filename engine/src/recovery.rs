@@ -56,6 +56,9 @@ impl Volume {
     ) -> Result<Self> {
         let g = geometry.validate()?;
         check_size(size, g)?;
+        storage
+            .lock()
+            .map_err(|source| EngineError::InUse { source })?;
         if storage
             .exists(MANIFEST_FILE)
             .map_err(EngineError::io("looking for a manifest"))?
@@ -92,6 +95,9 @@ impl Volume {
 
     /// Opens the volume in `storage`, recovering from any crash first.
     pub fn open(storage: Arc<dyn Storage>, options: VolumeOptions) -> Result<Self> {
+        storage
+            .lock()
+            .map_err(|source| EngineError::InUse { source })?;
         let manifest = Manifest::load(storage.as_ref())?;
         let g = manifest.geometry;
         let mut layers = BTreeMap::new();

@@ -378,3 +378,24 @@ fn chunk_summaries_compare_copies_from_metadata() {
     assert_eq!(differing, vec![2]);
     assert_eq!(a.view_chunks(&View::Head).unwrap(), vec![ChunkIndex(0)]);
 }
+
+#[test]
+fn a_volume_directory_is_opened_by_one_process_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Arc::new(FileStorage::new(dir.path()).unwrap());
+    let vol = Volume::create(
+        first,
+        1 << 20,
+        Geometry::default(),
+        VolumeOptions::default(),
+    )
+    .unwrap();
+    // Another opener (a second process would hold its own descriptor) is refused.
+    let second = Arc::new(FileStorage::new(dir.path()).unwrap());
+    assert!(matches!(
+        Volume::open(second.clone(), VolumeOptions::default()),
+        Err(EngineError::InUse { .. })
+    ));
+    drop(vol);
+    Volume::open(second, VolumeOptions::default()).unwrap();
+}

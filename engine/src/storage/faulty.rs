@@ -184,4 +184,8 @@ impl Storage for FaultyStorage {
     fn list(&self) -> io::Result<Vec<String>> {
         self.inner.list()
     }
+
+    fn lock(&self) -> io::Result<()> {
+        self.inner.lock()
+    }
 }

@@ -14,14 +14,22 @@ use super::{Storage, StorageFile};
 #[derive(Debug, Clone)]
 pub struct FileStorage {
     dir: PathBuf,
+    /// The open lock file while [`Storage::lock`] holds the directory.
+    lock: Arc<parking_lot::Mutex<Option<File>>>,
 }
+
+/// Name of the lock file in a volume directory.
+const LOCK_FILE: &str = "lock";
 
 impl FileStorage {
     /// Uses `dir`, creating it (and its parents) if missing.
     pub fn new(dir: impl AsRef<Path>) -> io::Result<Self> {
         let dir = dir.as_ref().to_path_buf();
         fs::create_dir_all(&dir)?;
-        Ok(Self { dir })
+        Ok(Self {
+            dir,
+            lock: Arc::new(parking_lot::Mutex::new(None)),
+        })
     }
 
     /// The directory.
@@ -131,6 +139,29 @@ impl Storage for FileStorage {
 
     fn sync_dir(&self) -> io::Result<()> {
         File::open(&self.dir)?.sync_all()
+    }
+
+    fn lock(&self) -> io::Result<()> {
+        let mut held = self.lock.lock();
+        if held.is_some() {
+            return Ok(());
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(self.dir.join(LOCK_FILE))?;
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
+            |e| {
+                io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    format!("{} is in use by another process ({e})", self.dir.display()),
+                )
+            },
+        )?;
+        *held = Some(file);
+        Ok(())
     }
 
     fn list(&self) -> io::Result<Vec<String>> {

@@ -51,6 +51,12 @@ pub trait Storage: Send + Sync {
     fn sync_dir(&self) -> io::Result<()>;
     /// Names of all files.
     fn list(&self) -> io::Result<Vec<String>>;
+    /// Takes an exclusive lock on the directory for as long as this storage lives, so two
+    /// processes never open one volume; fails with `WouldBlock` if another holds it.
+    /// Calling it again on the same storage succeeds.
+    fn lock(&self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The error every backend returns once it is dead or a fault was injected.
