@@ -4,6 +4,7 @@
 //! unknown client flag, an unknown export named by NBD_OPT_EXPORT_NAME) ends the connection.
 
 use std::io;
+use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -64,10 +65,19 @@ async fn reply<S: AsyncWrite + Unpin>(
     s.write_all(data).await
 }
 
+/// Looks an export up off the async threads (opening a volume reads and may repair disks).
+async fn lookup(exports: &Arc<dyn Exports>, name: &str) -> Option<Export> {
+    let (exports, name) = (exports.clone(), name.to_owned());
+    tokio::task::spawn_blocking(move || exports.lookup(&name))
+        .await
+        .ok()
+        .flatten()
+}
+
 /// Runs negotiation; `Ok(None)` when the client aborted or named nothing usable.
 pub async fn negotiate<S>(
     s: &mut S,
-    exports: &dyn Exports,
+    exports: &Arc<dyn Exports>,
     sizes: BlockSizes,
 ) -> io::Result<Option<Session>>
 where
@@ -104,7 +114,7 @@ where
         match option {
             OPT_EXPORT_NAME => {
                 let name = String::from_utf8_lossy(&data).into_owned();
-                let Some(export) = exports.lookup(&name) else {
+                let Some(export) = lookup(exports, &name).await else {
                     return Ok(None); // this option has no error reply: close
                 };
                 s.write_all(&export.device.size().to_be_bytes()).await?;
@@ -131,7 +141,13 @@ where
                 reply(s, option, REP_ERR_INVALID, b"LIST takes no data").await?
             }
             OPT_LIST => {
-                for name in exports.names() {
+                let names = {
+                    let exports = exports.clone();
+                    tokio::task::spawn_blocking(move || exports.names())
+                        .await
+                        .unwrap_or_default()
+                };
+                for name in names {
                     let mut d = (name.len() as u32).to_be_bytes().to_vec();
                     d.extend_from_slice(name.as_bytes());
                     reply(s, option, REP_SERVER, &d).await?;
@@ -143,7 +159,7 @@ where
                     reply(s, option, REP_ERR_INVALID, b"malformed request").await?;
                     continue;
                 };
-                let Some(export) = exports.lookup(&name) else {
+                let Some(export) = lookup(exports, &name).await else {
                     reply(s, option, REP_ERR_UNKNOWN, b"no such export").await?;
                     continue;
                 };
@@ -177,7 +193,7 @@ where
                     reply(s, option, REP_ERR_INVALID, b"malformed request").await?;
                     continue;
                 };
-                if exports.lookup(&name).is_none() {
+                if lookup(exports, &name).await.is_none() {
                     reply(s, option, REP_ERR_UNKNOWN, b"no such export").await?;
                     continue;
                 }

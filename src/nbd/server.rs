@@ -53,7 +53,7 @@ where
     };
     let negotiated = tokio::time::timeout(
         config.handshake_timeout,
-        negotiate(&mut stream, exports.as_ref(), sizes),
+        negotiate(&mut stream, &exports, sizes),
     )
     .await;
     let session = match negotiated {
