@@ -158,29 +158,21 @@ impl Membership {
         chunks: &[u64],
         outcome: &PerReplica<Option<bool>>,
     ) -> WriteVerdict {
-        let acks = ReplicaId::ALL
-            .into_iter()
-            .filter(|id| self.is_in_service(*id) && outcome[*id] == Some(true))
-            .count();
-        let mut changed = false;
-        for id in ReplicaId::ALL {
-            match outcome[id] {
-                Some(true) => {}
-                Some(false) => changed |= self.take_out(id, chunks, false),
-                None if !self.is_in_service(id) => changed |= self.record_missed(id, chunks, false),
-                None => {}
-            }
-        }
+        let (acks, changed) = self.settle(chunks, outcome, false);
         WriteVerdict {
             ack: acks >= 2,
             changed,
         }
     }
 
-    /// Records the outcome of a structural change (snapshot, rollback, delete, expand):
-    /// replicas that failed or did not get it need a full rebuild. Returns (successes among
-    /// replicas that were in service, changed).
-    pub fn settle_structural(&mut self, outcome: &PerReplica<Option<bool>>) -> (usize, bool) {
+    /// Applies an outcome: failed replicas leave service, replicas out of service record
+    /// what they missed. Returns (successes among in-service replicas, changed).
+    fn settle(
+        &mut self,
+        chunks: &[u64],
+        outcome: &PerReplica<Option<bool>>,
+        structural: bool,
+    ) -> (usize, bool) {
         let ok = ReplicaId::ALL
             .into_iter()
             .filter(|id| self.is_in_service(*id) && outcome[*id] == Some(true))
@@ -189,12 +181,21 @@ impl Membership {
         for id in ReplicaId::ALL {
             match outcome[id] {
                 Some(true) => {}
-                Some(false) => changed |= self.take_out(id, &[], true),
-                None if !self.is_in_service(id) => changed |= self.record_missed(id, &[], true),
+                Some(false) => changed |= self.take_out(id, chunks, structural),
+                None if !self.is_in_service(id) => {
+                    changed |= self.record_missed(id, chunks, structural)
+                }
                 None => {}
             }
         }
         (ok, changed)
+    }
+
+    /// Records the outcome of a structural change (snapshot, rollback, delete, expand):
+    /// replicas that failed or did not get it need a full rebuild. Returns (successes among
+    /// replicas that were in service, changed).
+    pub fn settle_structural(&mut self, outcome: &PerReplica<Option<bool>>) -> (usize, bool) {
+        self.settle(&[], outcome, true)
     }
 
     /// Starts a sync of `id` if it is out of service and none runs; returns whether it is a

@@ -167,9 +167,13 @@ impl Harness {
             }
             Op::Read { at, len } => {
                 let (at, len) = clamp(at, len);
-                if before > 0 {
-                    let got = self.set.read(at, len).unwrap();
-                    assert!(got[..] == self.model.head[at as usize..(at + len) as usize]);
+                match self.set.read(at, len) {
+                    Ok(got) => {
+                        assert!(got[..] == self.model.head[at as usize..(at + len) as usize])
+                    }
+                    // With one copy in service, a disk fault on it has no second copy.
+                    Err(_) if before < 2 => self.lost = true,
+                    Err(e) => panic!("read: {e}"),
                 }
             }
             Op::Snapshot(n) => {
@@ -239,6 +243,10 @@ impl Harness {
                 self.set.heal_now();
             }
             Op::Flip { replica, seed } => {
+                // A bit flip is only recoverable while another copy is in service.
+                if before < 3 {
+                    return;
+                }
                 let mut rng = Rng(seed);
                 let mem = &self.rig.mems[replica];
                 let files: Vec<String> = tripod_engine::Storage::list(mem)
@@ -270,7 +278,11 @@ impl Harness {
             .iter()
             .any(|r| r.health == tripod_replication::ReplicaHealth::InService)
         {
-            let all = self.set.read(0, self.model.size()).unwrap();
+            let all = match self.set.read(0, self.model.size()) {
+                Ok(all) => all,
+                Err(_) if self.in_service() < 2 => return,
+                Err(e) => panic!("read: {e}"),
+            };
             assert!(
                 all[..] == self.model.head[..],
                 "set content differs from the model"
