@@ -2,7 +2,6 @@
 //! engine calls run on the replica's own worker threads, so one slow disk never stalls the
 //! caller or the other replicas, and concurrent writes meet in the engine's group commit.
 
-use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,24 +27,22 @@ const SET_STATE_TMP: &str = "set-state.tmp";
 
 type Job = Box<dyn FnOnce() + Send>;
 
-/// A fixed pool of threads draining one queue.
+/// A fixed pool of threads draining one queue (a multi-consumer channel, so a queued job
+/// wakes exactly one idle worker).
 struct Workers {
-    tx: Mutex<Option<mpsc::Sender<Job>>>,
+    tx: Mutex<Option<crossbeam_channel::Sender<Job>>>,
 }
 
 impl Workers {
     fn new(name: &str) -> Self {
-        let (tx, rx) = mpsc::channel::<Job>();
-        let rx = Arc::new(Mutex::new(rx));
+        let (tx, rx) = crossbeam_channel::unbounded::<Job>();
         for i in 0..WORKERS {
             let rx = rx.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("{name}-{i}"))
-                .spawn(move || loop {
-                    let job = rx.lock().recv();
-                    match job {
-                        Ok(job) => job(),
-                        Err(_) => return,
+                .spawn(move || {
+                    while let Ok(job) = rx.recv() {
+                        job();
                     }
                 });
             if let Err(e) = spawned {

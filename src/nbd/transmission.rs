@@ -300,15 +300,14 @@ where
             continue;
         }
         let (session, tx) = (session.clone(), tx.clone());
-        tasks.spawn(async move {
+        tasks.spawn_blocking(move || {
             let device = session.export.device.clone();
-            let s = session.clone();
-            let reply =
-                tokio::task::spawn_blocking(move || execute(device.as_ref(), &s, &req, payload))
-                    .await
-                    .unwrap_or_else(|_| error_reply(&session, &req, errno::EIO, "internal error"));
+            let run =
+                std::panic::AssertUnwindSafe(|| execute(device.as_ref(), &session, &req, payload));
+            let reply = std::panic::catch_unwind(run)
+                .unwrap_or_else(|_| error_reply(&session, &req, errno::EIO, "internal error"));
             drop(permit);
-            let _ = tx.send(reply).await;
+            let _ = tx.blocking_send(reply);
         });
     };
     // Drain: every accepted request gets its answer before the connection closes.
