@@ -311,3 +311,105 @@ fn pipelined_requests_are_all_answered_by_handle() {
     request(&mut s, CMD_DISC, 0, 102, 0, 0);
     assert!(closed(&mut s));
 }
+
+/// A device whose every operation fails as a replica set without quorum does.
+struct Broken;
+
+impl tripod::nbd::BlockDevice for Broken {
+    fn size(&self) -> u64 {
+        1 << 20
+    }
+    fn read(&self, _: u64, _: u32) -> Result<bytes::Bytes, tripod::nbd::DeviceError> {
+        Err(tripod::nbd::DeviceError::Io("no quorum".into()))
+    }
+    fn write(&self, _: u64, _: bytes::Bytes) -> Result<(), tripod::nbd::DeviceError> {
+        Err(tripod::nbd::DeviceError::Io("no quorum".into()))
+    }
+    fn write_zeroes(&self, _: u64, _: u32, _: bool) -> Result<(), tripod::nbd::DeviceError> {
+        Err(tripod::nbd::DeviceError::Io("no quorum".into()))
+    }
+    fn trim(&self, _: u64, _: u32) -> Result<(), tripod::nbd::DeviceError> {
+        Err(tripod::nbd::DeviceError::Io("no quorum".into()))
+    }
+    fn flush(&self) -> Result<(), tripod::nbd::DeviceError> {
+        Err(tripod::nbd::DeviceError::Io("no quorum".into()))
+    }
+    fn allocation(
+        &self,
+        _: u64,
+        _: u32,
+    ) -> Result<Vec<tripod::nbd::Run>, tripod::nbd::DeviceError> {
+        Err(tripod::nbd::DeviceError::Io("no quorum".into()))
+    }
+}
+
+#[test]
+fn a_failing_volume_gets_eio_replies_and_the_server_keeps_running() {
+    let mut map = HashMap::new();
+    map.insert(
+        "broken".to_owned(),
+        Export {
+            device: Arc::new(Broken),
+            read_only: false,
+        },
+    );
+    let server = InProcess::start(Arc::new(StaticExports(map)), ServerConfig::default());
+    let mut s = open(server.port, "broken");
+    request(&mut s, CMD_WRITE, 0, 1, 0, 512);
+    s.write_all(&[1u8; 512]).unwrap();
+    assert_eq!(reply(&mut s), (1, errno::EIO));
+    request(&mut s, CMD_READ, 0, 2, 0, 512);
+    assert_eq!(reply(&mut s), (2, errno::EIO));
+    request(&mut s, CMD_FLUSH, 0, 3, 0, 0);
+    assert_eq!(reply(&mut s), (3, errno::EIO));
+    request(&mut s, CMD_DISC, 0, 4, 0, 0);
+    assert!(closed(&mut s));
+    let again = open(server.port, "broken");
+    drop(again);
+}
+
+#[test]
+fn the_connection_cap_and_the_handshake_timeout_hold() {
+    let (_dir, set) = temp_set(1 << 20);
+    let mut map = HashMap::new();
+    map.insert(
+        "v".to_owned(),
+        Export {
+            device: set,
+            read_only: false,
+        },
+    );
+    let config = ServerConfig {
+        max_connections: 1,
+        handshake_timeout: Duration::from_millis(500),
+        ..ServerConfig::default()
+    };
+    let server = InProcess::start(Arc::new(StaticExports(map)), config);
+    let mut first = open(server.port, "v");
+    // The second connection is over the cap: closed before any greeting.
+    let mut second = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    second
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    assert!(closed(&mut second));
+    still_works(&mut first);
+    request(&mut first, CMD_DISC, 0, 9, 0, 0);
+    assert!(closed(&mut first));
+    // A client that never finishes negotiating is dropped after the handshake timeout.
+    let mut idle = connect_when_free(server.port);
+    assert!(closed(&mut idle), "silent client must be disconnected");
+}
+
+/// Connects once the previous connection's slot is free (its close is asynchronous).
+fn connect_when_free(port: u16) -> TcpStream {
+    for _ in 0..100 {
+        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut greeting = [0u8; 18];
+        if (&s).read_exact(&mut greeting).is_ok() {
+            return s;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("the connection slot never came free");
+}
