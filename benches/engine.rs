@@ -4,13 +4,14 @@
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use tripod_engine::{FileStorage, Geometry, SnapshotId, Volume, VolumeOptions};
 
-const VOLUME: u64 = 1 << 30;
-const BLOCK: u64 = 4096;
+mod common;
+
+use common::{bench_dir, block_at, spread, BLOCK, VOLUME};
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -18,11 +19,7 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
-    let base = std::env::var_os("TRIPOD_BENCH_DIR").map(std::path::PathBuf::from);
-    let dir = match base {
-        Some(b) => tempfile::tempdir_in(b).unwrap(),
-        None => tempfile::tempdir().unwrap(),
-    };
+    let dir = bench_dir();
     let storage = Arc::new(FileStorage::new(dir.path()).unwrap());
     let vol = Volume::create(
         storage,
@@ -37,30 +34,12 @@ fn fixture() -> Fixture {
     }
 }
 
-/// A cheap deterministic stream of block numbers.
-fn block_at(i: u64, salt: u64) -> u64 {
-    let mut z = i.wrapping_add(salt).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    z ^= z >> 29;
-    z % (VOLUME / BLOCK)
-}
-
 /// Runs `iters` 4 KiB random writes spread over `threads` writers; returns the wall time.
 fn random_writes(vol: &Arc<Volume>, threads: u64, iters: u64, salt: u64) -> Duration {
     let data = vec![0x5au8; BLOCK as usize];
-    let start = Instant::now();
-    std::thread::scope(|s| {
-        for t in 0..threads {
-            let (vol, data) = (vol.clone(), &data);
-            s.spawn(move || {
-                let mut i = t;
-                while i < iters {
-                    vol.write(block_at(i, salt) * BLOCK, data).unwrap();
-                    i += threads;
-                }
-            });
-        }
-    });
-    start.elapsed()
+    spread(threads, iters, &|i| {
+        vol.write(block_at(i, salt) * BLOCK, &data).unwrap()
+    })
 }
 
 fn bench_random_write(c: &mut Criterion) {

@@ -8,44 +8,15 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use tripod_engine::{FileStorage, Geometry, Volume, VolumeOptions};
 use tripod_replication::{LocalReplica, Replica, ReplicaSet, SetConfig};
 
-const VOLUME: u64 = 1 << 30;
-const BLOCK: u64 = 4096;
+mod common;
 
-fn bench_dir() -> tempfile::TempDir {
-    match std::env::var_os("TRIPOD_BENCH_DIR") {
-        Some(b) => tempfile::tempdir_in(b).unwrap(),
-        None => tempfile::tempdir().unwrap(),
-    }
-}
-
-fn block_at(i: u64, salt: u64) -> u64 {
-    let mut z = i.wrapping_add(salt).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    z ^= z >> 29;
-    z % (VOLUME / BLOCK)
-}
-
-/// Runs `iters` writes spread over `threads` threads; `write(i)` does write number `i`.
-fn spread(threads: u64, iters: u64, write: &(dyn Fn(u64) + Sync)) -> Duration {
-    let start = Instant::now();
-    std::thread::scope(|s| {
-        for t in 0..threads {
-            s.spawn(move || {
-                let mut i = t;
-                while i < iters {
-                    write(i);
-                    i += threads;
-                }
-            });
-        }
-    });
-    start.elapsed()
-}
+use common::{bench_dir, block_at, spread, BLOCK, VOLUME};
 
 fn bench_writes(c: &mut Criterion) {
     let mut g = c.benchmark_group("randwrite_4k_durable");

@@ -129,14 +129,5 @@ impl EngineError {
     }
 }
 
-impl From<io::Error> for EngineError {
-    fn from(source: io::Error) -> Self {
-        Self::Io {
-            context: "replaying the write-ahead log".into(),
-            source,
-        }
-    }
-}
-
 /// Result alias for the engine.
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;

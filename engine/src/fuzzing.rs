@@ -32,8 +32,13 @@ pub fn wal(bytes: &[u8]) {
     if file.write_at(bytes, 0).is_err() {
         return;
     }
-    let _ = wal::scan::<std::io::Error>(file.as_ref(), 1, Lsn(1), 512, |e| {
-        assert!(e.payload.len() <= 512);
-        Ok(())
-    });
+    let _ = wal::scan(
+        file.as_ref(),
+        (1, Lsn(1), 512),
+        |e| e,
+        |e| {
+            assert!(e.payload.len() <= 512);
+            Ok(())
+        },
+    );
 }

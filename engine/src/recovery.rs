@@ -186,7 +186,12 @@ impl Volume {
         let mut touched = HashSet::new();
         let file = wal.file.clone();
         let epoch = wal.epoch;
-        let end = wal::scan(file.as_ref(), epoch, wal.next_lsn, g.block_size, |e| {
+        let io_error = |source| EngineError::Io {
+            context: "reading the write-ahead log".into(),
+            source,
+        };
+        let position = (epoch, wal.next_lsn, g.block_size);
+        let end = wal::scan(file.as_ref(), position, io_error, |e| {
             if e.block
                 .0
                 .checked_add(e.count)

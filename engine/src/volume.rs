@@ -231,6 +231,7 @@ impl Volume {
     /// Writes `data` at `offset`; returns when data and checksums are durable. Partial blocks
     /// are read, patched and rewritten atomically with respect to other writers.
     pub fn write(&self, offset: u64, data: &[u8]) -> Result<()> {
+        let data = Bytes::copy_from_slice(data);
         self.mutate(offset, data.len() as u64, Some(data), None)
     }
 
@@ -249,6 +250,13 @@ impl Volume {
     /// [`Volume::write`] stamped with a caller-chosen generation (the replica set gives the
     /// same generation to every copy of one write, so replicas can tell which copy is newer).
     pub fn write_generation(&self, offset: u64, data: &[u8], generation: u64) -> Result<()> {
+        let data = Bytes::copy_from_slice(data);
+        self.mutate(offset, data.len() as u64, Some(data), Some(generation))
+    }
+
+    /// [`Volume::write_generation`] taking a shared buffer, which the blocks then reference
+    /// without a copy (the replica set hands one buffer to all three replicas).
+    pub fn write_shared(&self, offset: u64, data: Bytes, generation: u64) -> Result<()> {
         self.mutate(offset, data.len() as u64, Some(data), Some(generation))
     }
 
@@ -305,7 +313,7 @@ impl Volume {
         self.check_poison()
     }
 
-    fn mutate(&self, offset: u64, len: u64, data: Option<&[u8]>, gen: Option<u64>) -> Result<()> {
+    fn mutate(&self, offset: u64, len: u64, data: Option<Bytes>, gen: Option<u64>) -> Result<()> {
         self.check_poison()?;
         let tree = self.tree.read();
         let span = self.span(&tree, offset, len)?;
@@ -317,7 +325,7 @@ impl Volume {
             None => self.generation.fetch_add(1, Ordering::SeqCst) + 1,
         };
         let _guard = self.locks.write(span.first, span.end);
-        let updates = self.updates_for(&tree, &span, data, gen)?;
+        let updates = self.updates_for(&tree, &span, data.as_ref(), gen)?;
         self.commit(&tree, updates)
     }
 
@@ -326,11 +334,10 @@ impl Volume {
         &self,
         tree: &Tree,
         span: &Span,
-        data: Option<&[u8]>,
+        whole: Option<&Bytes>,
         gen: u64,
     ) -> Result<Vec<Update>> {
         let bs = self.geometry.bs();
-        let whole = data.map(Bytes::copy_from_slice);
         let mut updates: Vec<Update> = Vec::new();
         for b in span.first..span.end {
             let block_start = b * bs;

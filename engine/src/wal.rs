@@ -99,18 +99,15 @@ pub(crate) struct ScanEnd {
 const WINDOW: usize = 8 << 20;
 
 /// Reads the records of `epoch` from offset 0, starting at `first_lsn`, calling `apply` on
-/// each in order, until the first record that is not the expected next one.
+/// each in order, until the first record that is not the expected next one. A failed read
+/// of the log becomes an `E` through `io_error`.
 pub(crate) fn scan<E>(
     file: &dyn StorageFile,
-    epoch: u64,
-    first_lsn: Lsn,
-    block_size: u32,
+    (epoch, first_lsn, block_size): (u64, Lsn, u32),
+    io_error: impl Fn(std::io::Error) -> E,
     mut apply: impl FnMut(Entry<'_>) -> Result<(), E>,
-) -> Result<ScanEnd, E>
-where
-    E: From<std::io::Error>,
-{
-    let file_len = file.size()?;
+) -> Result<ScanEnd, E> {
+    let file_len = file.size().map_err(&io_error)?;
     let mut offset = 0u64;
     let mut expected = first_lsn;
     let mut buf = Vec::new();
@@ -122,7 +119,7 @@ where
         }
         let want = (avail as usize).min(WINDOW.max(record_max));
         buf.resize(want, 0);
-        file.read_at(&mut buf, offset)?;
+        file.read_at(&mut buf, offset).map_err(&io_error)?;
         let mut at = 0usize;
         loop {
             match parse(&buf[at..], epoch, expected, block_size) {
@@ -251,10 +248,15 @@ mod tests {
         let f = s.create_file("wal").unwrap();
         f.write_at(bytes, 0).unwrap();
         let mut seen = Vec::new();
-        let end = scan::<std::io::Error>(f.as_ref(), epoch, Lsn(first), 512, |e| {
-            seen.push((e.lsn.0, e.block.0));
-            Ok(())
-        })
+        let end = scan(
+            f.as_ref(),
+            (epoch, Lsn(first), 512),
+            |e| e,
+            |e| {
+                seen.push((e.lsn.0, e.block.0));
+                Ok(())
+            },
+        )
         .unwrap();
         (seen, end)
     }

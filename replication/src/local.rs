@@ -233,7 +233,7 @@ impl Replica for LocalReplica {
     }
 
     fn write(&self, offset: u64, data: Bytes, generation: u64) -> Pending<()> {
-        self.run(move |v| v.write_generation(offset, &data, generation))
+        self.run(move |v| v.write_shared(offset, data, generation))
     }
 
     fn write_zeroes(&self, offset: u64, len: u64, generation: u64) -> Pending<()> {

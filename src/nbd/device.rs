@@ -64,6 +64,17 @@ fn from_engine(e: EngineError) -> DeviceError {
     }
 }
 
+/// An engine allocation map as the protocol's runs.
+fn runs(extents: &[tripod_engine::Extent]) -> Vec<Run> {
+    extents
+        .iter()
+        .map(|e| Run {
+            len: e.len,
+            data: e.data,
+        })
+        .collect()
+}
+
 impl BlockDevice for ReplicaSet {
     fn size(&self) -> u64 {
         ReplicaSet::size(self)
@@ -89,13 +100,7 @@ impl BlockDevice for ReplicaSet {
         let extents = self
             .extents(offset, u64::from(len))
             .map_err(from_replication)?;
-        Ok(extents
-            .iter()
-            .map(|e| Run {
-                len: e.len,
-                data: e.data,
-            })
-            .collect())
+        Ok(runs(&extents))
     }
 }
 
@@ -122,13 +127,7 @@ impl BlockDevice for Volume {
     }
     fn allocation(&self, offset: u64, len: u32) -> Result<Vec<Run>, DeviceError> {
         let extents = self.extents(offset, u64::from(len)).map_err(from_engine)?;
-        Ok(extents
-            .iter()
-            .map(|e| Run {
-                len: e.len,
-                data: e.data,
-            })
-            .collect())
+        Ok(runs(&extents))
     }
 }
 

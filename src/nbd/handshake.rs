@@ -124,13 +124,7 @@ where
                     s.write_all(&[0u8; 124]).await?;
                 }
                 s.flush().await?;
-                let base_allocation = selected.as_ref().is_some_and(|(n, b)| *n == name && *b);
-                return Ok(Some(Session {
-                    name,
-                    export,
-                    structured,
-                    base_allocation,
-                }));
+                return Ok(Some(session(name, export, structured, &selected)));
             }
             OPT_ABORT => {
                 reply(s, option, REP_ACK, &[]).await?;
@@ -167,13 +161,7 @@ where
                 reply(s, option, REP_ACK, &[]).await?;
                 if option == OPT_GO {
                     s.flush().await?;
-                    let base_allocation = selected.as_ref().is_some_and(|(n, b)| *n == name && *b);
-                    return Ok(Some(Session {
-                        name,
-                        export,
-                        structured,
-                        base_allocation,
-                    }));
+                    return Ok(Some(session(name, export, structured, &selected)));
                 }
             }
             OPT_STRUCTURED_REPLY if len != 0 => {
@@ -216,6 +204,23 @@ where
             _ => reply(s, option, REP_ERR_UNSUP, b"option not supported").await?,
         }
         s.flush().await?;
+    }
+}
+
+/// The session for export `name`; `base:allocation` counts only if it was selected for
+/// that same export.
+fn session(
+    name: String,
+    export: Export,
+    structured: bool,
+    selected: &Option<(String, bool)>,
+) -> Session {
+    let base_allocation = selected.as_ref().is_some_and(|(n, b)| *n == name && *b);
+    Session {
+        name,
+        export,
+        structured,
+        base_allocation,
     }
 }
 
