@@ -1,6 +1,12 @@
-//! `tripod`: the daemon around the engine and the replica set — the NBD export, the volume
-//! catalog on a data directory, and (next) the EVS/Cinder admin API. It holds no storage
-//! logic of its own.
+//! `tripod`: the daemon around the engine and the replica set — the EVS/Cinder admin API and
+//! its Keystone-style identity, the catalog, the volume lifecycle that drives the replica
+//! sets, and the NBD export. It holds no storage logic of its own.
 
+pub mod api;
+pub mod backend;
+pub mod catalog;
+pub mod config;
+pub mod daemon;
+pub mod identity;
 pub mod nbd;
 pub mod volumes;

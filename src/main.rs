@@ -1,15 +1,14 @@
-//! `tripod`: the command-line entry point: `tripod serve` runs the daemon (today the NBD
-//! export of the volumes in a data directory), `tripod volume …` manages volumes offline, and
-//! `tripod engine …` inspects a single engine store.
+//! `tripod`: the command-line entry point: `tripod serve` runs the daemon (admin API + NBD
+//! export), `tripod volume …` manages unmanaged volumes offline, and `tripod engine …`
+//! inspects a single engine store.
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use tripod::nbd::{self, ServerConfig};
-use tripod::volumes::{DataDir, VolumeRegistry};
+use tripod::config::{AuthMode, ServeConfig, Settings};
+use tripod::volumes::DataDir;
 use tripod_engine::{FileStorage, Volume, VolumeOptions};
 
 /// Tripod: three-copy block storage.
@@ -47,14 +46,8 @@ impl DirArgs {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the daemon: the NBD export of every volume in the data directory.
-    Serve {
-        #[command(flatten)]
-        dirs: DirArgs,
-        /// NBD listen address.
-        #[arg(long, default_value = "127.0.0.1:10809", env = "TRIPOD_NBD_LISTEN")]
-        nbd_listen: String,
-    },
+    /// Run the daemon: the admin API (EVS/Cinder v2 + Keystone v3 subset) and the NBD export.
+    Serve(ServeArgs),
     /// Manage volumes in a data directory.
     Volume {
         #[command(subcommand)]
@@ -65,6 +58,65 @@ enum Command {
         #[command(subcommand)]
         command: EngineCommand,
     },
+}
+
+/// Flags of `tripod serve`; each overrides the config file, which overrides `TRIPOD_*`
+/// variables, which override the defaults.
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// TOML configuration file (keys as the long flags, with `_`; e.g. `api_listen`).
+    #[arg(long, env = "TRIPOD_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory [default: ./tripod-data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Admin API address [default: 127.0.0.1:8776].
+    #[arg(long)]
+    api_listen: Option<String>,
+    /// NBD address [default: 127.0.0.1:10809].
+    #[arg(long)]
+    nbd_listen: Option<String>,
+    /// A replica directory; give it three times [default: <data-dir>/replicas/{0,1,2}].
+    #[arg(long = "replica")]
+    replicas: Vec<PathBuf>,
+    /// `keystone` (tokens from /identity/v3) or `noauth` (development only) [default: keystone].
+    #[arg(long)]
+    auth: Option<AuthMode>,
+    /// Token lifetime in seconds [default: 3600].
+    #[arg(long)]
+    token_ttl_secs: Option<u64>,
+    /// Availability zone name [default: nova].
+    #[arg(long)]
+    availability_zone: Option<String>,
+    /// Type of volumes created without one [default: SSD].
+    #[arg(long)]
+    default_volume_type: Option<String>,
+    /// Base URL for links and the token catalog [default: from the request's Host header].
+    #[arg(long)]
+    public_endpoint: Option<String>,
+}
+
+impl ServeArgs {
+    fn resolve(self) -> anyhow::Result<ServeConfig> {
+        let flags = Settings {
+            data_dir: self.data_dir,
+            api_listen: self.api_listen,
+            nbd_listen: self.nbd_listen,
+            replicas: (!self.replicas.is_empty()).then_some(self.replicas),
+            auth: self.auth,
+            token_ttl_secs: self.token_ttl_secs,
+            availability_zone: self.availability_zone,
+            default_volume_type: self.default_volume_type,
+            public_endpoint: self.public_endpoint,
+            ..Settings::default()
+        };
+        let file = match &self.config {
+            Some(path) => Settings::from_file(path).map_err(anyhow::Error::msg)?,
+            None => Settings::default(),
+        };
+        let env = Settings::from_env(|k| std::env::var(k).ok()).map_err(anyhow::Error::msg)?;
+        ServeConfig::resolve(flags.or(file).or(env)).map_err(anyhow::Error::msg)
+    }
 }
 
 #[derive(Subcommand)]
@@ -130,47 +182,6 @@ fn open_store(dir: &PathBuf) -> anyhow::Result<Volume> {
     Volume::open(storage, VolumeOptions::default()).context("opening the store")
 }
 
-async fn serve(dirs: DirArgs, nbd_listen: String) -> anyhow::Result<()> {
-    let registry = Arc::new(VolumeRegistry::new(
-        dirs.data_dir()?,
-        Duration::from_secs(10),
-    ));
-    let listener = tokio::net::TcpListener::bind(&nbd_listen)
-        .await
-        .with_context(|| format!("binding the NBD listener on {nbd_listen}"))?;
-    tracing::info!("NBD export listening on {}", listener.local_addr()?);
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(nbd::run(
-        listener,
-        registry,
-        ServerConfig::default(),
-        stopped,
-    ));
-    shutdown_signal().await;
-    tracing::info!("shutting down: draining connections");
-    let _ = stop.send(true);
-    server.await??;
-    Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {},
-                    _ = term.recv() => {},
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
-        }
-    }
-}
-
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -181,11 +192,13 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match Cli::parse().command {
-        Command::Serve { dirs, nbd_listen } => {
+        Command::Serve(args) => {
+            let config = args.resolve()?;
+            let password = std::env::var("TRIPOD_ADMIN_PASSWORD").ok();
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            runtime.block_on(serve(dirs, nbd_listen))?;
+            runtime.block_on(tripod::daemon::serve(config, password))?;
         }
         Command::Volume { command } => match command {
             VolumeCommand::Create { dirs, size } => {

@@ -1,7 +1,7 @@
 //! Volumes on a data directory: each volume is a replica set whose three replicas live in
 //! `<replica dir i>/<volume id>/` (by default `<data-dir>/replicas/{0,1,2}`). This module
-//! creates them, finds them, opens them once and shares them with the NBD export. (The admin
-//! API's transactional catalog builds on it.)
+//! creates them, finds them, opens them once and shares them with the NBD export; the
+//! catalog (`crate::backend`) decides which of them are offered.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -83,13 +83,38 @@ impl DataDir {
     /// Creates a volume of `size` bytes; returns its id.
     pub fn create(&self, size: u64) -> Result<(Uuid, ReplicaSet), VolumeError> {
         let id = Uuid::new_v4();
-        let set = ReplicaSet::create(
-            self.replicas_of(&id)?,
+        let set = self.create_with_id(&id, size)?;
+        Ok((id, set))
+    }
+
+    /// Creates volume `id` of `size` bytes, first removing whatever a previous, unfinished
+    /// creation of the same id left behind.
+    pub fn create_with_id(&self, id: &Uuid, size: u64) -> Result<ReplicaSet, VolumeError> {
+        self.remove(id)?;
+        Ok(ReplicaSet::create(
+            self.replicas_of(id)?,
             size,
             Geometry::default(),
             SetConfig::default(),
-        )?;
-        Ok((id, set))
+        )?)
+    }
+
+    /// Removes every replica directory of volume `id` (absent ones are fine).
+    pub fn remove(&self, id: &Uuid) -> Result<(), VolumeError> {
+        for root in &self.replica_roots {
+            let dir = root.join(id.hyphenated().to_string());
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(VolumeError::Io {
+                        context: format!("removing {}", dir.display()),
+                        source,
+                    })
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Opens an existing volume (reconciling its replicas after a crash).
@@ -124,11 +149,25 @@ impl DataDir {
     }
 }
 
+/// Whether and how a volume is offered over NBD.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exposure {
+    /// Offered; read-only or not.
+    Exported {
+        /// Refuse writes.
+        read_only: bool,
+    },
+    /// Not offered (being created, deleted or rolled back, or in error).
+    Hidden,
+}
+
 /// The volumes of a data directory, opened on first use and kept open, as NBD exports.
+/// Volumes the catalog manages are offered as it says ([`VolumeRegistry::expose`]); volumes
+/// it does not know (made offline by `tripod volume create`) are offered read-write.
 pub struct VolumeRegistry {
     dir: DataDir,
     open: Mutex<HashMap<String, (Arc<ReplicaSet>, Supervisor)>>,
-    read_only: Mutex<HashMap<String, bool>>,
+    exposure: Mutex<HashMap<String, Exposure>>,
     supervise_every: Duration,
 }
 
@@ -139,7 +178,7 @@ impl VolumeRegistry {
         Self {
             dir,
             open: Mutex::new(HashMap::new()),
-            read_only: Mutex::new(HashMap::new()),
+            exposure: Mutex::new(HashMap::new()),
             supervise_every,
         }
     }
@@ -164,7 +203,29 @@ impl VolumeRegistry {
 
     /// Marks volume `id` read-only (or not) for new NBD connections.
     pub fn set_read_only(&self, id: &str, read_only: bool) {
-        self.read_only.lock().insert(id.to_owned(), read_only);
+        self.expose(id, Exposure::Exported { read_only });
+    }
+
+    /// Sets how volume `id` is offered to new NBD connections.
+    pub fn expose(&self, id: &str, exposure: Exposure) {
+        self.exposure.lock().insert(id.to_owned(), exposure);
+    }
+
+    /// Closes volume `id` if open (stopping its supervisor) and hides it; connections that
+    /// still hold it keep their handle until they end.
+    pub fn close(&self, id: &str) {
+        self.expose(id, Exposure::Hidden);
+        let closed = self.open.lock().remove(id);
+        drop(closed);
+    }
+
+    /// The volumes open now.
+    pub fn open_volumes(&self) -> Vec<(String, Arc<ReplicaSet>)> {
+        self.open
+            .lock()
+            .iter()
+            .map(|(id, (set, _))| (id.clone(), set.clone()))
+            .collect()
     }
 
     /// The data directory.
@@ -175,10 +236,15 @@ impl VolumeRegistry {
 
 impl Exports for VolumeRegistry {
     fn lookup(&self, name: &str) -> Option<Export> {
+        let read_only = match self.exposure.lock().get(name).copied() {
+            Some(Exposure::Hidden) => return None,
+            Some(Exposure::Exported { read_only }) => read_only,
+            None => false,
+        };
         match self.get(name) {
             Ok(set) => Some(Export {
                 device: set,
-                read_only: self.read_only.lock().get(name).copied().unwrap_or(false),
+                read_only,
             }),
             Err(e) => {
                 tracing::info!(export = name, "export refused: {e}");
@@ -188,6 +254,11 @@ impl Exports for VolumeRegistry {
     }
 
     fn names(&self) -> Vec<String> {
-        self.dir.list()
+        let exposure = self.exposure.lock();
+        self.dir
+            .list()
+            .into_iter()
+            .filter(|n| exposure.get(n) != Some(&Exposure::Hidden))
+            .collect()
     }
 }

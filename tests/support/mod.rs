@@ -48,27 +48,59 @@ pub fn run_ok(cmd: &mut Command) -> Output {
     out
 }
 
+/// The first admin's password of test daemons.
+pub const ADMIN_PASSWORD: &str = "test-admin-pw";
+
 /// A `tripod serve` process on a temporary data directory.
 pub struct Daemon {
     pub dir: tempfile::TempDir,
+    /// NBD port.
     pub port: u16,
+    /// Admin API port.
+    pub api_port: u16,
     child: Child,
 }
 
 impl Daemon {
     pub fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(tempfile::tempdir().unwrap())
+    }
+
+    /// Starts `tripod serve` on `dir` (an existing data dir is reopened).
+    pub fn start_in(dir: tempfile::TempDir) -> Self {
         let port = free_port();
+        let api_port = free_port();
         let child = tripod()
             .args(["serve", "--data-dir"])
             .arg(dir.path())
             .args(["--nbd-listen", &format!("127.0.0.1:{port}")])
+            .args(["--api-listen", &format!("127.0.0.1:{api_port}")])
+            .env("TRIPOD_ADMIN_PASSWORD", ADMIN_PASSWORD)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
         wait_for_port(port);
-        Self { dir, port, child }
+        wait_for_port(api_port);
+        Self {
+            dir,
+            port,
+            api_port,
+            child,
+        }
+    }
+
+    /// The admin API's base URL.
+    pub fn api(&self) -> String {
+        format!("http://127.0.0.1:{}", self.api_port)
+    }
+
+    /// Kills the process with SIGKILL and returns its data directory.
+    pub fn kill9(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let dir = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self.dir, dir)
     }
 
     /// Creates a volume of `size` (e.g. "64M"); returns its id.

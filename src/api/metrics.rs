@@ -1,0 +1,79 @@
+//! `GET /metrics`: Prometheus text — API requests by method and status, volumes by status,
+//! snapshots, provisioned GiB, and replica repairs of the open volumes.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use parking_lot::Mutex;
+
+use super::{blocking, ApiResult, ApiState};
+use crate::catalog::{CatalogRead, SnapshotRecord, VolumeRecord};
+
+/// Request counters.
+#[derive(Default)]
+pub struct Metrics {
+    requests: Mutex<BTreeMap<(String, u16), u64>>,
+}
+
+impl Metrics {
+    /// Counts one answered request.
+    pub fn count_request(&self, method: &str, status: u16) {
+        *self
+            .requests
+            .lock()
+            .entry((method.to_owned(), status))
+            .or_insert(0) += 1;
+    }
+}
+
+/// `GET /metrics`.
+pub async fn render(State(s): State<Arc<ApiState>>) -> ApiResult<Response> {
+    blocking(move || {
+        let (volumes, snapshots) = s.catalog.read(|r| {
+            Ok::<_, super::ApiError>((r.all::<VolumeRecord>()?, r.all::<SnapshotRecord>()?))
+        })?;
+        let mut out = String::new();
+        let _ = writeln!(out, "# HELP tripod_api_requests_total Admin API requests answered.");
+        let _ = writeln!(out, "# TYPE tripod_api_requests_total counter");
+        for ((method, status), n) in s.metrics.requests.lock().iter() {
+            let _ = writeln!(
+                out,
+                "tripod_api_requests_total{{method=\"{method}\",code=\"{status}\"}} {n}"
+            );
+        }
+        let mut by_status: BTreeMap<&str, u64> = BTreeMap::new();
+        for v in &volumes {
+            *by_status.entry(v.status.as_str()).or_insert(0) += 1;
+        }
+        let _ = writeln!(out, "# HELP tripod_volumes Volumes in the catalog by status.");
+        let _ = writeln!(out, "# TYPE tripod_volumes gauge");
+        for (status, n) in by_status {
+            let _ = writeln!(out, "tripod_volumes{{status=\"{status}\"}} {n}");
+        }
+        let _ = writeln!(out, "# HELP tripod_volume_provisioned_gigabytes Sum of volume sizes.");
+        let _ = writeln!(out, "# TYPE tripod_volume_provisioned_gigabytes gauge");
+        let gib: u64 = volumes.iter().map(|v| v.size).sum();
+        let _ = writeln!(out, "tripod_volume_provisioned_gigabytes {gib}");
+        let _ = writeln!(out, "# HELP tripod_snapshots Snapshots in the catalog.");
+        let _ = writeln!(out, "# TYPE tripod_snapshots gauge");
+        let _ = writeln!(out, "tripod_snapshots {}", snapshots.len());
+        let _ = writeln!(
+            out,
+            "# HELP tripod_replica_repairs_total Bad block copies repaired from a good replica (open volumes)."
+        );
+        let _ = writeln!(out, "# TYPE tripod_replica_repairs_total counter");
+        let repairs: u64 = s.backend.registry().open_volumes().iter().map(|(_, set)| set.repairs()).sum();
+        let _ = writeln!(out, "tripod_replica_repairs_total {repairs}");
+        Ok((
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            out,
+        )
+            .into_response())
+    })
+    .await
+}

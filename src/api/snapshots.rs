@@ -1,0 +1,400 @@
+//! Snapshots: create, list, show, update, delete (evs-api.md §4.5) and EVS rollback (§4.7).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde_json::{json, Value};
+
+use super::extract::{JsonBody, Params};
+use super::input::{boolean, is_uuid, metadata, only, text, top};
+use super::list::{metadata_matches, next_link, ListQuery, Listable, SortValue};
+use super::volumes::{self, IdPath};
+use super::{blocking, empty, quotas, reply, ApiError, ApiResult, ApiState, Ctx};
+use crate::catalog::{
+    CatalogRead, PendingOp, SnapshotRecord, SnapshotStatus, Timestamp, VolumeRecord, VolumeStatus,
+    Writer,
+};
+
+/// Snapshot `id` as `ctx` may see it, else 404.
+pub fn load(r: &impl CatalogRead, ctx: &Ctx, id: &str) -> ApiResult<SnapshotRecord> {
+    r.get::<SnapshotRecord>(id)?
+        .filter(|x| x.project_id == ctx.project_id || ctx.is_admin)
+        .ok_or_else(|| ApiError::not_found(format!("Snapshot {id} could not be found.")))
+}
+
+/// Commits `x` (stamping `updated_at`).
+pub fn save(w: &mut Writer, x: &mut SnapshotRecord) -> ApiResult<()> {
+    x.updated_at = Some(Timestamp::now());
+    w.put(x)?;
+    Ok(())
+}
+
+/// The base view; `detail` adds the extended attributes.
+pub fn view(x: &SnapshotRecord, detail: bool) -> Value {
+    let mut out = json!({
+        "id": x.id,
+        "name": x.name,
+        "description": x.description,
+        "status": x.status.as_str(),
+        "size": x.size,
+        "volume_id": x.volume_id,
+        "metadata": x.metadata,
+        "created_at": x.created_at.cinder(),
+        "updated_at": x.updated_at.map(Timestamp::cinder),
+    });
+    if detail {
+        let progress = if x.status == SnapshotStatus::Creating {
+            "0%"
+        } else {
+            "100%"
+        };
+        out["os-extended-snapshot-attributes:progress"] = json!(progress);
+        out["os-extended-snapshot-attributes:project_id"] = json!(x.project_id);
+    }
+    out
+}
+
+/// A snapshot with the zone of its volume, for filtering.
+struct Listed {
+    snap: SnapshotRecord,
+    zone: String,
+}
+
+impl Listable for Listed {
+    fn id(&self) -> &str {
+        &self.snap.id
+    }
+
+    const SORT_KEYS: &'static [&'static str] = &[
+        "id",
+        "name",
+        "status",
+        "size",
+        "created_at",
+        "updated_at",
+        "volume_id",
+    ];
+
+    fn sort_value(&self, key: &str) -> SortValue {
+        let x = &self.snap;
+        match key {
+            "id" => SortValue::Text(x.id.clone()),
+            "name" => x.name.clone().map_or(SortValue::Null, SortValue::Text),
+            "status" => SortValue::Text(x.status.as_str().into()),
+            "size" => SortValue::Num(i64::try_from(x.size).unwrap_or(i64::MAX)),
+            "created_at" => SortValue::Num(x.created_at.0),
+            "updated_at" => x
+                .updated_at
+                .map_or(SortValue::Null, |t| SortValue::Num(t.0)),
+            "volume_id" => SortValue::Text(x.volume_id.clone()),
+            _ => SortValue::Null,
+        }
+    }
+
+    fn matches(&self, key: &str, value: &str) -> Option<bool> {
+        let x = &self.snap;
+        Some(match key {
+            "name" | "display_name" => x.name.as_deref() == Some(value),
+            "status" => x.status.as_str() == value,
+            "volume_id" => x.volume_id == value,
+            "availability_zone" => self.zone == value,
+            "metadata" => metadata_matches(&x.metadata, value).unwrap_or(false),
+            _ => return None,
+        })
+    }
+}
+
+async fn list_any(ctx: Ctx, s: Arc<ApiState>, params: Params, detail: bool) -> ApiResult<Response> {
+    let q = ListQuery::parse::<Listed>(&params, ctx.is_admin)?;
+    volumes::check_metadata_filter(&params)?;
+    blocking(move || {
+        let (snaps, vols) = s
+            .catalog
+            .read(|r| Ok::<_, ApiError>((r.all::<SnapshotRecord>()?, r.all::<VolumeRecord>()?)))?;
+        let zones: BTreeMap<String, String> = vols
+            .into_iter()
+            .map(|v| (v.id, v.availability_zone))
+            .collect();
+        let mine: Vec<Listed> = snaps
+            .into_iter()
+            .filter(|x| q.all_tenants || x.project_id == ctx.project_id)
+            .map(|snap| Listed {
+                zone: zones.get(&snap.volume_id).cloned().unwrap_or_default(),
+                snap,
+            })
+            .collect();
+        let (page, next) = q.apply(mine)?;
+        let items: Vec<Value> = page.iter().map(|l| view(&l.snap, detail)).collect();
+        let mut body = json!({ "snapshots": items });
+        if let Some(marker) = next {
+            let path = format!(
+                "{}/{}/{}/snapshots{}",
+                ctx.base,
+                ctx.version,
+                ctx.project_id,
+                if detail { "/detail" } else { "" }
+            );
+            body["snapshots_links"] = next_link(&path, &params, &marker);
+        }
+        Ok(reply(StatusCode::OK, body))
+    })
+    .await
+}
+
+/// `GET P/snapshots`.
+pub async fn list(ctx: Ctx, State(s): State<Arc<ApiState>>, params: Params) -> ApiResult<Response> {
+    list_any(ctx, s, params, false).await
+}
+
+/// `GET P/snapshots/detail`.
+pub async fn list_detail(
+    ctx: Ctx,
+    State(s): State<Arc<ApiState>>,
+    params: Params,
+) -> ApiResult<Response> {
+    list_any(ctx, s, params, true).await
+}
+
+/// `GET P/snapshots/{id}`.
+pub async fn show(
+    ctx: Ctx,
+    State(s): State<Arc<ApiState>>,
+    Path(p): Path<IdPath>,
+) -> ApiResult<Response> {
+    blocking(move || {
+        let x = s.catalog.read(|r| load(r, &ctx, &p.id))?;
+        Ok(reply(StatusCode::OK, json!({"snapshot": view(&x, true)})))
+    })
+    .await
+}
+
+/// `POST P/snapshots`.
+pub async fn create(
+    ctx: Ctx,
+    State(s): State<Arc<ApiState>>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
+    let snap = top(&body, "snapshot")?;
+    only(
+        snap,
+        &[
+            "volume_id",
+            "force",
+            "name",
+            "display_name",
+            "description",
+            "metadata",
+        ],
+    )?;
+    let volume_id = snap
+        .get("volume_id")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::bad_request("Invalid input: 'volume_id' is a required property"))?
+        .to_owned();
+    let force = match snap.get("force") {
+        None | Some(Value::Null) => false,
+        Some(v) => boolean(v, "force")?,
+    };
+    let name =
+        text(snap, "name", 255, "EVS.1003")?.or(text(snap, "display_name", 255, "EVS.1003")?);
+    let description = text(snap, "description", 255, "EVS.1004")?;
+    let meta = match snap.get("metadata") {
+        None | Some(Value::Null) => BTreeMap::new(),
+        Some(m) => metadata(m)?,
+    };
+    if !is_uuid(&volume_id) {
+        return Err(ApiError::not_found(format!(
+            "Volume {volume_id} could not be found."
+        )));
+    }
+    blocking(move || {
+        let rec = s.catalog.write(|w| {
+            let v = volumes::load(w, &ctx, &volume_id)?;
+            let ok =
+                v.status == VolumeStatus::Available || (force && v.status == VolumeStatus::InUse);
+            if !ok {
+                return Err(ApiError::bad_request(format!(
+                    "Invalid volume: volume status must be available{} (it is {}).",
+                    if force { " or in-use" } else { "" },
+                    v.status.as_str()
+                )));
+            }
+            let size = i64::try_from(v.size).unwrap_or(i64::MAX);
+            quotas::check(
+                w,
+                &s.config,
+                &v.project_id,
+                &[
+                    ("snapshots".into(), 1),
+                    ("gigabytes".into(), size),
+                    (format!("snapshots_{}", v.volume_type), 1),
+                    (format!("gigabytes_{}", v.volume_type), size),
+                ],
+                None,
+            )?;
+            let rec = SnapshotRecord {
+                id: uuid::Uuid::new_v4().hyphenated().to_string(),
+                project_id: v.project_id.clone(),
+                user_id: ctx.user_id.clone(),
+                volume_id: v.id.clone(),
+                name: name.flatten(),
+                description: description.flatten(),
+                status: SnapshotStatus::Creating,
+                size: v.size,
+                metadata: meta,
+                created_at: Timestamp::now(),
+                updated_at: None,
+            };
+            w.put(&rec)?;
+            Ok(rec)
+        })?;
+        s.backend.start_snapshot(&rec.id);
+        Ok(reply(
+            StatusCode::ACCEPTED,
+            json!({"snapshot": view(&rec, false)}),
+        ))
+    })
+    .await
+}
+
+/// `PUT P/snapshots/{id}`: name and description.
+pub async fn update(
+    ctx: Ctx,
+    State(s): State<Arc<ApiState>>,
+    Path(p): Path<IdPath>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
+    let snap = top(&body, "snapshot")?;
+    only(
+        snap,
+        &["name", "description", "display_name", "display_description"],
+    )?;
+    if snap.is_empty() {
+        return Err(ApiError::bad_request(
+            "Invalid input: the snapshot object must have at least one member.",
+        ));
+    }
+    let (name, description) = volumes::name_and_description(snap)?;
+    blocking(move || {
+        let rec = s.catalog.write(|w| {
+            let mut x = load(w, &ctx, &p.id)?;
+            if let Some(n) = name {
+                x.name = n;
+            }
+            if let Some(d) = description {
+                x.description = d;
+            }
+            save(w, &mut x)?;
+            Ok::<_, ApiError>(x)
+        })?;
+        Ok(reply(
+            StatusCode::OK,
+            json!({"snapshot": view(&rec, false)}),
+        ))
+    })
+    .await
+}
+
+/// `DELETE P/snapshots/{id}`.
+pub async fn delete(
+    ctx: Ctx,
+    State(s): State<Arc<ApiState>>,
+    Path(p): Path<IdPath>,
+) -> ApiResult<Response> {
+    blocking(move || {
+        s.catalog.write(|w| {
+            let mut x = load(w, &ctx, &p.id)?;
+            if !matches!(x.status, SnapshotStatus::Available | SnapshotStatus::Error) {
+                return Err(ApiError::invalid(
+                    "EVS.1047",
+                    format!(
+                        "Invalid snapshot: snapshot status must be available or error (it is {}).",
+                        x.status.as_str()
+                    ),
+                ));
+            }
+            let volumes: Vec<VolumeRecord> = w.all()?;
+            let rolling_back = volumes
+                .iter()
+                .any(|v| v.pending == Some(PendingOp::Rollback(x.id.clone())));
+            if rolling_back || volumes::is_copy_source(&volumes, None, &[x.id.as_str()]) {
+                return Err(ApiError::invalid(
+                    "EVS.1047",
+                    "Invalid snapshot: a volume is being created or rolled back from it.",
+                ));
+            }
+            x.status = SnapshotStatus::Deleting;
+            save(w, &mut x)?;
+            Ok::<_, ApiError>(())
+        })?;
+        s.backend.start_snapshot(&p.id);
+        Ok(empty(StatusCode::ACCEPTED))
+    })
+    .await
+}
+
+/// `POST P/cloudsnapshots/{id}/rollback` (and the `os-vendor-snapshots` alias): makes the
+/// snapshot's volume's content the snapshot's.
+pub async fn rollback(
+    ctx: Ctx,
+    State(s): State<Arc<ApiState>>,
+    Path(p): Path<IdPath>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
+    let rb = top(&body, "rollback")?;
+    only(rb, &["volume_id", "name"])?;
+    let volume_id = rb
+        .get("volume_id")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::bad_request("Invalid input: 'volume_id' is a required property"))?
+        .to_owned();
+    let name = text(rb, "name", 255, "EVS.1003")?;
+    blocking(move || {
+        let vol = s.catalog.write(|w| {
+            let mut x = load(w, &ctx, &p.id)?;
+            let mut v = volumes::load(w, &ctx, &volume_id)?;
+            if x.volume_id != v.id {
+                return Err(ApiError::bad_request(
+                    "Invalid input: a snapshot can only be rolled back to its own volume.",
+                ));
+            }
+            if x.status != SnapshotStatus::Available {
+                return Err(ApiError::invalid(
+                    "EVS.2043",
+                    format!(
+                        "Invalid snapshot: status must be available (it is {}).",
+                        x.status.as_str()
+                    ),
+                ));
+            }
+            if !matches!(
+                v.status,
+                VolumeStatus::Available | VolumeStatus::ErrorRollbacking
+            ) {
+                return Err(ApiError::bad_request(format!(
+                    "Invalid volume: status must be available or error_rollbacking (it is {}).",
+                    v.status.as_str()
+                )));
+            }
+            if let Some(n) = name {
+                v.name = n;
+            }
+            v.status = VolumeStatus::Rollbacking;
+            v.pending = Some(PendingOp::Rollback(x.id.clone()));
+            volumes::save(w, &mut v)?;
+            x.status = SnapshotStatus::Rollbacking;
+            save(w, &mut x)?;
+            Ok(v)
+        })?;
+        s.backend.expose(&vol);
+        s.backend.start_volume(&vol.id);
+        Ok(reply(
+            StatusCode::ACCEPTED,
+            json!({"rollback": {"volume_id": vol.id}}),
+        ))
+    })
+    .await
+}

@@ -1,0 +1,595 @@
+//! Volumes: create (blank, from a snapshot, or a clone), list, show, update, delete
+//! (evs-api.md §4.2), and the volume views (§2.1, §2.2).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::extract::{JsonBody, Params};
+use super::input::{boolean, integer, is_uuid, metadata, only, text, top_with};
+use super::list::{metadata_matches, next_link, ListQuery, Listable, SortValue};
+use super::{blocking, empty, info, quotas, reply, ApiError, ApiResult, ApiState, Ctx};
+use crate::catalog::{
+    CatalogRead, PendingOp, SnapshotRecord, SnapshotStatus, Timestamp, VolumeRecord, VolumeSource,
+    VolumeStatus,
+};
+
+/// Largest volume, GiB (EVS's data-disk cap).
+pub const MAX_SIZE_GIB: u64 = 32768;
+
+/// Path parameters `{id}` (and `{key}`).
+#[derive(Debug, Deserialize)]
+pub struct IdPath {
+    /// The resource id.
+    pub id: String,
+    /// A metadata key, where the route has one.
+    #[serde(default)]
+    pub key: String,
+}
+
+/// Volume `id` as `ctx` may see it (its own project's, or any for an admin), else 404.
+pub fn load(r: &impl CatalogRead, ctx: &Ctx, id: &str) -> ApiResult<VolumeRecord> {
+    r.get::<VolumeRecord>(id)?
+        .filter(|v| v.project_id == ctx.project_id || ctx.is_admin)
+        .ok_or_else(|| ApiError::not_found(format!("Volume {id} could not be found.")))
+}
+
+/// Commits `v` (stamping `updated_at`).
+pub fn save(w: &mut crate::catalog::Writer, v: &mut VolumeRecord) -> ApiResult<()> {
+    v.updated_at = Some(Timestamp::now());
+    w.put(v)?;
+    Ok(())
+}
+
+fn links(ctx: &Ctx, collection: &str, id: &str) -> Value {
+    json!([
+        {"rel": "self", "href": format!("{}/{}/{}/{collection}/{id}", ctx.base, ctx.version, ctx.project_id)},
+        {"rel": "bookmark", "href": format!("{}/{}/{collection}/{id}", ctx.base, ctx.project_id)},
+    ])
+}
+
+/// Links of transfer `id`.
+pub fn transfer_links(ctx: &Ctx, id: &str) -> Value {
+    links(ctx, "os-volume-transfer", id)
+}
+
+/// How much of the detail view to show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// Create and update answers: no admin extension attributes.
+    Created,
+    /// Show and list-detail: admin extension attributes for admins.
+    Detail,
+}
+
+/// The volume detail view.
+pub fn view(s: &ApiState, ctx: &Ctx, v: &VolumeRecord, shape: Shape) -> Value {
+    let mut meta: BTreeMap<String, String> = v.metadata.clone();
+    if v.readonly {
+        meta.insert("readonly".into(), "True".into());
+    }
+    if let Some(a) = v.attachments.last() {
+        meta.insert("attached_mode".into(), a.mode.clone());
+    }
+    let attachments: Vec<Value> = v
+        .attachments
+        .iter()
+        .map(|a| {
+            json!({
+                "id": v.id,
+                "attachment_id": a.id,
+                "volume_id": v.id,
+                "server_id": a.server_id,
+                "host_name": if ctx.is_admin { a.host_name.clone() } else { None },
+                "device": a.device,
+                "attached_at": a.attached_at.cinder(),
+            })
+        })
+        .collect();
+    let mut out = json!({
+        "id": v.id,
+        "name": v.name,
+        "description": v.description,
+        "status": v.status.as_str(),
+        "size": v.size,
+        "availability_zone": v.availability_zone,
+        "created_at": v.created_at.cinder(),
+        "updated_at": v.updated_at.map(Timestamp::cinder),
+        "volume_type": v.volume_type,
+        "snapshot_id": v.snapshot_id,
+        "source_volid": v.source_volid,
+        "metadata": meta,
+        "links": links(ctx, "volumes", &v.id),
+        "user_id": v.user_id,
+        "bootable": if v.bootable { "true" } else { "false" },
+        "encrypted": false,
+        "replication_status": "disabled",
+        "consistencygroup_id": null,
+        "multiattach": v.multiattach,
+        "attachments": attachments,
+    });
+    if ctx.is_admin {
+        out["migration_status"] = Value::Null;
+        if shape == Shape::Detail {
+            out["os-vol-host-attr:host"] = json!(format!("tripod@replicas#{}", v.volume_type));
+            out["os-vol-tenant-attr:tenant_id"] = json!(v.project_id);
+            out["os-vol-mig-status-attr:migstat"] = Value::Null;
+            out["os-vol-mig-status-attr:name_id"] = Value::Null;
+        }
+    }
+    if s.config.evs_extra_fields {
+        out["shareable"] = json!(v.multiattach.to_string());
+        out["storage_cluster_id"] = Value::Null;
+        out["os-volume-replication:extended_status"] = Value::Null;
+    }
+    out
+}
+
+impl Listable for VolumeRecord {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    const SORT_KEYS: &'static [&'static str] = &[
+        "id",
+        "name",
+        "status",
+        "size",
+        "created_at",
+        "updated_at",
+        "availability_zone",
+        "bootable",
+        "volume_type",
+    ];
+
+    fn sort_value(&self, key: &str) -> SortValue {
+        let text = |s: &Option<String>| s.clone().map_or(SortValue::Null, SortValue::Text);
+        match key {
+            "id" => SortValue::Text(self.id.clone()),
+            "name" => text(&self.name),
+            "status" => SortValue::Text(self.status.as_str().into()),
+            "size" => SortValue::Num(i64::try_from(self.size).unwrap_or(i64::MAX)),
+            "created_at" => SortValue::Num(self.created_at.0),
+            "updated_at" => self
+                .updated_at
+                .map_or(SortValue::Null, |t| SortValue::Num(t.0)),
+            "availability_zone" => SortValue::Text(self.availability_zone.clone()),
+            "bootable" => SortValue::Num(i64::from(self.bootable)),
+            "volume_type" => SortValue::Text(self.volume_type.clone()),
+            _ => SortValue::Null,
+        }
+    }
+
+    fn matches(&self, key: &str, value: &str) -> Option<bool> {
+        Some(match key {
+            "name" | "display_name" => self.name.as_deref() == Some(value),
+            "status" => self.status.as_str() == value,
+            "availability_zone" => self.availability_zone == value,
+            "bootable" => super::input::parse_bool(value) == Some(self.bootable),
+            "size" => value.parse::<u64>().ok() == Some(self.size),
+            "metadata" => metadata_matches(&self.metadata, value).unwrap_or(false),
+            "migration_status" | "group_id" => false,
+            "created_at" => self.created_at.cinder() == value,
+            "updated_at" => self.updated_at.map(Timestamp::cinder).as_deref() == Some(value),
+            "volume_type" => self.volume_type == value,
+            _ => return None,
+        })
+    }
+}
+
+/// Rejects an unparsable `metadata` filter (EVS.1058).
+pub fn check_metadata_filter(params: &Params) -> ApiResult<()> {
+    if let Some(m) = params.get("metadata") {
+        if metadata_matches(&BTreeMap::new(), m).is_none() {
+            return Err(ApiError::invalid("EVS.1058", "Invalid metadata filter."));
+        }
+    }
+    Ok(())
+}
+
+async fn list_any(ctx: Ctx, s: Arc<ApiState>, params: Params, detail: bool) -> ApiResult<Response> {
+    let q = ListQuery::parse::<VolumeRecord>(&params, ctx.is_admin)?;
+    check_metadata_filter(&params)?;
+    blocking(move || {
+        let all: Vec<VolumeRecord> = s.catalog.read(|r| r.all())?;
+        let mine: Vec<VolumeRecord> = all
+            .into_iter()
+            .filter(|v| q.all_tenants || v.project_id == ctx.project_id)
+            .collect();
+        let (page, next) = q.apply(mine)?;
+        let items: Vec<Value> = page
+            .iter()
+            .map(|v| {
+                if detail {
+                    view(&s, &ctx, v, Shape::Detail)
+                } else {
+                    json!({"id": v.id, "name": v.name, "links": links(&ctx, "volumes", &v.id)})
+                }
+            })
+            .collect();
+        let mut body = json!({ "volumes": items });
+        if let Some(marker) = next {
+            let path = format!(
+                "{}/{}/{}/volumes{}",
+                ctx.base,
+                ctx.version,
+                ctx.project_id,
+                if detail { "/detail" } else { "" }
+            );
+            body["volumes_links"] = next_link(&path, &params, &marker);
+        }
+        Ok(reply(StatusCode::OK, body))
+    })
+    .await
+}
+
+/// `GET P/volumes`.
+pub async fn list(ctx: Ctx, State(s): State<Arc<ApiState>>, params: Params) -> ApiResult<Response> {
+    list_any(ctx, s, params, false).await
+}
+
+/// `GET P/volumes/detail`.
+pub async fn list_detail(
+    ctx: Ctx,
+    State(s): State<Arc<ApiState>>,
+    params: Params,
+) -> ApiResult<Response> {
+    list_any(ctx, s, params, true).await
+}
+
+/// `GET P/volumes/{id}`.
+pub async fn show(
+    ctx: Ctx,
+    State(s): State<Arc<ApiState>>,
+    Path(p): Path<IdPath>,
+) -> ApiResult<Response> {
+    blocking(move || {
+        let v = s.catalog.read(|r| load(r, &ctx, &p.id))?;
+        Ok(reply(
+            StatusCode::OK,
+            json!({"volume": view(&s, &ctx, &v, Shape::Detail)}),
+        ))
+    })
+    .await
+}
+
+fn size_of(v: &Value) -> ApiResult<u64> {
+    integer(v)
+        .filter(|n| *n >= 1 && *n as u64 <= MAX_SIZE_GIB)
+        .map(|n| n as u64)
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "EVS.1010",
+                format!(
+                    "Invalid input received: volume size must be an integer from 1 to {MAX_SIZE_GIB} GB (got {v})."
+                ),
+            )
+        })
+}
+
+/// A text member's update: absent (`None`), cleared (`Some(None)`) or set.
+pub type TextUpdate = Option<Option<String>>;
+
+/// Name and description with the v1 `display_` aliases (the v2 names win).
+pub fn name_and_description(obj: &super::input::Obj) -> ApiResult<(TextUpdate, TextUpdate)> {
+    let name = text(obj, "name", 255, "EVS.1003")?;
+    let display_name = text(obj, "display_name", 255, "EVS.1003")?;
+    let description = text(obj, "description", 255, "EVS.1004")?;
+    let display_description = text(obj, "display_description", 255, "EVS.1004")?;
+    Ok((name.or(display_name), description.or(display_description)))
+}
+
+fn opt_id(obj: &super::input::Obj, key: &str) -> ApiResult<Option<String>> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(ApiError::bad_request(format!(
+            "Invalid input for field '{key}': not a string."
+        ))),
+    }
+}
+
+/// `POST P/volumes`.
+pub async fn create(
+    ctx: Ctx,
+    State(s): State<Arc<ApiState>>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
+    let vol = top_with(&body, "volume", &["OS-SCH-HNT:scheduler_hints"])?;
+    let (name, description) = name_and_description(vol)?;
+    let size = vol
+        .get("size")
+        .filter(|v| !v.is_null())
+        .map(size_of)
+        .transpose()?;
+    match vol.get("availability_zone") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(az)) if *az == s.config.availability_zone => {}
+        Some(az) => {
+            return Err(ApiError::invalid(
+                "EVS.1036",
+                format!(
+                    "Availability zone '{}' is invalid.",
+                    az.as_str().unwrap_or("?")
+                ),
+            ))
+        }
+    }
+    let requested_type = match vol.get("volume_type") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(t)) => Some(
+            info::find_type(t)
+                .ok_or_else(|| {
+                    ApiError::not_found(format!("Volume type with name {t} could not be found."))
+                })?
+                .to_owned(),
+        ),
+        Some(_) => return Err(ApiError::invalid("EVS.1020", "Invalid volume type.")),
+    };
+    let snapshot_id = opt_id(vol, "snapshot_id")?;
+    let source_volid = opt_id(vol, "source_volid")?;
+    let image = opt_id(vol, "imageRef")?.or(opt_id(vol, "image_id")?);
+    let sources = [&snapshot_id, &source_volid, &image]
+        .iter()
+        .filter(|x| x.is_some())
+        .count();
+    if sources > 1 {
+        return Err(ApiError::invalid(
+            "EVS.1016",
+            "Invalid input received: only one of snapshot_id, source_volid and imageRef may be given.",
+        ));
+    }
+    if image.is_some() {
+        return Err(ApiError::invalid("EVS.2046", "Invalid imageRef provided."));
+    }
+    if size.is_none() && sources == 0 {
+        return Err(ApiError::invalid(
+            "EVS.1010",
+            "Invalid input received: size is required.",
+        ));
+    }
+    let user_metadata = match vol.get("metadata") {
+        None | Some(Value::Null) => BTreeMap::new(),
+        Some(m) => metadata(m)?,
+    };
+    let multiattach = match vol.get("multiattach") {
+        None | Some(Value::Null) => false,
+        Some(v) => boolean(v, "multiattach")?,
+    };
+    if let Some(Value::String(cg)) = vol.get("consistencygroup_id") {
+        return Err(ApiError::not_found(format!(
+            "ConsistencyGroup {cg} could not be found."
+        )));
+    }
+    if let Some(count) = vol.get("count") {
+        if integer(count) != Some(1) {
+            return Err(ApiError::bad_request(
+                "Invalid input received: count must be 1.",
+            ));
+        }
+    }
+    if let Some(id) = snapshot_id.as_ref().or(source_volid.as_ref()) {
+        if !is_uuid(id) {
+            let what = if snapshot_id.is_some() {
+                "Snapshot"
+            } else {
+                "Volume"
+            };
+            return Err(ApiError::not_found(format!(
+                "{what} {id} could not be found."
+            )));
+        }
+    }
+    blocking(move || {
+        let rec = s.catalog.write(|w| {
+            let (source, source_size, source_type) = if let Some(sid) = &snapshot_id {
+                let snap = w
+                    .get::<SnapshotRecord>(sid)?
+                    .filter(|x| x.project_id == ctx.project_id || ctx.is_admin)
+                    .ok_or_else(|| ApiError::not_found(format!("Snapshot {sid} could not be found.")))?;
+                if snap.status != SnapshotStatus::Available {
+                    return Err(ApiError::invalid(
+                        "EVS.2043",
+                        format!("Invalid snapshot: snapshot {sid} status must be available."),
+                    ));
+                }
+                let t = w
+                    .get::<VolumeRecord>(&snap.volume_id)?
+                    .map(|v| v.volume_type)
+                    .unwrap_or_else(|| s.config.default_volume_type.clone());
+                (VolumeSource::Snapshot(sid.clone()), Some(snap.size), Some(t))
+            } else if let Some(vid) = &source_volid {
+                let src = load(w, &ctx, vid)?;
+                if !matches!(src.status, VolumeStatus::Available | VolumeStatus::InUse) {
+                    return Err(ApiError::bad_request(format!(
+                        "Invalid volume: source volume {vid} must be available or in-use."
+                    )));
+                }
+                (VolumeSource::Volume(vid.clone()), Some(src.size), Some(src.volume_type))
+            } else {
+                (VolumeSource::Blank, None, None)
+            };
+            let size = size.or(source_size).unwrap_or(1);
+            if let Some(min) = source_size {
+                if size < min {
+                    return Err(ApiError::invalid(
+                        "EVS.1010",
+                        format!("Invalid input received: volume size {size} GB is smaller than its source ({min} GB)."),
+                    ));
+                }
+            }
+            let volume_type = match (requested_type, source_type) {
+                (Some(req), Some(src)) if req != src && snapshot_id.is_some() => {
+                    return Err(ApiError::invalid(
+                        "EVS.2096",
+                        "Invalid input received: the volume type must be the snapshot's volume's type.",
+                    ))
+                }
+                (Some(req), _) => req,
+                (None, Some(src)) => src,
+                (None, None) => s.config.default_volume_type.clone(),
+            };
+            quotas::check(
+                w,
+                &s.config,
+                &ctx.project_id,
+                &quotas::volume_deltas(size, &volume_type),
+                Some(size),
+            )?;
+            let rec = VolumeRecord {
+                id: uuid::Uuid::new_v4().hyphenated().to_string(),
+                project_id: ctx.project_id.clone(),
+                user_id: ctx.user_id.clone(),
+                name: name.flatten(),
+                description: description.flatten(),
+                status: VolumeStatus::Creating,
+                size,
+                availability_zone: s.config.availability_zone.clone(),
+                volume_type,
+                snapshot_id: snapshot_id.clone(),
+                source_volid: source_volid.clone(),
+                metadata: user_metadata,
+                readonly: false,
+                bootable: false,
+                multiattach,
+                attachments: Vec::new(),
+                pending: Some(PendingOp::Create(source)),
+                created_at: Timestamp::now(),
+                updated_at: None,
+            };
+            w.put(&rec)?;
+            Ok(rec)
+        })?;
+        s.backend.expose(&rec);
+        s.backend.start_volume(&rec.id);
+        Ok(reply(
+            StatusCode::ACCEPTED,
+            json!({"volume": view(&s, &ctx, &rec, Shape::Created)}),
+        ))
+    })
+    .await
+}
+
+/// `PUT P/volumes/{id}`: name, description, metadata (replaced whole).
+pub async fn update(
+    ctx: Ctx,
+    State(s): State<Arc<ApiState>>,
+    Path(p): Path<IdPath>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
+    let vol = top_with(&body, "volume", &[])?;
+    only(
+        vol,
+        &[
+            "name",
+            "description",
+            "display_name",
+            "display_description",
+            "metadata",
+        ],
+    )?;
+    let (name, description) = name_and_description(vol)?;
+    let new_meta = match vol.get("metadata") {
+        None => None,
+        Some(Value::Null) => Some(BTreeMap::new()),
+        Some(m) => Some(metadata(m)?),
+    };
+    blocking(move || {
+        let rec = s.catalog.write(|w| {
+            let mut v = load(w, &ctx, &p.id)?;
+            if v.status == VolumeStatus::Maintenance {
+                return Err(ApiError::bad_request(
+                    "Invalid volume: the volume is in maintenance.",
+                ));
+            }
+            if let Some(n) = name {
+                v.name = n;
+            }
+            if let Some(d) = description {
+                v.description = d;
+            }
+            if let Some(m) = new_meta {
+                v.metadata = m;
+            }
+            save(w, &mut v)?;
+            Ok(v)
+        })?;
+        Ok(reply(
+            StatusCode::OK,
+            json!({"volume": view(&s, &ctx, &rec, Shape::Created)}),
+        ))
+    })
+    .await
+}
+
+/// Whether a volume being created copies from `volume_id` or one of `snapshots`.
+pub fn is_copy_source(
+    volumes: &[VolumeRecord],
+    volume_id: Option<&str>,
+    snapshots: &[&str],
+) -> bool {
+    volumes.iter().any(|v| match &v.pending {
+        Some(PendingOp::Create(VolumeSource::Volume(src))) => Some(src.as_str()) == volume_id,
+        Some(PendingOp::Create(VolumeSource::Snapshot(src))) => snapshots.contains(&src.as_str()),
+        _ => false,
+    })
+}
+
+/// `DELETE P/volumes/{id}[?cascade=true]`.
+pub async fn delete(
+    ctx: Ctx,
+    State(s): State<Arc<ApiState>>,
+    Path(p): Path<IdPath>,
+    params: Params,
+) -> ApiResult<Response> {
+    let cascade = match params.get("cascade") {
+        None => false,
+        Some(c) => super::input::parse_bool(c)
+            .ok_or_else(|| ApiError::bad_request(format!("Invalid value '{c}' for 'cascade'.")))?,
+    };
+    blocking(move || {
+        let rec = s.catalog.write(|w| {
+            let mut v = load(w, &ctx, &p.id)?;
+            use VolumeStatus::*;
+            let snaps: Vec<SnapshotRecord> = w
+                .all::<SnapshotRecord>()?
+                .into_iter()
+                .filter(|x| x.volume_id == v.id)
+                .collect();
+            let status_ok = matches!(
+                v.status,
+                Available | Error | ErrorRestoring | ErrorExtending | ErrorRollbacking
+            );
+            let snaps_ok = snaps.is_empty()
+                || (cascade
+                    && snaps.iter().all(|x| {
+                        matches!(x.status, SnapshotStatus::Available | SnapshotStatus::Error)
+                    }));
+            let ids: Vec<&str> = snaps.iter().map(|x| x.id.as_str()).collect();
+            let busy = is_copy_source(&w.all::<VolumeRecord>()?, Some(&v.id), &ids);
+            if !status_ok || !v.attachments.is_empty() || !snaps_ok || busy {
+                return Err(ApiError::invalid(
+                    "EVS.1046",
+                    format!(
+                        "Invalid volume: Volume status must be available or error or error_restoring or error_extending or error_rollbacking and must not be migrating, attached, belong to a group, have snapshots or be the source of a copy in progress (status {}, {} snapshots).",
+                        v.status.as_str(),
+                        snaps.len()
+                    ),
+                ));
+            }
+            v.status = Deleting;
+            v.pending = Some(PendingOp::Delete);
+            save(w, &mut v)?;
+            Ok(v)
+        })?;
+        s.backend.expose(&rec);
+        s.backend.start_volume(&rec.id);
+        Ok(empty(StatusCode::ACCEPTED))
+    })
+    .await
+}

@@ -1,0 +1,530 @@
+//! The volume lifecycle: the work behind the API's asynchronous operations (create, clone,
+//! extend, delete, snapshot, rollback, image upload) on the replica sets.
+//!
+//! Every operation follows one order, so a crash anywhere leaves the catalog knowing what was
+//! in flight: (1) the API commits the transient status and a [`PendingOp`] to the catalog,
+//! (2) the backend does the engine work — each step idempotent or redone from scratch —
+//! (3) the backend commits the final status. On startup [`Backend::reconcile`] finds every
+//! record still in flight and finishes it (or marks it `error`), so no volume is silently
+//! lost and none stays `creating` forever.
+
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use parking_lot::{Condvar, Mutex};
+use tripod_engine::{SnapshotId, View};
+use tripod_replication::ReplicaSet;
+
+use crate::catalog::{
+    Catalog, CatalogError, CatalogRead, ImageRecord, PendingOp, SnapshotRecord, SnapshotStatus,
+    Timestamp, VolumeRecord, VolumeSource, VolumeStatus,
+};
+use crate::volumes::{parse_id, Exposure, VolumeError, VolumeRegistry};
+
+/// Bytes per GiB (the API's size unit).
+pub const GIB: u64 = 1 << 30;
+/// Unit of copies (clone, image): one chunk.
+const COPY_STEP: u64 = 4 << 20;
+
+/// Errors of lifecycle work.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The catalog failed.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// The volume store failed.
+    #[error(transparent)]
+    Volume(#[from] VolumeError),
+    /// The replica set failed.
+    #[error(transparent)]
+    Replication(#[from] tripod_replication::ReplicationError),
+    /// The engine refused (e.g. a bad snapshot id).
+    #[error(transparent)]
+    Engine(#[from] tripod_engine::EngineError),
+    /// Writing an image failed.
+    #[error("image: {0}")]
+    Image(String),
+    /// A record the work needs is gone.
+    #[error("{0} is gone")]
+    Gone(String),
+}
+
+type Result<T> = std::result::Result<T, BackendError>;
+
+/// Whether a volume in `status` is offered over NBD.
+pub fn exposure_of(volume: &VolumeRecord) -> Exposure {
+    use VolumeStatus::*;
+    match volume.status {
+        Available | InUse | Attaching | Detaching | Extending | ErrorExtending | Uploading
+        | AwaitingTransfer | Maintenance => Exposure::Exported {
+            read_only: volume.readonly,
+        },
+        Creating | Error | Deleting | ErrorDeleting | Rollbacking | ErrorRollbacking
+        | ErrorRestoring => Exposure::Hidden,
+    }
+}
+
+/// Formats an upload can produce, and how `qemu-img` names them (`raw` is written directly).
+pub fn image_format(disk_format: &str) -> Option<&'static str> {
+    match disk_format {
+        "raw" => Some("raw"),
+        "qcow2" => Some("qcow2"),
+        "vmdk" => Some("vmdk"),
+        "vdi" => Some("vdi"),
+        "vhd" => Some("vpc"),
+        "vhdx" => Some("vhdx"),
+        _ => None,
+    }
+}
+
+/// Whether `qemu-img` can be run (needed for every image format but `raw`).
+pub fn qemu_img_available() -> bool {
+    std::process::Command::new("qemu-img")
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// The lifecycle worker.
+pub struct Backend {
+    catalog: Arc<Catalog>,
+    registry: Arc<VolumeRegistry>,
+    images_dir: PathBuf,
+    in_flight: Mutex<usize>,
+    idle: Condvar,
+}
+
+impl Backend {
+    /// A backend over `catalog` and the volumes of `registry`; images go to `images_dir`.
+    pub fn new(catalog: Arc<Catalog>, registry: Arc<VolumeRegistry>, images_dir: PathBuf) -> Self {
+        Self {
+            catalog,
+            registry,
+            images_dir,
+            in_flight: Mutex::new(0),
+            idle: Condvar::new(),
+        }
+    }
+
+    /// The catalog.
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
+    }
+
+    /// The volumes.
+    pub fn registry(&self) -> &Arc<VolumeRegistry> {
+        &self.registry
+    }
+
+    /// The directory images are written to.
+    pub fn images_dir(&self) -> &PathBuf {
+        &self.images_dir
+    }
+
+    /// Offers `volume` over NBD as its status and read-only flag say.
+    pub fn expose(&self, volume: &VolumeRecord) {
+        self.registry.expose(&volume.id, exposure_of(volume));
+    }
+
+    /// Runs `work` on a background thread, counted so shutdown can wait for it.
+    fn spawn(self: &Arc<Self>, what: String, work: impl FnOnce(&Backend) + Send + 'static) {
+        *self.in_flight.lock() += 1;
+        let me = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("tripod-lifecycle".into())
+            .spawn(move || {
+                work(&me);
+                let mut n = me.in_flight.lock();
+                *n = n.saturating_sub(1);
+                me.idle.notify_all();
+            });
+        if let Err(e) = spawned {
+            tracing::error!("{what}: cannot start a worker thread: {e}; running inline");
+            *self.in_flight.lock() -= 1;
+        }
+    }
+
+    /// Waits until no lifecycle work is running (at most `timeout`); true if idle.
+    pub fn wait_idle(&self, timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut n = self.in_flight.lock();
+        while *n > 0 {
+            if self.idle.wait_until(&mut n, deadline).timed_out() {
+                return *n == 0;
+            }
+        }
+        true
+    }
+
+    /// Starts the pending operation of volume `id` in the background.
+    pub fn start_volume(self: &Arc<Self>, id: &str) {
+        let id = id.to_owned();
+        self.spawn(format!("volume {id}"), move |b| b.finish_volume(&id));
+    }
+
+    /// Starts the pending work of snapshot `id` (create or delete) in the background.
+    pub fn start_snapshot(self: &Arc<Self>, id: &str) {
+        let id = id.to_owned();
+        self.spawn(format!("snapshot {id}"), move |b| b.finish_snapshot(&id));
+    }
+
+    /// Finishes every operation left in flight by a previous run (synchronously).
+    pub fn reconcile(&self) -> std::result::Result<usize, CatalogError> {
+        let (volumes, snapshots, images) = self.catalog.read(|r| {
+            Ok::<_, CatalogError>((
+                r.all::<VolumeRecord>()?,
+                r.all::<SnapshotRecord>()?,
+                r.all::<ImageRecord>()?,
+            ))
+        })?;
+        let mut finished = 0;
+        for s in &snapshots {
+            if matches!(
+                s.status,
+                SnapshotStatus::Creating | SnapshotStatus::Deleting
+            ) {
+                tracing::warn!(snapshot = %s.id, status = s.status.as_str(), "finishing an interrupted snapshot operation");
+                self.finish_snapshot(&s.id);
+                finished += 1;
+            }
+        }
+        for v in &volumes {
+            if v.pending.is_some() {
+                tracing::warn!(volume = %v.id, status = v.status.as_str(), "finishing an interrupted volume operation");
+                self.finish_volume(&v.id);
+                finished += 1;
+            }
+        }
+        // Uploads were redone above; any image still `saving` lost its volume's record.
+        for i in images.iter().filter(|i| i.status == "saving") {
+            let still_running = self
+                .catalog
+                .read(|r| r.get::<ImageRecord>(&i.id))?
+                .is_some_and(|i| i.status == "saving");
+            if still_running {
+                self.set_image_status(&i.id, "killed");
+            }
+        }
+        let volumes: Vec<VolumeRecord> = self.catalog.read(|r| r.all())?;
+        for v in &volumes {
+            self.expose(v);
+        }
+        Ok(finished)
+    }
+
+    fn load_volume(&self, id: &str) -> Result<VolumeRecord> {
+        self.catalog
+            .read(|r| r.get::<VolumeRecord>(id))?
+            .ok_or_else(|| BackendError::Gone(format!("volume {id}")))
+    }
+
+    /// Applies `change` to volume `id` and commits it.
+    fn update_volume(&self, id: &str, change: impl FnOnce(&mut VolumeRecord)) -> Result<()> {
+        let rec = self.catalog.write(|w| {
+            let mut v = w
+                .get::<VolumeRecord>(id)?
+                .ok_or_else(|| BackendError::Gone(format!("volume {id}")))?;
+            change(&mut v);
+            v.updated_at = Some(Timestamp::now());
+            w.put(&v)?;
+            Ok::<_, BackendError>(v)
+        })?;
+        self.expose(&rec);
+        Ok(())
+    }
+
+    fn open_set(&self, id: &str) -> Result<Arc<ReplicaSet>> {
+        Ok(self.registry.get(id)?)
+    }
+
+    /// Does volume `id`'s pending operation and records the outcome.
+    pub fn finish_volume(&self, id: &str) {
+        let rec = match self.load_volume(id) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(volume = id, "lifecycle: {e}");
+                return;
+            }
+        };
+        let Some(op) = rec.pending.clone() else {
+            return;
+        };
+        let outcome = match &op {
+            PendingOp::Create(source) => self.do_create(&rec, source),
+            PendingOp::Extend { new_size, .. } => self.do_extend(&rec, *new_size),
+            PendingOp::Delete => self.do_delete(&rec),
+            PendingOp::Rollback(snap) => self.do_rollback(&rec, snap),
+            PendingOp::Upload { image_id, .. } => self.do_upload(&rec, image_id),
+        };
+        let result = match outcome {
+            Ok(()) => {
+                tracing::info!(volume = id, op = ?op, "lifecycle: done");
+                match op {
+                    PendingOp::Delete => Ok(()),
+                    _ => self.update_volume(id, |v| {
+                        v.status = match &op {
+                            PendingOp::Extend { previous, .. }
+                            | PendingOp::Upload { previous, .. } => *previous,
+                            _ => VolumeStatus::Available,
+                        };
+                        if let PendingOp::Extend { new_size, .. } = op {
+                            v.size = new_size;
+                        }
+                        v.pending = None;
+                    }),
+                }
+            }
+            Err(e) => {
+                tracing::error!(volume = id, op = ?op, "lifecycle: failed: {e}");
+                if let PendingOp::Upload { image_id, .. } = &op {
+                    self.set_image_status(image_id, "killed");
+                }
+                if let PendingOp::Rollback(snap) = &op {
+                    self.set_snapshot_status(snap, SnapshotStatus::Available);
+                }
+                self.update_volume(id, |v| {
+                    v.status = match &op {
+                        PendingOp::Create(_) => VolumeStatus::Error,
+                        PendingOp::Extend { .. } => VolumeStatus::ErrorExtending,
+                        PendingOp::Delete => VolumeStatus::ErrorDeleting,
+                        PendingOp::Rollback(_) => VolumeStatus::ErrorRollbacking,
+                        PendingOp::Upload { previous, .. } => *previous,
+                    };
+                    v.pending = None;
+                })
+            }
+        };
+        if let Err(e) = result {
+            tracing::error!(volume = id, "lifecycle: recording the outcome: {e}");
+        }
+    }
+
+    fn do_create(&self, rec: &VolumeRecord, source: &VolumeSource) -> Result<()> {
+        let uuid = parse_id(&rec.id)?;
+        self.registry.close(&rec.id);
+        let dir = self.registry.data_dir();
+        let target = dir.create_with_id(&uuid, rec.size.saturating_mul(GIB))?;
+        match source {
+            VolumeSource::Blank => Ok(()),
+            VolumeSource::Snapshot(snap) => {
+                let snap_rec = self
+                    .catalog
+                    .read(|r| r.get::<SnapshotRecord>(snap))?
+                    .ok_or_else(|| BackendError::Gone(format!("snapshot {snap}")))?;
+                let src = self.open_set(&snap_rec.volume_id)?;
+                let view = View::Snapshot(SnapshotId::new(snap.as_str())?);
+                copy_view(&src, &view, snap_rec.size.saturating_mul(GIB), &target)
+            }
+            VolumeSource::Volume(src_id) => {
+                let src = self.open_set(src_id)?;
+                // A point-in-time copy: read from a temporary snapshot of the source.
+                let temp = SnapshotId::new(format!("clone-{}", rec.id))?;
+                if src.list_snapshots()?.iter().any(|s| s.id == temp) {
+                    src.delete_snapshot(&temp)?;
+                }
+                src.snapshot(&temp)?;
+                let len = src.size();
+                let copied = copy_view(&src, &View::Snapshot(temp.clone()), len, &target);
+                let deleted = src.delete_snapshot(&temp);
+                copied?;
+                Ok(deleted?)
+            }
+        }
+    }
+
+    fn do_extend(&self, rec: &VolumeRecord, new_size: u64) -> Result<()> {
+        let set = self.open_set(&rec.id)?;
+        let bytes = new_size.saturating_mul(GIB);
+        if set.size() < bytes {
+            set.expand(bytes)?;
+        }
+        Ok(())
+    }
+
+    fn do_delete(&self, rec: &VolumeRecord) -> Result<()> {
+        self.registry.close(&rec.id);
+        self.registry.data_dir().remove(&parse_id(&rec.id)?)?;
+        self.catalog.write(|w| {
+            for s in w.all::<SnapshotRecord>()? {
+                if s.volume_id == rec.id {
+                    w.delete::<SnapshotRecord>(&s.id)?;
+                }
+            }
+            w.delete::<VolumeRecord>(&rec.id)?;
+            Ok::<_, CatalogError>(())
+        })?;
+        Ok(())
+    }
+
+    fn do_rollback(&self, rec: &VolumeRecord, snap: &str) -> Result<()> {
+        let set = self.open_set(&rec.id)?;
+        set.rollback(&SnapshotId::new(snap)?)?;
+        self.set_snapshot_status(snap, SnapshotStatus::Available);
+        Ok(())
+    }
+
+    fn do_upload(&self, rec: &VolumeRecord, image_id: &str) -> Result<()> {
+        let image = self
+            .catalog
+            .read(|r| r.get::<ImageRecord>(image_id))?
+            .ok_or_else(|| BackendError::Gone(format!("image {image_id}")))?;
+        let set = self.open_set(&rec.id)?;
+        let temp = SnapshotId::new(format!("image-{image_id}"))?;
+        if set.list_snapshots()?.iter().any(|s| s.id == temp) {
+            set.delete_snapshot(&temp)?;
+        }
+        set.snapshot(&temp)?;
+        let written = self.write_image(&set, &temp, &image);
+        let deleted = set.delete_snapshot(&temp);
+        written?;
+        deleted?;
+        self.set_image_status(image_id, "active");
+        Ok(())
+    }
+
+    fn write_image(&self, set: &ReplicaSet, snap: &SnapshotId, image: &ImageRecord) -> Result<()> {
+        let img = |e: std::io::Error| BackendError::Image(e.to_string());
+        std::fs::create_dir_all(&self.images_dir).map_err(img)?;
+        let final_path = self.images_dir.join(&image.file);
+        let raw_path = self.images_dir.join(format!("{}.raw.partial", image.id));
+        let size = set.size();
+        {
+            let mut file = std::fs::File::create(&raw_path).map_err(img)?;
+            file.set_len(size).map_err(img)?;
+            let view = View::Snapshot(snap.clone());
+            let mut off = 0;
+            while off < size {
+                let n = COPY_STEP.min(size - off);
+                let data = set.read_view(&view, off, n)?;
+                if data.iter().any(|b| *b != 0) {
+                    file.write_all_at(&data, off).map_err(img)?;
+                }
+                off += n;
+            }
+            file.flush().map_err(img)?;
+            file.sync_all().map_err(img)?;
+        }
+        let format = image_format(&image.disk_format)
+            .ok_or_else(|| BackendError::Image(format!("format {}", image.disk_format)))?;
+        if format == "raw" {
+            std::fs::rename(&raw_path, &final_path).map_err(img)?;
+        } else {
+            let out = std::process::Command::new("qemu-img")
+                .args(["convert", "-f", "raw", "-O", format])
+                .arg(&raw_path)
+                .arg(&final_path)
+                .output()
+                .map_err(img);
+            let _ = std::fs::remove_file(&raw_path);
+            let out = out?;
+            if !out.status.success() {
+                return Err(BackendError::Image(format!(
+                    "qemu-img convert: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )));
+            }
+            std::fs::File::open(&final_path)
+                .and_then(|f| f.sync_all())
+                .map_err(img)?;
+        }
+        std::fs::File::open(&self.images_dir)
+            .and_then(|d| d.sync_all())
+            .map_err(img)?;
+        Ok(())
+    }
+
+    fn set_image_status(&self, id: &str, status: &str) {
+        let r = self.catalog.write(|w| {
+            if let Some(mut i) = w.get::<ImageRecord>(id)? {
+                i.status = status.into();
+                w.put(&i)?;
+            }
+            Ok::<_, CatalogError>(())
+        });
+        if let Err(e) = r {
+            tracing::error!(image = id, "recording image status: {e}");
+        }
+    }
+
+    fn set_snapshot_status(&self, id: &str, status: SnapshotStatus) {
+        let r = self.catalog.write(|w| {
+            if let Some(mut s) = w.get::<SnapshotRecord>(id)? {
+                s.status = status;
+                s.updated_at = Some(Timestamp::now());
+                w.put(&s)?;
+            }
+            Ok::<_, CatalogError>(())
+        });
+        if let Err(e) = r {
+            tracing::error!(snapshot = id, "recording snapshot status: {e}");
+        }
+    }
+
+    /// Takes (status `creating`) or deletes (status `deleting`) snapshot `id` in the engine
+    /// and records the outcome.
+    pub fn finish_snapshot(&self, id: &str) {
+        let rec = match self.catalog.read(|r| r.get::<SnapshotRecord>(id)) {
+            Ok(Some(r)) => r,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!(snapshot = id, "lifecycle: {e}");
+                return;
+            }
+        };
+        let work = || -> Result<()> {
+            let set = self.open_set(&rec.volume_id)?;
+            let sid = SnapshotId::new(rec.id.as_str())?;
+            let exists = set.list_snapshots()?.iter().any(|s| s.id == sid);
+            match rec.status {
+                SnapshotStatus::Creating if !exists => Ok(set.snapshot(&sid)?),
+                SnapshotStatus::Deleting if exists => Ok(set.delete_snapshot(&sid)?),
+                _ => Ok(()),
+            }
+        };
+        let outcome = work();
+        let r = match (rec.status, outcome) {
+            (SnapshotStatus::Creating, Ok(())) => {
+                self.set_snapshot_status(id, SnapshotStatus::Available);
+                Ok(())
+            }
+            (SnapshotStatus::Deleting, Ok(())) => self
+                .catalog
+                .write(|w| w.delete::<SnapshotRecord>(id).map(|_| ())),
+            (status, Err(e)) => {
+                tracing::error!(snapshot = id, "lifecycle: {} failed: {e}", status.as_str());
+                let failed = if status == SnapshotStatus::Deleting {
+                    SnapshotStatus::ErrorDeleting
+                } else {
+                    SnapshotStatus::Error
+                };
+                self.set_snapshot_status(id, failed);
+                Ok(())
+            }
+            _ => Ok(()),
+        };
+        if let Err(e) = r {
+            tracing::error!(snapshot = id, "lifecycle: recording the outcome: {e}");
+        }
+    }
+}
+
+/// Copies `len` bytes of `view` of `src` into `dst`, skipping all-zero chunks (the target is
+/// fresh, so they already read as zeros and stay unallocated).
+fn copy_view(src: &ReplicaSet, view: &View, len: u64, dst: &ReplicaSet) -> Result<()> {
+    let len = len.min(dst.size());
+    let mut off = 0;
+    while off < len {
+        let n = COPY_STEP.min(len - off);
+        let data = src.read_view(view, off, n)?;
+        if data.iter().any(|b| *b != 0) {
+            dst.write_bytes(off, data)?;
+        }
+        off += n;
+    }
+    Ok(dst.flush()?)
+}
