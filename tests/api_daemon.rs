@@ -1,0 +1,283 @@
+//! `tripod serve` as a process, driven by real clients: openstacksdk (from PyPI) for the
+//! volume lifecycle with qemu-io checking the data over NBD, curl for the rest; and a
+//! `kill -9` restart that must lose nothing.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::{json, Value};
+use support::{Daemon, ADMIN_PASSWORD};
+
+/// The Python with openstacksdk: `TRIPOD_OPENSTACK_PYTHON`, else the venv `.ci/run` makes.
+fn openstack_python() -> Option<PathBuf> {
+    let p = std::env::var_os("TRIPOD_OPENSTACK_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/opt/tripod-venv/bin/python"));
+    let ok = Command::new(&p)
+        .args(["-c", "import openstack"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if ok {
+        Some(p)
+    } else if std::env::var_os("CI").is_some() {
+        panic!(
+            "openstacksdk is not installed for {} (.ci/run installs it)",
+            p.display()
+        );
+    } else {
+        eprintln!("skipping: no Python with openstacksdk at {}", p.display());
+        None
+    }
+}
+
+#[test]
+fn openstacksdk_drives_the_volume_lifecycle() {
+    let Some(python) = openstack_python() else {
+        return;
+    };
+    let d = Daemon::start();
+    for version in ["3", "2"] {
+        let out = Command::new(&python)
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/clients/openstacksdk_e2e.py"
+            ))
+            .arg(d.api())
+            .arg(format!("127.0.0.1:{}", d.port))
+            .arg(ADMIN_PASSWORD)
+            .arg(version)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "block storage v{version}: {text}");
+        assert!(text.trim_end().ends_with("ok"), "{text}");
+    }
+}
+
+/// A tiny curl-backed client.
+struct Http {
+    base: String,
+    token: String,
+    project: String,
+}
+
+fn curl(args: &[&str]) -> (u16, Value, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-i", "--max-time", "30"])
+        .args(args)
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    let (head, body) = text.split_once("\n\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (
+        status,
+        serde_json::from_str(body).unwrap_or(Value::Null),
+        head.to_owned(),
+    )
+}
+
+impl Http {
+    fn login(base: &str) -> Self {
+        let body = json!({"auth": {"identity": {"methods": ["password"], "password": {"user": {
+            "name": "admin", "domain": {"name": "Default"}, "password": ADMIN_PASSWORD}}},
+            "scope": {"project": {"name": "admin", "domain": {"name": "Default"}}}}});
+        let (status, v, head) = curl(&[
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            &body.to_string(),
+            &format!("{base}/identity/v3/auth/tokens"),
+        ]);
+        assert_eq!(status, 201, "{v}");
+        let token = head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(": ")?;
+                k.eq_ignore_ascii_case("x-subject-token")
+                    .then(|| v.trim().to_owned())
+            })
+            .unwrap();
+        Self {
+            base: base.to_owned(),
+            token,
+            project: v["token"]["project"]["id"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    fn call(&self, method: &str, rest: &str, body: Option<Value>) -> (u16, Value) {
+        let url = format!("{}/v2/{}/{rest}", self.base, self.project);
+        let auth = format!("X-Auth-Token: {}", self.token);
+        let mut args = vec!["-X", method, "-H", &auth];
+        let text;
+        if let Some(b) = body {
+            text = b.to_string();
+            args.extend(["-H", "Content-Type: application/json", "-d", &text]);
+        }
+        args.push(&url);
+        let (s, v, _) = curl(&args);
+        (s, v)
+    }
+
+    fn wait(&self, rest: &str, key: &str, status: &str) -> Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let (s, v) = self.call("GET", rest, None);
+            assert_eq!(s, 200, "{rest}: {v}");
+            if v[key]["status"] == status {
+                return v[key].clone();
+            }
+            assert!(std::time::Instant::now() < deadline, "{rest}: {v}");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+fn qemu_io(uri: &str, cmds: &[&str]) -> (bool, String) {
+    qemu_io_with(uri, cmds, false)
+}
+
+fn qemu_io_with(uri: &str, cmds: &[&str], read_only: bool) -> (bool, String) {
+    let mut c = Command::new("qemu-io");
+    c.args(["-f", "raw"]);
+    if read_only {
+        c.arg("-r");
+    }
+    for cmd in cmds {
+        c.args(["-c", cmd]);
+    }
+    let out = c.arg(uri).output().expect("qemu-io");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ok = out.status.success()
+        && !text.to_lowercase().contains("fail")
+        && !text.to_lowercase().contains("error");
+    (ok, text)
+}
+
+#[test]
+fn kill_9_and_restart_keeps_everything() {
+    let d = Daemon::start();
+    let h = Http::login(&d.api());
+    let (s, v) = h.call(
+        "POST",
+        "volumes",
+        Some(json!({"volume": {"size": 1, "name": "keep"}})),
+    );
+    assert_eq!(s, 202, "{v}");
+    let keep = v["volume"]["id"].as_str().unwrap().to_owned();
+    h.wait(&format!("volumes/{keep}"), "volume", "available");
+    let (ok, text) = qemu_io(
+        &d.uri(&keep),
+        &["write -P 0x61 0 64k", "write -P 0x62 512M 64k"],
+    );
+    assert!(ok, "{text}");
+    let (s, v) = h.call(
+        "POST",
+        "snapshots",
+        Some(json!({"snapshot": {"volume_id": keep, "name": "snap"}})),
+    );
+    assert_eq!(s, 202, "{v}");
+    let snap = v["snapshot"]["id"].as_str().unwrap().to_owned();
+    h.wait(&format!("snapshots/{snap}"), "snapshot", "available");
+    let (ok, text) = qemu_io(&d.uri(&keep), &["write -P 0x63 0 64k"]);
+    assert!(ok, "{text}");
+    let (s, _) = h.call(
+        "POST",
+        &format!("volumes/{keep}/action"),
+        Some(json!({"os-update_readonly_flag": {"readonly": true}})),
+    );
+    assert_eq!(s, 202);
+    // The NBD export honours the flag.
+    let (ok, text) = qemu_io(&d.uri(&keep), &["write -P 0x64 0 4k"]);
+    assert!(!ok, "write to a read-only volume succeeded: {text}");
+    // Operations in flight at the kill: creating and extending.
+    let (s, v) = h.call(
+        "POST",
+        "volumes",
+        Some(json!({"volume": {"size": 2, "name": "late"}})),
+    );
+    assert_eq!(s, 202);
+    let late = v["volume"]["id"].as_str().unwrap().to_owned();
+    let (s, v) = h.call(
+        "POST",
+        "volumes",
+        Some(json!({"volume": {"size": 1, "name": "grow"}})),
+    );
+    assert_eq!(s, 202);
+    let grow = v["volume"]["id"].as_str().unwrap().to_owned();
+    h.wait(&format!("volumes/{grow}"), "volume", "available");
+    let (s, _) = h.call(
+        "POST",
+        &format!("volumes/{grow}/action"),
+        Some(json!({"os-extend": {"new_size": 3}})),
+    );
+    assert_eq!(s, 202);
+
+    let dir = d.kill9();
+    let d = Daemon::start_in(dir);
+    let h2 = Http::login(&d.api());
+    assert_eq!(h2.project, h.project, "same admin project after restart");
+    // The old token still works: tokens are in the catalog.
+    let h_old = Http {
+        base: d.api(),
+        token: h.token.clone(),
+        project: h.project.clone(),
+    };
+    let (s, list) = h_old.call("GET", "volumes/detail", None);
+    assert_eq!(s, 200, "{list}");
+    assert_eq!(list["volumes"].as_array().unwrap().len(), 3);
+    let v = h2.wait(&format!("volumes/{keep}"), "volume", "available");
+    assert_eq!(v["metadata"]["readonly"], "True");
+    let late_v = h2.wait(&format!("volumes/{late}"), "volume", "available");
+    assert_eq!(late_v["size"], 2);
+    let grow_v = h2.wait(&format!("volumes/{grow}"), "volume", "available");
+    assert_eq!(grow_v["size"], 3, "the interrupted extension was finished");
+    let s = h2.wait(&format!("snapshots/{snap}"), "snapshot", "available");
+    assert_eq!(s["volume_id"], keep.as_str());
+    // Data and the read-only flag survived; the snapshot still holds the old content.
+    let (ok, text) = qemu_io_with(
+        &d.uri(&keep),
+        &["read -P 0x63 0 64k", "read -P 0x62 512M 64k"],
+        true,
+    );
+    assert!(ok, "{text}");
+    let (ok, _) = qemu_io(&d.uri(&keep), &["write -P 0x64 0 4k"]);
+    assert!(!ok, "read-only flag lost on restart");
+    let (ok, text) = qemu_io(&d.uri(&grow), &["read -P 0 3071M 1M"]);
+    assert!(ok, "{text}");
+    let (s, v) = h2.call(
+        "POST",
+        &format!("volumes/{keep}/action"),
+        Some(json!({"os-update_readonly_flag": {"readonly": false}})),
+    );
+    assert_eq!(s, 202, "{v}");
+    let (s, v) = h2.call(
+        "POST",
+        &format!("cloudsnapshots/{snap}/rollback"),
+        Some(json!({"rollback": {"volume_id": keep}})),
+    );
+    assert_eq!(s, 202, "{v}");
+    h2.wait(&format!("volumes/{keep}"), "volume", "available");
+    let (ok, text) = qemu_io(&d.uri(&keep), &["read -P 0x61 0 64k"]);
+    assert!(ok, "{text}");
+    let status = d.stop();
+    assert!(status.success(), "{status:?}");
+}
