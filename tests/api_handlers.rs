@@ -178,6 +178,66 @@ async fn identity_admin_calls_are_admin_only() {
         1,
         "members see their own"
     );
+    let shown = api
+        .get(
+            &format!("/identity/v3/projects/{}", alice.project),
+            &alice.token,
+        )
+        .await;
+    assert_eq!(shown.body["project"]["name"], "alice");
+    let other = api
+        .get(
+            &format!("/identity/v3/projects/{}", admin.project),
+            &alice.token,
+        )
+        .await;
+    assert_eq!(
+        other.status,
+        StatusCode::NOT_FOUND,
+        "members see only their project"
+    );
+    let me = api
+        .get(&format!("/identity/v3/users/{}", alice.user), &alice.token)
+        .await;
+    assert_eq!(me.body["user"]["name"], "alice");
+    assert!(me.body["user"].get("password").is_none());
+    let grants = api
+        .get(
+            &format!(
+                "/identity/v3/projects/{}/users/{}/roles",
+                alice.project, alice.user
+            ),
+            &alice.token,
+        )
+        .await;
+    assert_eq!(grants.body["roles"][0]["name"], "member");
+    let check = |role: &str| {
+        format!(
+            "/identity/v3/projects/{}/users/{}/roles/{role}",
+            alice.project, alice.user
+        )
+    };
+    assert_eq!(
+        api.call(Method::HEAD, &check("member"), Some(&admin.token), None)
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        api.call(Method::HEAD, &check("admin"), Some(&admin.token), None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    let no_name = api
+        .post(
+            "/identity/v3/users",
+            &admin.token,
+            json!({"user": {"password": "x"}}),
+        )
+        .await;
+    assert_eq!(no_name.status, StatusCode::BAD_REQUEST);
+    assert_eq!(no_name.body["error"]["code"], 400, "Keystone's error shape");
     let bad_role = api
         .call(
             Method::PUT,

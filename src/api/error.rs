@@ -119,6 +119,7 @@ impl std::fmt::Display for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let code = self.status.as_u16();
+        let original = self.clone();
         let body = if self.keystone {
             json!({"error": {
                 "code": code,
@@ -148,6 +149,8 @@ impl IntoResponse for ApiError {
                 HeaderValue::from_static("Keystone uri=\"/identity/v3\""),
             );
         }
+        // Lets a router layer re-render the error (the identity routes use Keystone's shape).
+        resp.extensions_mut().insert(original);
         resp
     }
 }

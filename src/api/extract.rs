@@ -20,6 +20,17 @@ pub const MAX_BODY: usize = 1 << 20;
 #[derive(Clone, Default)]
 pub struct AuditSlot(pub Arc<Mutex<Option<(String, String)>>>);
 
+impl AuditSlot {
+    /// A slot already naming `user` and `project` (handlers that authenticate the caller
+    /// themselves put it in their response's extensions).
+    pub fn of(user: &str, project: &str) -> Self {
+        Self(Arc::new(Mutex::new(Some((
+            user.to_owned(),
+            project.to_owned(),
+        )))))
+    }
+}
+
 /// The authenticated caller of a `/v2/{project_id}/…` request.
 #[derive(Debug, Clone)]
 pub struct Ctx {

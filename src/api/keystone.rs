@@ -12,7 +12,7 @@ use axum::Router;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::extract::{base_url, JsonBody};
+use super::extract::{base_url, AuditSlot, JsonBody};
 use super::{blocking, empty, reply, ApiError, ApiResult, ApiState};
 use crate::identity::{
     role_id, role_name, Issued, NameOrId, Principal, DOMAIN_ID, DOMAIN_NAME, ROLES,
@@ -48,10 +48,18 @@ pub fn routes() -> Router<Arc<ApiState>> {
             "/identity/v3/projects/{project}/users/{user}/roles/{role}",
             put(grant).head(check_grant).get(check_grant),
         )
+        .layer(axum::middleware::map_response(keystone_errors))
 }
 
-fn ks(e: impl Into<ApiError>) -> ApiError {
-    e.into().keystone()
+/// Identity handlers answer errors Keystone's way (see [`keystone_errors`]).
+type KsResult = ApiResult<Response>;
+
+/// Renders every error answer of the identity routes as Keystone's error object.
+async fn keystone_errors(mut resp: Response) -> Response {
+    match resp.extensions_mut().remove::<ApiError>() {
+        Some(e) if !e.keystone => e.keystone().into_response(),
+        _ => resp,
+    }
 }
 
 fn version_entry(base: &str) -> Value {
@@ -177,9 +185,9 @@ async fn issue(
     State(s): State<Arc<ApiState>>,
     headers: HeaderMap,
     JsonBody(body): JsonBody,
-) -> Response {
+) -> KsResult {
     let base = base_from(&headers, &s);
-    let r = async move {
+    {
         let auth = body
             .get("auth")
             .filter(|a| a.is_object())
@@ -239,10 +247,13 @@ async fn issue(
         let s3 = s.clone();
         let principal = issued.principal.clone();
         let body = blocking(move || token_body(&s3, &base, &principal, &[method])).await?;
-        with_subject_token(reply(StatusCode::CREATED, body), &issued.token)
+        let mut resp = with_subject_token(reply(StatusCode::CREATED, body), &issued.token)?;
+        resp.extensions_mut().insert(AuditSlot::of(
+            &issued.principal.user_id,
+            issued.principal.project_id.as_deref().unwrap_or(""),
+        ));
+        Ok(resp)
     }
-    .await;
-    r.unwrap_or_else(|e| ks(e).into_response())
 }
 
 fn base_from(headers: &HeaderMap, s: &ApiState) -> String {
@@ -288,55 +299,47 @@ fn subject(headers: &HeaderMap) -> ApiResult<String> {
 }
 
 /// `GET /identity/v3/auth/tokens`: validates `X-Subject-Token`.
-async fn check_token(State(s): State<Arc<ApiState>>, headers: HeaderMap) -> Response {
-    let r = async {
-        let me = caller(&s, &headers).await?;
-        let token = subject(&headers)?;
-        let s2 = s.clone();
-        let t = token.clone();
-        let principal = blocking(move || {
-            s2.identity
-                .validate(&t)
-                .map_err(|_| ApiError::not_found("Could not find token."))
-        })
-        .await?;
-        if principal.user_id != me.user_id && !me.is_admin() {
-            return Err(ApiError::forbidden(
-                "You are not authorized to validate this token.",
-            ));
-        }
-        let base = base_from(&headers, &s);
-        let s3 = s.clone();
-        let body = blocking(move || token_body(&s3, &base, &principal, &["password"])).await?;
-        with_subject_token(reply(StatusCode::OK, body), &token)
+async fn check_token(State(s): State<Arc<ApiState>>, headers: HeaderMap) -> KsResult {
+    let me = caller(&s, &headers).await?;
+    let token = subject(&headers)?;
+    let s2 = s.clone();
+    let t = token.clone();
+    let principal = blocking(move || {
+        s2.identity
+            .validate(&t)
+            .map_err(|_| ApiError::not_found("Could not find token."))
+    })
+    .await?;
+    if principal.user_id != me.user_id && !me.is_admin() {
+        return Err(ApiError::forbidden(
+            "You are not authorized to validate this token.",
+        ));
     }
-    .await;
-    r.unwrap_or_else(|e| ks(e).into_response())
+    let base = base_from(&headers, &s);
+    let s3 = s.clone();
+    let body = blocking(move || token_body(&s3, &base, &principal, &["password"])).await?;
+    with_subject_token(reply(StatusCode::OK, body), &token)
 }
 
 /// `DELETE /identity/v3/auth/tokens`: revokes `X-Subject-Token`.
-async fn revoke(State(s): State<Arc<ApiState>>, headers: HeaderMap) -> Response {
-    let r = async {
-        let me = caller(&s, &headers).await?;
-        let token = subject(&headers)?;
-        let s2 = s.clone();
-        blocking(move || {
-            let target = s2
-                .identity
-                .validate(&token)
-                .map_err(|_| ApiError::not_found("Could not find token."))?;
-            if target.user_id != me.user_id && !me.is_admin() {
-                return Err(ApiError::forbidden(
-                    "You are not authorized to revoke this token.",
-                ));
-            }
-            s2.identity.revoke(&token)?;
-            Ok(empty(StatusCode::NO_CONTENT))
-        })
-        .await
-    }
-    .await;
-    r.unwrap_or_else(|e| ks(e).into_response())
+async fn revoke(State(s): State<Arc<ApiState>>, headers: HeaderMap) -> KsResult {
+    let me = caller(&s, &headers).await?;
+    let token = subject(&headers)?;
+    let s2 = s.clone();
+    blocking(move || {
+        let target = s2
+            .identity
+            .validate(&token)
+            .map_err(|_| ApiError::not_found("Could not find token."))?;
+        if target.user_id != me.user_id && !me.is_admin() {
+            return Err(ApiError::forbidden(
+                "You are not authorized to revoke this token.",
+            ));
+        }
+        s2.identity.revoke(&token)?;
+        Ok(empty(StatusCode::NO_CONTENT))
+    })
+    .await
 }
 
 fn project_view(p: &crate::catalog::ProjectRecord) -> Value {
@@ -353,166 +356,138 @@ fn user_view(u: &crate::catalog::UserRecord) -> Value {
     })
 }
 
-async fn list_projects(State(s): State<Arc<ApiState>>, headers: HeaderMap) -> Response {
-    let r = async {
-        let me = caller(&s, &headers).await?;
-        let s2 = s.clone();
-        blocking(move || {
-            let projects: Vec<Value> = s2
-                .identity
-                .projects()?
-                .iter()
-                .filter(|p| me.is_admin() || Some(&p.id) == me.project_id.as_ref())
-                .map(project_view)
-                .collect();
-            Ok(reply(StatusCode::OK, json!({ "projects": projects })))
-        })
-        .await
-    }
-    .await;
-    r.unwrap_or_else(|e| ks(e).into_response())
+async fn list_projects(State(s): State<Arc<ApiState>>, headers: HeaderMap) -> KsResult {
+    let me = caller(&s, &headers).await?;
+    let s2 = s.clone();
+    blocking(move || {
+        let projects: Vec<Value> = s2
+            .identity
+            .projects()?
+            .iter()
+            .filter(|p| me.is_admin() || Some(&p.id) == me.project_id.as_ref())
+            .map(project_view)
+            .collect();
+        Ok(reply(StatusCode::OK, json!({ "projects": projects })))
+    })
+    .await
 }
 
 async fn show_project(
     State(s): State<Arc<ApiState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Response {
-    let r = async {
-        let me = caller(&s, &headers).await?;
-        let s2 = s.clone();
-        blocking(move || {
-            let p = s2
-                .identity
-                .project(&id)?
-                .filter(|p| me.is_admin() || Some(&p.id) == me.project_id.as_ref())
-                .ok_or_else(|| ApiError::not_found(format!("Could not find project: {id}.")))?;
-            Ok(reply(
-                StatusCode::OK,
-                json!({ "project": project_view(&p) }),
-            ))
-        })
-        .await
-    }
-    .await;
-    r.unwrap_or_else(|e| ks(e).into_response())
+) -> KsResult {
+    let me = caller(&s, &headers).await?;
+    let s2 = s.clone();
+    blocking(move || {
+        let p = s2
+            .identity
+            .project(&id)?
+            .filter(|p| me.is_admin() || Some(&p.id) == me.project_id.as_ref())
+            .ok_or_else(|| ApiError::not_found(format!("Could not find project: {id}.")))?;
+        Ok(reply(
+            StatusCode::OK,
+            json!({ "project": project_view(&p) }),
+        ))
+    })
+    .await
 }
 
 async fn create_project(
     State(s): State<Arc<ApiState>>,
     headers: HeaderMap,
     JsonBody(body): JsonBody,
-) -> Response {
-    let r = async {
-        admin(&s, &headers).await?;
-        let p = body
-            .get("project")
-            .filter(|p| p.is_object())
-            .ok_or_else(|| ApiError::bad_request("Expecting to find project in request body."))?;
-        if !domain_ok(p.get("domain_id").map(|d| json!({"id": d})).as_ref()) {
-            return Err(ApiError::bad_request("Only the default domain exists."));
-        }
-        let name = p
-            .get("name")
-            .and_then(Value::as_str)
-            .ok_or_else(|| ApiError::bad_request("'name' is a required property"))?
-            .to_owned();
-        let description = p
-            .get("description")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned();
-        let s2 = s.clone();
-        blocking(move || {
-            let p = s2.identity.create_project(&name, &description)?;
-            Ok(reply(
-                StatusCode::CREATED,
-                json!({ "project": project_view(&p) }),
-            ))
-        })
-        .await
+) -> KsResult {
+    admin(&s, &headers).await?;
+    let p = body
+        .get("project")
+        .filter(|p| p.is_object())
+        .ok_or_else(|| ApiError::bad_request("Expecting to find project in request body."))?;
+    if !domain_ok(p.get("domain_id").map(|d| json!({"id": d})).as_ref()) {
+        return Err(ApiError::bad_request("Only the default domain exists."));
     }
-    .await;
-    r.unwrap_or_else(|e| ks(e).into_response())
+    let name = p
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::bad_request("'name' is a required property"))?
+        .to_owned();
+    let description = p
+        .get("description")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let s2 = s.clone();
+    blocking(move || {
+        let p = s2.identity.create_project(&name, &description)?;
+        Ok(reply(
+            StatusCode::CREATED,
+            json!({ "project": project_view(&p) }),
+        ))
+    })
+    .await
 }
 
-async fn list_users(State(s): State<Arc<ApiState>>, headers: HeaderMap) -> Response {
-    let r = async {
-        admin(&s, &headers).await?;
-        let s2 = s.clone();
-        blocking(move || {
-            let users: Vec<Value> = s2.identity.users()?.iter().map(user_view).collect();
-            Ok(reply(StatusCode::OK, json!({ "users": users })))
-        })
-        .await
-    }
-    .await;
-    r.unwrap_or_else(|e| ks(e).into_response())
+async fn list_users(State(s): State<Arc<ApiState>>, headers: HeaderMap) -> KsResult {
+    admin(&s, &headers).await?;
+    let s2 = s.clone();
+    blocking(move || {
+        let users: Vec<Value> = s2.identity.users()?.iter().map(user_view).collect();
+        Ok(reply(StatusCode::OK, json!({ "users": users })))
+    })
+    .await
 }
 
 async fn show_user(
     State(s): State<Arc<ApiState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Response {
-    let r = async {
-        let me = caller(&s, &headers).await?;
-        let s2 = s.clone();
-        blocking(move || {
-            let u = s2
-                .identity
-                .user(&id)?
-                .filter(|u| me.is_admin() || u.id == me.user_id)
-                .ok_or_else(|| ApiError::not_found(format!("Could not find user: {id}.")))?;
-            Ok(reply(StatusCode::OK, json!({ "user": user_view(&u) })))
-        })
-        .await
-    }
-    .await;
-    r.unwrap_or_else(|e| ks(e).into_response())
+) -> KsResult {
+    let me = caller(&s, &headers).await?;
+    let s2 = s.clone();
+    blocking(move || {
+        let u = s2
+            .identity
+            .user(&id)?
+            .filter(|u| me.is_admin() || u.id == me.user_id)
+            .ok_or_else(|| ApiError::not_found(format!("Could not find user: {id}.")))?;
+        Ok(reply(StatusCode::OK, json!({ "user": user_view(&u) })))
+    })
+    .await
 }
 
 async fn create_user(
     State(s): State<Arc<ApiState>>,
     headers: HeaderMap,
     JsonBody(body): JsonBody,
-) -> Response {
-    let r = async {
-        admin(&s, &headers).await?;
-        let u = body
-            .get("user")
-            .filter(|u| u.is_object())
-            .ok_or_else(|| ApiError::bad_request("Expecting to find user in request body."))?;
-        let field = |k: &str| u.get(k).and_then(Value::as_str).map(str::to_owned);
-        let name =
-            field("name").ok_or_else(|| ApiError::bad_request("'name' is a required property"))?;
-        let password = field("password")
-            .ok_or_else(|| ApiError::bad_request("'password' is a required property"))?;
-        let project = field("default_project_id");
-        let s2 = s.clone();
-        blocking(move || {
-            let u = s2
-                .identity
-                .create_user(&name, &password, project.as_deref())?;
-            Ok(reply(StatusCode::CREATED, json!({ "user": user_view(&u) })))
-        })
-        .await
-    }
-    .await;
-    r.unwrap_or_else(|e| ks(e).into_response())
+) -> KsResult {
+    admin(&s, &headers).await?;
+    let u = body
+        .get("user")
+        .filter(|u| u.is_object())
+        .ok_or_else(|| ApiError::bad_request("Expecting to find user in request body."))?;
+    let field = |k: &str| u.get(k).and_then(Value::as_str).map(str::to_owned);
+    let name =
+        field("name").ok_or_else(|| ApiError::bad_request("'name' is a required property"))?;
+    let password = field("password")
+        .ok_or_else(|| ApiError::bad_request("'password' is a required property"))?;
+    let project = field("default_project_id");
+    let s2 = s.clone();
+    blocking(move || {
+        let u = s2
+            .identity
+            .create_user(&name, &password, project.as_deref())?;
+        Ok(reply(StatusCode::CREATED, json!({ "user": user_view(&u) })))
+    })
+    .await
 }
 
-async fn list_roles(State(s): State<Arc<ApiState>>, headers: HeaderMap) -> Response {
-    let r = async {
-        caller(&s, &headers).await?;
-        let roles: Vec<Value> = ROLES
-            .iter()
-            .map(|(name, id)| json!({"id": id, "name": name, "domain_id": null}))
-            .collect();
-        Ok::<_, ApiError>(reply(StatusCode::OK, json!({ "roles": roles })))
-    }
-    .await;
-    r.unwrap_or_else(|e| ks(e).into_response())
+async fn list_roles(State(s): State<Arc<ApiState>>, headers: HeaderMap) -> KsResult {
+    caller(&s, &headers).await?;
+    let roles: Vec<Value> = ROLES
+        .iter()
+        .map(|(name, id)| json!({"id": id, "name": name, "domain_id": null}))
+        .collect();
+    Ok::<_, ApiError>(reply(StatusCode::OK, json!({ "roles": roles })))
 }
 
 #[derive(Deserialize)]
@@ -527,72 +502,60 @@ async fn grant(
     State(s): State<Arc<ApiState>>,
     headers: HeaderMap,
     Path(p): Path<GrantPath>,
-) -> Response {
-    let r = async {
-        admin(&s, &headers).await?;
-        let s2 = s.clone();
-        blocking(move || {
-            s2.identity.grant(&p.project, &p.user, &p.role)?;
-            Ok(empty(StatusCode::NO_CONTENT))
-        })
-        .await
-    }
-    .await;
-    r.unwrap_or_else(|e| ks(e).into_response())
+) -> KsResult {
+    admin(&s, &headers).await?;
+    let s2 = s.clone();
+    blocking(move || {
+        s2.identity.grant(&p.project, &p.user, &p.role)?;
+        Ok(empty(StatusCode::NO_CONTENT))
+    })
+    .await
 }
 
 async fn check_grant(
     State(s): State<Arc<ApiState>>,
     headers: HeaderMap,
     Path(p): Path<GrantPath>,
-) -> Response {
-    let r = async {
-        admin(&s, &headers).await?;
-        let s2 = s.clone();
-        blocking(move || {
-            let wanted = role_name(&p.role)
-                .ok_or_else(|| ApiError::not_found(format!("Could not find role: {}.", p.role)))?;
-            if s2
-                .identity
-                .roles_of(&p.project, &p.user)?
-                .iter()
-                .any(|r| r == wanted)
-            {
-                Ok(empty(StatusCode::NO_CONTENT))
-            } else {
-                Err(ApiError::not_found("Could not find role assignment."))
-            }
-        })
-        .await
-    }
-    .await;
-    r.unwrap_or_else(|e| ks(e).into_response())
+) -> KsResult {
+    admin(&s, &headers).await?;
+    let s2 = s.clone();
+    blocking(move || {
+        let wanted = role_name(&p.role)
+            .ok_or_else(|| ApiError::not_found(format!("Could not find role: {}.", p.role)))?;
+        if s2
+            .identity
+            .roles_of(&p.project, &p.user)?
+            .iter()
+            .any(|r| r == wanted)
+        {
+            Ok(empty(StatusCode::NO_CONTENT))
+        } else {
+            Err(ApiError::not_found("Could not find role assignment."))
+        }
+    })
+    .await
 }
 
 async fn list_grants(
     State(s): State<Arc<ApiState>>,
     headers: HeaderMap,
     Path(p): Path<GrantPath>,
-) -> Response {
-    let r = async {
-        let me = caller(&s, &headers).await?;
-        if !me.is_admin() && me.user_id != p.user {
-            return Err(ApiError::forbidden(
-                "You are not authorized to perform the requested action.",
-            ));
-        }
-        let s2 = s.clone();
-        blocking(move || {
-            let roles: Vec<Value> = s2
-                .identity
-                .roles_of(&p.project, &p.user)?
-                .iter()
-                .map(|r| json!({"id": role_id(r), "name": r}))
-                .collect();
-            Ok(reply(StatusCode::OK, json!({ "roles": roles })))
-        })
-        .await
+) -> KsResult {
+    let me = caller(&s, &headers).await?;
+    if !me.is_admin() && me.user_id != p.user {
+        return Err(ApiError::forbidden(
+            "You are not authorized to perform the requested action.",
+        ));
     }
-    .await;
-    r.unwrap_or_else(|e| ks(e).into_response())
+    let s2 = s.clone();
+    blocking(move || {
+        let roles: Vec<Value> = s2
+            .identity
+            .roles_of(&p.project, &p.user)?
+            .iter()
+            .map(|r| json!({"id": role_id(r), "name": r}))
+            .collect();
+        Ok(reply(StatusCode::OK, json!({ "roles": roles })))
+    })
+    .await
 }

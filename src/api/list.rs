@@ -213,8 +213,35 @@ impl ListQuery {
     }
 }
 
+/// A list answer: `{"<collection>": items}`, plus `<collection>_links` when the page is full.
+pub fn collection_body(
+    ctx: &super::Ctx,
+    collection: &str,
+    detail: bool,
+    items: Vec<Value>,
+    next: Option<String>,
+    params: &Params,
+) -> Value {
+    let mut body = serde_json::Map::new();
+    body.insert(collection.to_owned(), Value::Array(items));
+    if let Some(marker) = next {
+        let path = format!(
+            "{}/{}/{}/{collection}{}",
+            ctx.base,
+            ctx.version,
+            ctx.project_id,
+            if detail { "/detail" } else { "" }
+        );
+        body.insert(
+            format!("{collection}_links"),
+            next_link(&path, params, &marker),
+        );
+    }
+    Value::Object(body)
+}
+
 /// The `<collection>_links` value pointing at the page after `marker`.
-pub fn next_link(base_path: &str, params: &Params, marker: &str) -> Value {
+fn next_link(base_path: &str, params: &Params, marker: &str) -> Value {
     let mut query: Vec<(String, String)> = params
         .0
         .iter()

@@ -183,7 +183,13 @@ async fn audit(State(state): State<Arc<ApiState>>, mut req: Request, next: Next)
     }
     let status = resp.status().as_u16();
     state.metrics.count_request(method.as_str(), status);
-    let (user, project) = slot.0.lock().clone().unwrap_or_default();
+    let from_handler = resp
+        .extensions()
+        .get::<extract::AuditSlot>()
+        .and_then(|s| s.0.lock().clone());
+    let (user, project) = from_handler
+        .or_else(|| slot.0.lock().clone())
+        .unwrap_or_default();
     tracing::info!(
         target: "tripod::audit",
         request_id = %request_id,

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use super::extract::{JsonBody, Params};
 use super::input::{boolean, is_uuid, metadata, only, text, top};
-use super::list::{metadata_matches, next_link, ListQuery, Listable, SortValue};
+use super::list::{collection_body, metadata_matches, ListQuery, Listable, SortValue};
 use super::volumes::{self, IdPath};
 use super::{blocking, empty, quotas, reply, ApiError, ApiResult, ApiState, Ctx};
 use crate::catalog::{
@@ -128,17 +128,7 @@ async fn list_any(ctx: Ctx, s: Arc<ApiState>, params: Params, detail: bool) -> A
             .collect();
         let (page, next) = q.apply(mine)?;
         let items: Vec<Value> = page.iter().map(|l| view(&l.snap, detail)).collect();
-        let mut body = json!({ "snapshots": items });
-        if let Some(marker) = next {
-            let path = format!(
-                "{}/{}/{}/snapshots{}",
-                ctx.base,
-                ctx.version,
-                ctx.project_id,
-                if detail { "/detail" } else { "" }
-            );
-            body["snapshots_links"] = next_link(&path, &params, &marker);
-        }
+        let body = collection_body(&ctx, "snapshots", detail, items, next, &params);
         Ok(reply(StatusCode::OK, body))
     })
     .await

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::extract::{JsonBody, Params};
 use super::input::{boolean, integer, is_uuid, metadata, only, text, top_with};
-use super::list::{metadata_matches, next_link, ListQuery, Listable, SortValue};
+use super::list::{collection_body, metadata_matches, ListQuery, Listable, SortValue};
 use super::{blocking, empty, info, quotas, reply, ApiError, ApiResult, ApiState, Ctx};
 use crate::catalog::{
     CatalogRead, PendingOp, SnapshotRecord, SnapshotStatus, Timestamp, VolumeRecord, VolumeSource,
@@ -212,17 +212,7 @@ async fn list_any(ctx: Ctx, s: Arc<ApiState>, params: Params, detail: bool) -> A
                 }
             })
             .collect();
-        let mut body = json!({ "volumes": items });
-        if let Some(marker) = next {
-            let path = format!(
-                "{}/{}/{}/volumes{}",
-                ctx.base,
-                ctx.version,
-                ctx.project_id,
-                if detail { "/detail" } else { "" }
-            );
-            body["volumes_links"] = next_link(&path, &params, &marker);
-        }
+        let body = collection_body(&ctx, "volumes", detail, items, next, &params);
         Ok(reply(StatusCode::OK, body))
     })
     .await

@@ -50,6 +50,9 @@ fn store<E: std::fmt::Display>(e: E) -> CatalogError {
     CatalogError::Store(e.to_string())
 }
 
+/// Page cache of the catalog (redb's default is 1 GiB; the catalog is small).
+const CACHE_BYTES: usize = 64 << 20;
+
 /// The catalog database.
 pub struct Catalog {
     db: redb::Database,
@@ -69,9 +72,18 @@ const ALL_TABLES: [Table; 10] = [
 ];
 
 impl Catalog {
-    /// Opens (creating if needed) the catalog at `path`. Fails if another process has it open.
+    /// Opens (creating if needed) the catalog at `path`, readable by its owner only (it holds
+    /// password and token hashes). Fails if another process has it open.
     pub fn open(path: &Path) -> Result<Self, CatalogError> {
-        let db = redb::Database::create(path).map_err(store)?;
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+            .map_err(store)?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .map_err(store)?;
+        }
         let txn = db.begin_write().map_err(store)?;
         for table in ALL_TABLES {
             txn.open_table(table).map_err(store)?;
@@ -217,6 +229,16 @@ mod tests {
         let all: Vec<ProjectRecord> = cat.read(|r| r.all()).unwrap();
         assert_eq!(all.len(), 1);
         assert_eq!(all[0].id, "a");
+    }
+
+    #[test]
+    fn the_catalog_file_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.redb");
+        Catalog::open(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 
     #[test]
