@@ -144,8 +144,10 @@ impl Backend {
                 me.idle.notify_all();
             });
         if let Err(e) = spawned {
-            tracing::error!("{what}: cannot start a worker thread: {e}; running inline");
-            *self.in_flight.lock() -= 1;
+            // The operation stays in flight in the catalog: the next start finishes it.
+            tracing::error!("{what}: cannot start a worker thread: {e}; left for the next start");
+            let mut n = self.in_flight.lock();
+            *n = n.saturating_sub(1);
         }
     }
 

@@ -32,7 +32,7 @@ pub fn open_state(
         Catalog::open(&config.data_dir.join("catalog.redb"))
             .context("opening the catalog (is another tripod serve using this data dir?)")?,
     );
-    let identity = Arc::new(Identity::new(catalog.clone(), config.token_ttl_secs));
+    let identity = Arc::new(Identity::new(catalog.clone(), config.token_ttl_secs)?);
     bootstrap(&identity, &config.data_dir, admin_password)?;
     let dir = DataDir::new(&config.data_dir, config.replicas.clone());
     let registry = Arc::new(VolumeRegistry::new(

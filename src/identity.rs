@@ -130,15 +130,19 @@ fn new_id() -> String {
 pub struct Identity {
     catalog: Arc<Catalog>,
     token_ttl_secs: u64,
+    /// A hash of a random password, checked when the user does not exist.
+    decoy_hash: String,
 }
 
 impl Identity {
     /// Identity over `catalog`; tokens live `token_ttl_secs`.
-    pub fn new(catalog: Arc<Catalog>, token_ttl_secs: u64) -> Self {
-        Self {
+    pub fn new(catalog: Arc<Catalog>, token_ttl_secs: u64) -> Result<Self> {
+        let decoy_hash = hash_password(&random_hex(16)?)?;
+        Ok(Self {
             catalog,
             token_ttl_secs,
-        }
+            decoy_hash,
+        })
     }
 
     /// Creates project `admin`, user `admin` with `password` and the admin role, unless a
@@ -217,12 +221,18 @@ impl Identity {
         let record = self
             .catalog
             .read(|r| Ok::<_, IdentityError>(Self::find_user(r.all()?, user)))?
-            .filter(|u| u.enabled)
-            .ok_or(IdentityError::Unauthorized)?;
-        if !verify_password(&record.password_hash, password) {
-            return Err(IdentityError::Unauthorized);
+            .filter(|u| u.enabled);
+        // An unknown user costs the same hash as a known one, so timing does not tell
+        // which user names exist.
+        let hash = record
+            .as_ref()
+            .map(|u| u.password_hash.clone())
+            .unwrap_or_else(|| self.decoy_hash.clone());
+        let valid = verify_password(&hash, password);
+        match record {
+            Some(record) if valid => self.issue(&record, scope),
+            _ => Err(IdentityError::Unauthorized),
         }
-        self.issue(&record, scope)
     }
 
     /// Re-scopes an existing token (Keystone's `token` method).
@@ -455,7 +465,7 @@ mod tests {
     fn identity(ttl: u64) -> (tempfile::TempDir, Identity) {
         let dir = tempfile::tempdir().unwrap();
         let cat = Arc::new(Catalog::open(&dir.path().join("c.redb")).unwrap());
-        (dir, Identity::new(cat, ttl))
+        (dir, Identity::new(cat, ttl).unwrap())
     }
 
     #[test]

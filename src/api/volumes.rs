@@ -551,9 +551,15 @@ pub async fn delete(
                 .into_iter()
                 .filter(|x| x.volume_id == v.id)
                 .collect();
+            // Cinder's list, plus `error_deleting` so a failed delete can be retried.
             let status_ok = matches!(
                 v.status,
-                Available | Error | ErrorRestoring | ErrorExtending | ErrorRollbacking
+                Available
+                    | Error
+                    | ErrorRestoring
+                    | ErrorExtending
+                    | ErrorRollbacking
+                    | ErrorDeleting
             );
             let snaps_ok = snaps.is_empty()
                 || (cascade
@@ -566,7 +572,7 @@ pub async fn delete(
                 return Err(ApiError::invalid(
                     "EVS.1046",
                     format!(
-                        "Invalid volume: Volume status must be available or error or error_restoring or error_extending or error_rollbacking and must not be migrating, attached, belong to a group, have snapshots or be the source of a copy in progress (status {}, {} snapshots).",
+                        "Invalid volume: Volume status must be available or error or error_restoring or error_extending or error_rollbacking or error_deleting and must not be migrating, attached, belong to a group, have snapshots or be the source of a copy in progress (status {}, {} snapshots).",
                         v.status.as_str(),
                         snaps.len()
                     ),
