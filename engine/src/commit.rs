@@ -2,7 +2,10 @@
 //!
 //! 1. the writer queues its block updates; one writer at a time becomes the leader and takes
 //!    every queued update as one batch;
-//! 2. the leader appends one WAL record per update and syncs the log **once** for the batch;
+//! 2. the leader appends one WAL record per update and syncs the log **once** for the batch
+//!    (blocks of a large write that the head layer never held are written in place and the
+//!    head's data file synced *first*; their records carry only the CRC — see
+//!    [`VolumeOptions::direct_write_min`](crate::VolumeOptions::direct_write_min));
 //! 3. only then it applies the batch in place (data file writes / hole punches, chunk
 //!    metadata, head index) and wakes every writer of the batch, which may then acknowledge;
 //! 4. when the log passes its limit, a checkpoint syncs the layer files, writes the dirty
@@ -35,6 +38,9 @@ pub(crate) enum Update {
     Data(BlockIndex, Bytes, u64),
     /// `count` blocks from `first` read as zeros and hold no data.
     Zero(BlockIndex, u64, u64),
+    /// One block of data for a slot the head layer has never held (absent there): written in
+    /// place before its record, which then carries only the CRC.
+    Placed(BlockIndex, Bytes, u64),
 }
 
 /// The write-ahead log's position and what the next checkpoint must persist.
@@ -107,6 +113,7 @@ impl Volume {
     /// Logs, syncs and applies one batch (the leader's work).
     fn write_batch(&self, tree: &Tree, batch: Vec<Update>) -> Result<()> {
         let bs = self.geometry.block_size as usize;
+        self.place_blocks(tree, &batch)?;
         let mut wal = self.wal.lock();
         let mut buf = Vec::with_capacity(batch.len() * (wal::HEADER_LEN + bs));
         let first_lsn = wal.next_lsn;
@@ -122,11 +129,16 @@ impl Volume {
             };
             match u {
                 Update::Data(block, data, g) => {
-                    wal::encode(&mut buf, target(*block, *g), Some(data), 1)
+                    wal::encode(&mut buf, target(*block, *g), wal::Body::Data(data))
                 }
                 Update::Zero(first, count, g) => {
-                    wal::encode(&mut buf, target(*first, *g), None, *count)
+                    wal::encode(&mut buf, target(*first, *g), wal::Body::Zero(*count))
                 }
+                Update::Placed(block, data, g) => wal::encode(
+                    &mut buf,
+                    target(*block, *g),
+                    wal::Body::Placed(crc32fast::hash(data)),
+                ),
             }
         }
         let at = wal.offset;
@@ -147,6 +159,45 @@ impl Volume {
         Ok(())
     }
 
+    /// Writes the batch's placed blocks into the head's data file (runs of consecutive
+    /// blocks with one call) and syncs it, so they are durable before any record names them.
+    /// Nothing reads those slots until the records are applied: the head does not hold them.
+    fn place_blocks(&self, tree: &Tree, batch: &[Update]) -> Result<()> {
+        let Some(head) = tree.layers.get(&tree.head) else {
+            return Ok(());
+        };
+        let g = self.geometry;
+        let mut placed = false;
+        let mut i = 0;
+        while i < batch.len() {
+            let Update::Placed(first, ..) = &batch[i] else {
+                i += 1;
+                continue;
+            };
+            let mut run: Vec<&[u8]> = Vec::new();
+            while let Some(Update::Placed(b, d, _)) = batch.get(i) {
+                if b.0 != first.0 + run.len() as u64 {
+                    break;
+                }
+                run.push(d);
+                i += 1;
+            }
+            let written = if run.len() == 1 {
+                head.data.write_at(run[0], g.byte_offset(*first))
+            } else {
+                head.data.write_at(&run.concat(), g.byte_offset(*first))
+            };
+            written.map_err(EngineError::io("writing a layer data file"))?;
+            placed = true;
+        }
+        if placed {
+            head.data
+                .sync_data()
+                .map_err(EngineError::io("syncing a layer data file"))?;
+        }
+        Ok(())
+    }
+
     /// Applies a durable batch in place, writing runs of consecutive blocks with one call.
     fn apply_batch(&self, tree: &Tree, wal: &mut WalState, batch: &[Update]) -> Result<()> {
         let head = tree.head;
@@ -155,6 +206,11 @@ impl Volume {
             match &batch[i] {
                 Update::Zero(first, count, g) => {
                     self.apply_zero(tree, wal, head, *first, *count, *g, true)?;
+                    i += 1;
+                }
+                Update::Placed(block, data, g) => {
+                    let state = (BlockState::Data(crc32fast::hash(data)), *g);
+                    self.apply_placed(tree, wal, head, *block, state, true);
                     i += 1;
                 }
                 Update::Data(first, ..) => {
@@ -236,6 +292,20 @@ impl Volume {
             self.record_state(tree, wal, layer, BlockIndex(b), state, update_index);
         }
         Ok(())
+    }
+
+    /// Makes a block whose data is already in place present in `layer`.
+    pub(crate) fn apply_placed(
+        &self,
+        tree: &Tree,
+        wal: &mut WalState,
+        layer: LayerId,
+        block: BlockIndex,
+        state: (BlockState, u64),
+        update_index: bool,
+    ) {
+        wal.dirty_data.insert(layer);
+        self.record_state(tree, wal, layer, block, state, update_index);
     }
 
     fn record_state(

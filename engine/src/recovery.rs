@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use parking_lot::{Condvar, Mutex, RwLock};
 
-use crate::chunk_meta;
+use crate::chunk_meta::{self, BlockState};
 use crate::commit::{Queue, WalState};
 use crate::error::{EngineError, Result};
 use crate::format::{
@@ -154,8 +154,14 @@ impl Volume {
         let replayed = self.replay(&tree, &mut wal)?;
         for (layer, chunk, why) in damaged {
             // A damaged slot is a checkpoint torn by a crash only if the log still holds
-            // changes of that chunk; otherwise the metadata itself was damaged.
-            if !replayed.contains(&(*layer, *chunk)) {
+            // changes of that chunk, or a torn space reclamation: pruning rewrites a hidden
+            // layer's records outside the log, one slot at a time, so the other slot still
+            // holds the record before it (and pruning is redone below). Otherwise the
+            // metadata itself was damaged.
+            let torn_prune = tree.layers.get(layer).is_some_and(|l| {
+                l.record.role == Role::Hidden && l.chunks.read().contains_key(chunk)
+            });
+            if !replayed.contains(&(*layer, *chunk)) && !torn_prune {
                 return Err(EngineError::corrupt(
                     meta_file(layer.0),
                     format!("chunk {} record: {why}", chunk.0),
@@ -213,6 +219,13 @@ impl Volume {
                 }
                 RecordKind::Zero => {
                     self.apply_zero(tree, wal, e.layer, e.block, e.count, e.generation, false)
+                }
+                RecordKind::Placed(crc) => {
+                    let state = (BlockState::Data(crc), e.generation);
+                    if tree.layers.contains_key(&e.layer) {
+                        self.apply_placed(tree, wal, e.layer, e.block, state, false);
+                    }
+                    Ok(())
                 }
             }
         })?;

@@ -15,6 +15,12 @@ pub(crate) const HEADER_LEN: usize = 64;
 
 const KIND_DATA: u8 = 1;
 const KIND_ZERO: u8 = 2;
+const KIND_PLACED: u8 = 3;
+
+/// Record version of `placed` records (data and zero records stay version 1, so a log
+/// without placed records is still read by builds that predate them, and a build that does
+/// not know placed records refuses the log instead of stopping at the first one).
+pub(crate) const PLACED_VERSION: u16 = 2;
 
 /// What a record sets a block to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +29,20 @@ pub(crate) enum RecordKind {
     Data(u32),
     /// Zeros (no payload).
     Zero,
+    /// Data with this CRC32 already written in place and synced before the record (no
+    /// payload): the record only makes the block present.
+    Placed(u32),
+}
+
+/// What a record carries.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Body<'a> {
+    /// One block of data.
+    Data(&'a [u8]),
+    /// A run of this many zero blocks.
+    Zero(u64),
+    /// One block already in place, with its CRC32.
+    Placed(u32),
 }
 
 /// Where a record applies and which write it belongs to.
@@ -36,17 +56,17 @@ pub(crate) struct Target {
     pub generation: u64,
 }
 
-/// Appends one record to `out`: `payload` for a data record (one block), `None` for `count`
-/// zero blocks from `t.block`.
-pub(crate) fn encode(out: &mut Vec<u8>, t: Target, payload: Option<&[u8]>, count: u64) {
+/// Appends one record to `out`.
+pub(crate) fn encode(out: &mut Vec<u8>, t: Target, body: Body<'_>) {
     let start = out.len();
+    let (kind, version, payload, payload_crc, count) = match body {
+        Body::Data(p) => (KIND_DATA, CURRENT_VERSION as u16, Some(p), crc(p), 1),
+        Body::Zero(count) => (KIND_ZERO, CURRENT_VERSION as u16, None, 0, count),
+        Body::Placed(c) => (KIND_PLACED, PLACED_VERSION, None, c, 1),
+    };
     out.put_u32(WAL_MAGIC);
-    out.put_u16(CURRENT_VERSION as u16);
-    out.put_u8(if payload.is_some() {
-        KIND_DATA
-    } else {
-        KIND_ZERO
-    });
+    out.put_u16(version);
+    out.put_u8(kind);
     out.put_u8(0);
     out.put_u64(t.epoch);
     out.put_u64(t.lsn.0);
@@ -54,7 +74,7 @@ pub(crate) fn encode(out: &mut Vec<u8>, t: Target, payload: Option<&[u8]>, count
     out.put_u64(t.block.0);
     out.put_u64(t.generation);
     out.put_u32(payload.map_or(0, |p| p.len() as u32));
-    out.put_u32(payload.map_or(0, crc));
+    out.put_u32(payload_crc);
     // A data record covers one block; a zero record up to u32::MAX (callers split longer runs).
     out.put_u32(count.min(u64::from(u32::MAX)) as u32);
     let header_crc = crc(&out[start..]);
@@ -72,7 +92,7 @@ pub(crate) struct Entry<'a> {
     pub block: BlockIndex,
     pub generation: u64,
     pub kind: RecordKind,
-    /// Blocks covered: 1 for data, the run length for zeros.
+    /// Blocks covered: 1 for data and placed records, the run length for zeros.
     pub count: u64,
     pub payload: &'a [u8],
 }
@@ -190,25 +210,30 @@ fn parse(buf: &[u8], epoch: u64, expected: Lsn, block_size: u32) -> Parsed<'_> {
     if rec_epoch != epoch || lsn != expected.0 {
         return Parsed::End(End::Tail);
     }
-    if version > CURRENT_VERSION as u64 {
+    if version > u64::from(PLACED_VERSION) {
         return Parsed::End(End::FutureVersion(version as u32));
     }
     let payload_len = match kind as u8 {
         KIND_DATA if len == u64::from(block_size) && count == 1 => len as usize,
-        KIND_ZERO if len == 0 && count >= 1 => 0,
+        KIND_ZERO | KIND_PLACED if len == 0 && count >= 1 => 0,
         _ => return Parsed::End(End::Tail),
     };
+    if kind as u8 == KIND_PLACED && count != 1 {
+        return Parsed::End(End::Tail);
+    }
     if buf.len() < HEADER_LEN + payload_len {
         return Parsed::NeedMore;
     }
     let payload = &buf[HEADER_LEN..HEADER_LEN + payload_len];
-    let kind = if kind as u8 == KIND_DATA {
-        if crc(payload) != pcrc as u32 {
-            return Parsed::End(End::Tail);
+    let kind = match kind as u8 {
+        KIND_DATA => {
+            if crc(payload) != pcrc as u32 {
+                return Parsed::End(End::Tail);
+            }
+            RecordKind::Data(pcrc as u32)
         }
-        RecordKind::Data(pcrc as u32)
-    } else {
-        RecordKind::Zero
+        KIND_PLACED => RecordKind::Placed(pcrc as u32),
+        _ => RecordKind::Zero,
     };
     let entry = Entry {
         lsn: Lsn(lsn),
@@ -238,7 +263,11 @@ mod tests {
                 block: BlockIndex(block),
                 generation: lsn,
             };
-            encode(&mut out, t, data.as_deref(), 1);
+            let body = match &data {
+                Some(d) => Body::Data(d),
+                None => Body::Zero(1),
+            };
+            encode(&mut out, t, body);
         }
         out
     }
@@ -259,6 +288,56 @@ mod tests {
         )
         .unwrap();
         (seen, end)
+    }
+
+    #[test]
+    fn placed_records_carry_only_the_crc() {
+        let t = |lsn| Target {
+            epoch: 7,
+            lsn: Lsn(lsn),
+            layer: LayerId(2),
+            block: BlockIndex(40 + lsn),
+            generation: 9,
+        };
+        let mut out = Vec::new();
+        encode(&mut out, t(1), Body::Placed(0xdead_beef));
+        encode(&mut out, t(2), Body::Data(&[5; 512]));
+        assert_eq!(
+            out.len(),
+            2 * HEADER_LEN + 512,
+            "no payload for a placed record"
+        );
+        let s = MemStorage::new();
+        let f = s.create_file("wal").unwrap();
+        f.write_at(&out, 0).unwrap();
+        let mut kinds = Vec::new();
+        let end = scan(
+            f.as_ref(),
+            (7, Lsn(1), 512),
+            |e| e,
+            |e| {
+                kinds.push((e.block.0, e.kind, e.count, e.payload.len()));
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!(end.end, End::Tail);
+        assert_eq!(
+            kinds,
+            [
+                (41, RecordKind::Placed(0xdead_beef), 1, 0),
+                (42, RecordKind::Data(crc(&[5; 512])), 1, 512)
+            ]
+        );
+        // Version 2 marks placed records; a newer version is refused, not skipped.
+        assert_eq!(u16::from_le_bytes([out[4], out[5]]), PLACED_VERSION);
+        let mut newer = out[..HEADER_LEN].to_vec();
+        newer[4] = 3;
+        let c = crc(&newer[..HEADER_LEN - 4]);
+        newer[HEADER_LEN - 4..].copy_from_slice(&c.to_le_bytes());
+        f.write_at(&newer, 0).unwrap();
+        let end = scan(f.as_ref(), (7, Lsn(1), 512), |e| e, |_| Ok(())).unwrap();
+        assert_eq!(end.end, End::FutureVersion(3));
     }
 
     #[test]

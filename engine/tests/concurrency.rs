@@ -14,6 +14,7 @@ fn concurrent_partial_writers_of_one_block_lose_nothing() {
         Geometry::default(),
         VolumeOptions {
             wal_limit: 256 << 10,
+            direct_write_min: 8 << 10,
         },
     )
     .unwrap();
@@ -51,6 +52,7 @@ fn readers_never_see_checksum_errors_while_writers_and_snapshots_run() {
         Geometry::default(),
         VolumeOptions {
             wal_limit: 128 << 10,
+            direct_write_min: 8 << 10,
         },
     )
     .unwrap();

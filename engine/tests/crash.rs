@@ -20,7 +20,11 @@ const GEOMETRY: Geometry = Geometry {
     chunk_blocks: 8,
 };
 const BS: u64 = 512;
-const OPTIONS: VolumeOptions = VolumeOptions { wal_limit: 8 << 10 };
+/// Writes of two blocks or more put fresh blocks in place, so both write paths crash.
+const OPTIONS: VolumeOptions = VolumeOptions {
+    wal_limit: 8 << 10,
+    direct_write_min: 2 * BS,
+};
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -98,13 +102,14 @@ fn run_until_failure(
     blocks: u64,
     ops: &[Op],
     plan: FaultPlan,
+    options: VolumeOptions,
 ) -> (MemStorage, Option<Model>, Option<Op>, u64) {
     let mem = MemStorage::new();
     let faulty = FaultyStorage::new(Arc::new(mem.clone()), plan);
     let syncs = || faulty.syncs();
     let mut model = Model::new(blocks * BS);
     let storage: Arc<dyn Storage> = Arc::new(faulty.clone());
-    let Ok(vol) = Volume::create(storage, blocks * BS, GEOMETRY, OPTIONS) else {
+    let Ok(vol) = Volume::create(storage, blocks * BS, GEOMETRY, options) else {
         return (mem, None, None, syncs());
     };
     for op in ops {
@@ -209,13 +214,13 @@ fn power_loss_at_every_sync_point_keeps_the_crash_contract() {
     for seed in 0..48u64 {
         let blocks = 24 + seed % 16;
         let ops = ops_for(seed, blocks, 40);
-        let (_, _, _, total_syncs) = run_until_failure(blocks, &ops, FaultPlan::default());
+        let (_, _, _, total_syncs) = run_until_failure(blocks, &ops, FaultPlan::default(), OPTIONS);
         for k in 0..total_syncs {
             let plan = FaultPlan {
                 die_at_sync: Some(k),
                 ..FaultPlan::default()
             };
-            let (mem, acked, pending, _) = run_until_failure(blocks, &ops, plan);
+            let (mem, acked, pending, _) = run_until_failure(blocks, &ops, plan, OPTIONS);
             let what = format!("seed {seed} sync {k}");
             check(
                 &mem.crash(CrashMode::LoseUnsynced),
@@ -236,25 +241,35 @@ fn power_loss_at_every_sync_point_keeps_the_crash_contract() {
     }
 }
 
+/// Both write paths (fresh blocks placed in place, and every block through the log), each
+/// over 2900 seeds. Seeds 1124 and 2836 of the log-only sweep lose power while a snapshot
+/// delete rewrites a hidden layer's chunk record: the torn record once made the volume
+/// unopenable.
 #[test]
 fn power_loss_at_random_operations_with_torn_writes_keeps_the_crash_contract() {
-    for seed in 100..160u64 {
-        let blocks = 32;
-        let ops = ops_for(seed, blocks, 50);
-        let mut rng = Rng(seed);
-        let plan = FaultPlan {
-            die_at_op: Some(rng.below(2000)),
-            tear_dying_write: true,
-            ..FaultPlan::default()
-        };
-        let (mem, acked, pending, _) = run_until_failure(blocks, &ops, plan);
-        let what = format!("seed {seed} plan {plan:?}");
-        check(
-            &mem.crash(CrashMode::Torn { seed }),
-            acked.as_ref(),
-            pending.as_ref(),
-            &what,
-        );
+    let log_only = VolumeOptions {
+        direct_write_min: u64::MAX,
+        ..OPTIONS
+    };
+    for (mode, options) in [("placed", OPTIONS), ("log only", log_only)] {
+        for seed in 100..3000u64 {
+            let blocks = 32;
+            let ops = ops_for(seed, blocks, 50);
+            let mut rng = Rng(seed);
+            let plan = FaultPlan {
+                die_at_op: Some(rng.below(2000)),
+                tear_dying_write: true,
+                ..FaultPlan::default()
+            };
+            let (mem, acked, pending, _) = run_until_failure(blocks, &ops, plan, options);
+            let what = format!("{mode} seed {seed} plan {plan:?}");
+            check(
+                &mem.crash(CrashMode::Torn { seed }),
+                acked.as_ref(),
+                pending.as_ref(),
+                &what,
+            );
+        }
     }
 }
 

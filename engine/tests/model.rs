@@ -195,8 +195,10 @@ impl Harness {
 
 fn run(geometry: Geometry, blocks: u64, ops: &[Op]) {
     let storage = MemStorage::new();
+    // Writes of two blocks or more put fresh blocks in place: both write paths are modelled.
     let options = VolumeOptions {
         wal_limit: 48 << 10,
+        direct_write_min: 2 * u64::from(geometry.block_size),
     };
     let size = blocks * u64::from(geometry.block_size);
     let vol = Volume::create(Arc::new(storage.clone()), size, geometry, options).unwrap();

@@ -140,6 +140,7 @@ pub const BS: u64 = 512;
 pub fn options() -> VolumeOptions {
     VolumeOptions {
         wal_limit: 16 << 10,
+        direct_write_min: 2 * BS,
     }
 }
 
