@@ -56,6 +56,9 @@ pub struct Settings {
     pub supervise_secs: Option<u64>,
     /// Default quota limits for new projects (`volumes`, `gigabytes`, …; -1 = unlimited).
     pub quota: Option<BTreeMap<String, i64>>,
+    /// Writes of at least this many KiB place blocks new to a volume's head layer in the
+    /// data file instead of logging their data (0 = never; see `VolumeOptions`).
+    pub direct_write_kib: Option<u64>,
 }
 
 impl Settings {
@@ -74,6 +77,7 @@ impl Settings {
             evs_extra_fields: self.evs_extra_fields.or(lower.evs_extra_fields),
             supervise_secs: self.supervise_secs.or(lower.supervise_secs),
             quota: self.quota.or(lower.quota),
+            direct_write_kib: self.direct_write_kib.or(lower.direct_write_kib),
         }
     }
 
@@ -107,6 +111,7 @@ impl Settings {
             evs_extra_fields: parsed(&var, "TRIPOD_EVS_EXTRA_FIELDS")?,
             supervise_secs: parsed(&var, "TRIPOD_SUPERVISE_SECS")?,
             quota: None,
+            direct_write_kib: parsed(&var, "TRIPOD_DIRECT_WRITE_KIB")?,
         })
     }
 }
@@ -141,6 +146,8 @@ pub struct ServeConfig {
     pub supervise_secs: u64,
     /// Default quota limits.
     pub quota: BTreeMap<String, i64>,
+    /// Engine tuning of every replica store.
+    pub volume_options: tripod_engine::VolumeOptions,
 }
 
 /// Cinder's default quotas.
@@ -203,6 +210,17 @@ impl ServeConfig {
             evs_extra_fields: s.evs_extra_fields.unwrap_or(false),
             supervise_secs: s.supervise_secs.unwrap_or(10).max(1),
             quota,
+            volume_options: match s.direct_write_kib {
+                None => tripod_engine::VolumeOptions::default(),
+                Some(kib) => tripod_engine::VolumeOptions {
+                    direct_write_min: if kib == 0 {
+                        u64::MAX
+                    } else {
+                        kib.saturating_mul(1024)
+                    },
+                    ..tripod_engine::VolumeOptions::default()
+                },
+            },
         })
     }
 }

@@ -42,6 +42,7 @@ pub enum VolumeError {
 #[derive(Debug, Clone)]
 pub struct DataDir {
     replica_roots: [PathBuf; 3],
+    options: VolumeOptions,
 }
 
 /// Parses a volume id, accepting only the canonical lowercase hyphenated UUID form.
@@ -57,7 +58,16 @@ impl DataDir {
     pub fn new(data_dir: &Path, replicas: Option<[PathBuf; 3]>) -> Self {
         let replica_roots = replicas
             .unwrap_or_else(|| [0, 1, 2].map(|i| data_dir.join("replicas").join(i.to_string())));
-        Self { replica_roots }
+        Self {
+            replica_roots,
+            options: VolumeOptions::default(),
+        }
+    }
+
+    /// The same directories, opening each replica's store with `options`.
+    pub fn with_options(mut self, options: VolumeOptions) -> Self {
+        self.options = options;
+        self
     }
 
     fn replicas_of(&self, id: &Uuid) -> Result<[Arc<dyn Replica>; 3], VolumeError> {
@@ -71,7 +81,7 @@ impl DataDir {
             out.push(Arc::new(LocalReplica::new(
                 dir.display().to_string(),
                 Arc::new(storage),
-                VolumeOptions::default(),
+                self.options,
             )));
         }
         let [a, b, c]: [Arc<dyn Replica>; 3] = out

@@ -163,9 +163,12 @@ impl Volume {
     /// blocks with one call) and syncs it, so they are durable before any record names them.
     /// Nothing reads those slots until the records are applied: the head does not hold them.
     fn place_blocks(&self, tree: &Tree, batch: &[Update]) -> Result<()> {
-        let Some(head) = tree.layers.get(&tree.head) else {
+        if !batch.iter().any(|u| matches!(u, Update::Placed(..))) {
             return Ok(());
-        };
+        }
+        // The tree lock is held across the batch, so the head cannot go away; if it ever
+        // did, nothing may be recorded as placed.
+        let head = tree.layers.get(&tree.head).ok_or(EngineError::Poisoned)?;
         let g = self.geometry;
         let mut placed = false;
         let mut i = 0;
