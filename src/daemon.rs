@@ -34,8 +34,8 @@ pub fn open_state(
     );
     let identity = Arc::new(Identity::new(catalog.clone(), config.token_ttl_secs)?);
     bootstrap(&identity, &config.data_dir, admin_password)?;
-    let dir = DataDir::new(&config.data_dir, config.replicas.clone())
-        .with_options(config.volume_options);
+    let dir =
+        DataDir::new(&config.data_dir, config.replicas.clone()).with_options(config.volume_options);
     let registry = Arc::new(VolumeRegistry::new(
         dir,
         Duration::from_secs(config.supervise_secs),

@@ -94,7 +94,7 @@ impl Volume {
             let result = if self.is_poisoned() {
                 Err(EngineError::Poisoned)
             } else {
-                self.write_batch(tree, batch)
+                self.log_and_apply(tree, batch)
             };
             q = self.queue.lock();
             q.leader = false;
@@ -111,7 +111,7 @@ impl Volume {
     }
 
     /// Logs, syncs and applies one batch (the leader's work).
-    fn write_batch(&self, tree: &Tree, batch: Vec<Update>) -> Result<()> {
+    fn log_and_apply(&self, tree: &Tree, batch: Vec<Update>) -> Result<()> {
         let bs = self.geometry.block_size as usize;
         self.place_blocks(tree, &batch)?;
         let mut wal = self.wal.lock();

@@ -56,4 +56,4 @@ pub use storage::{
 pub use tree_ops::{SnapshotInfo, SpaceUsage};
 pub use types::{BlockIndex, ChunkIndex, Geometry, LayerId, Lsn, SnapshotId};
 pub use view::{BlockContent, BlockInfo, View};
-pub use volume::{Extent, RawBlock, Volume, VolumeOptions, MAX_READ_ALLOC};
+pub use volume::{BatchWrite, Extent, RawBlock, Volume, VolumeOptions, MAX_READ_ALLOC};

@@ -53,6 +53,24 @@ impl BlockLocks {
         }
     }
 
+    /// Exclusive locks on every block of every range (each stripe once, in the global order,
+    /// so ranges that share a stripe do not deadlock).
+    pub fn write_many(&self, ranges: &[(u64, u64)]) -> RangeGuard<'_> {
+        let mut stripes: Vec<usize> = ranges
+            .iter()
+            .flat_map(|&(first, end)| Self::stripes_for(first, end))
+            .collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let held = stripes
+            .into_iter()
+            .map(|s| self.stripes[s].write())
+            .collect();
+        RangeGuard {
+            _held: Held::Write(held),
+        }
+    }
+
     /// Exclusive locks on blocks `first..end`.
     pub fn write(&self, first: u64, end: u64) -> RangeGuard<'_> {
         let held = Self::stripes_for(first, end)

@@ -23,6 +23,25 @@ pub const MAX_READ_ALLOC: u64 = 256 << 20;
 /// Longest zero run in one log record (callers' longer runs are split).
 const MAX_ZERO_RUN: u64 = 1 << 24;
 
+/// One write of [`Volume::write_batch`].
+#[derive(Debug, Clone)]
+pub struct BatchWrite {
+    /// Byte offset.
+    pub offset: u64,
+    /// Length in bytes of a zero write (a data write's length is its data's).
+    pub len: u64,
+    /// The data, or `None` for zeros (space freed).
+    pub data: Option<Bytes>,
+    /// Generation to stamp (`None`: the next one).
+    pub generation: Option<u64>,
+}
+
+impl BatchWrite {
+    fn byte_len(&self) -> u64 {
+        self.data.as_ref().map_or(self.len, |d| d.len() as u64)
+    }
+}
+
 /// Tuning of an open volume.
 #[derive(Debug, Clone, Copy)]
 pub struct VolumeOptions {
@@ -266,6 +285,95 @@ impl Volume {
     /// without a copy (the replica set hands one buffer to all three replicas).
     pub fn write_shared(&self, offset: u64, data: Bytes, generation: u64) -> Result<()> {
         self.mutate(offset, data.len() as u64, Some(data), Some(generation))
+    }
+
+    /// Commits several writes with one log sync (and one placed-data sync), as concurrent
+    /// writers would share it through group commit but without a thread per write: how a
+    /// replica's I/O worker drains its queue. Returns one result per write, in order. A write
+    /// that fails validation (out of range) fails alone; a failed commit fails every write
+    /// of it. Overlapping writes are committed one after the other, in order.
+    pub fn write_batch(&self, writes: &[BatchWrite]) -> Vec<Result<()>> {
+        let mut results: Vec<Option<Result<()>>> = writes.iter().map(|_| None).collect();
+        let mut segment: Vec<usize> = Vec::new();
+        let mut ranges: Vec<(u64, u64)> = Vec::new();
+        {
+            let tree = self.tree.read();
+            for (i, w) in writes.iter().enumerate() {
+                let span = match self.span(&tree, w.offset, w.byte_len()) {
+                    Ok(s) if s.len > 0 => s,
+                    other => {
+                        results[i] = Some(other.map(|_| ()));
+                        continue;
+                    }
+                };
+                if ranges.iter().any(|&(f, e)| span.first < e && f < span.end) {
+                    self.commit_segment(&tree, writes, &segment, &mut results);
+                    segment.clear();
+                    ranges.clear();
+                }
+                segment.push(i);
+                ranges.push((span.first, span.end));
+            }
+            self.commit_segment(&tree, writes, &segment, &mut results);
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(EngineError::Poisoned)))
+            .collect()
+    }
+
+    /// Commits the writes `segment` (non-overlapping, already validated) as one batch.
+    fn commit_segment(
+        &self,
+        tree: &Tree,
+        writes: &[BatchWrite],
+        segment: &[usize],
+        results: &mut [Option<Result<()>>],
+    ) {
+        if segment.is_empty() {
+            return;
+        }
+        if self.check_poison().is_err() {
+            for &i in segment {
+                results[i] = Some(Err(EngineError::Poisoned));
+            }
+            return;
+        }
+        let mut spans = Vec::with_capacity(segment.len());
+        for &i in segment {
+            let w = &writes[i];
+            match self.span(tree, w.offset, w.byte_len()) {
+                Ok(span) => spans.push((i, span)),
+                Err(e) => results[i] = Some(Err(e)),
+            }
+        }
+        let ranges: Vec<(u64, u64)> = spans.iter().map(|(_, s)| (s.first, s.end)).collect();
+        let _guard = self.locks.write_many(&ranges);
+        let mut updates = Vec::new();
+        let mut members = Vec::with_capacity(spans.len());
+        for (i, span) in &spans {
+            let w = &writes[*i];
+            let gen = w
+                .generation
+                .unwrap_or_else(|| self.generation.fetch_add(1, Ordering::SeqCst) + 1);
+            match self.updates_for(tree, span, w.data.as_ref(), gen) {
+                Ok(u) => {
+                    updates.extend(u);
+                    members.push(*i);
+                }
+                Err(e) => results[*i] = Some(Err(e)),
+            }
+        }
+        match self.commit(tree, updates) {
+            Ok(()) => members.iter().for_each(|&i| results[i] = Some(Ok(()))),
+            Err(e) => {
+                // The volume is poisoned now; the first write reports why.
+                let mut first = Some(e);
+                for &i in &members {
+                    results[i] = Some(Err(first.take().unwrap_or(EngineError::Poisoned)));
+                }
+            }
+        }
     }
 
     /// [`Volume::write_zeroes`] stamped with a caller-chosen generation.

@@ -1,6 +1,8 @@
 //! `LocalReplica`: a replica in a local directory (any engine [`Storage`]). Its blocking
-//! engine calls run on the replica's own worker threads, so one slow disk never stalls the
-//! caller or the other replicas, and concurrent writes meet in the engine's group commit.
+//! engine calls run on the replica's own threads, so one slow disk never stalls the caller or
+//! the other replicas. Writes go to one I/O worker that drains everything queued and commits
+//! it with one engine call (one log sync per batch, no thread per write); reads and the rest
+//! run on a pool.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,16 +10,20 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use parking_lot::{Condvar, Mutex, RwLock};
 use tripod_engine::{
-    BlockIndex, BlockInfo, ChunkIndex, EngineError, Geometry, RawBlock, SnapshotId, Storage,
-    VerifyReport, View, Volume, VolumeOptions,
+    BatchWrite, BlockIndex, BlockInfo, ChunkIndex, EngineError, Geometry, RawBlock, SnapshotId,
+    Storage, VerifyReport, View, Volume, VolumeOptions,
 };
 
 use crate::error::ReplicaFault;
-use crate::replica::{Pending, Replica, ReplicaInfo};
+use crate::replica::{Completer, Pending, Replica, ReplicaInfo};
 
-/// Worker threads per local replica: enough that 32 concurrent client writes all reach the
-/// engine at once and share one log sync; the threads mostly sleep in that sync.
-const WORKERS: usize = 32;
+/// Pool threads per local replica, for reads and everything but writes: reads of different
+/// blocks proceed in parallel (page cache hits are CPU-bound, misses wait on the disk).
+const WORKERS: usize = 8;
+
+/// Most writes the I/O worker takes into one batch, and most bytes.
+const MAX_BATCH_WRITES: usize = 256;
+const MAX_BATCH_BYTES: u64 = 16 << 20;
 
 /// Largest set-state file accepted (a damaged length must not become an allocation).
 const MAX_SET_STATE: u64 = 64 << 20;
@@ -69,6 +75,81 @@ impl Drop for Workers {
     }
 }
 
+/// A write waiting for the replica's I/O worker.
+struct WriteJob {
+    vol: Arc<Volume>,
+    write: BatchWrite,
+    done: Completer<()>,
+}
+
+/// The replica's I/O worker: takes every queued write (up to a batch's limits), commits them
+/// with one [`Volume::write_batch`] — one log sync — and completes them all.
+struct IoWorker {
+    tx: Mutex<Option<crossbeam_channel::Sender<WriteJob>>>,
+}
+
+impl IoWorker {
+    fn new(name: &str, in_flight: Arc<InFlight>) -> Self {
+        let (tx, rx) = crossbeam_channel::unbounded::<WriteJob>();
+        let spawned = std::thread::Builder::new()
+            .name(format!("{name}-io"))
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut bytes = first.write.len;
+                    let mut jobs = vec![first];
+                    while jobs.len() < MAX_BATCH_WRITES && bytes < MAX_BATCH_BYTES {
+                        match rx.try_recv() {
+                            Ok(job) => {
+                                bytes += job.write.len;
+                                jobs.push(job);
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    run_batch(jobs, &in_flight);
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!("cannot start the replica I/O worker: {e}");
+        }
+        Self {
+            tx: Mutex::new(Some(tx)),
+        }
+    }
+
+    /// Queues `job`; gives it back if the worker is shut down.
+    fn queue(&self, job: WriteJob) -> Result<(), WriteJob> {
+        match self.tx.lock().as_ref() {
+            Some(tx) => tx.send(job).map_err(|e| e.into_inner()),
+            None => Err(job),
+        }
+    }
+}
+
+impl Drop for IoWorker {
+    fn drop(&mut self) {
+        self.tx.lock().take();
+    }
+}
+
+/// Commits `jobs` (runs of jobs on the same open volume together) and completes them.
+fn run_batch(mut jobs: Vec<WriteJob>, in_flight: &InFlight) {
+    while !jobs.is_empty() {
+        let same = jobs
+            .iter()
+            .take_while(|j| Arc::ptr_eq(&j.vol, &jobs[0].vol))
+            .count();
+        let rest = jobs.split_off(same);
+        let writes: Vec<BatchWrite> = jobs.iter().map(|j| j.write.clone()).collect();
+        let results = jobs[0].vol.write_batch(&writes);
+        for (job, result) in jobs.into_iter().zip(results) {
+            in_flight.leave();
+            job.done.complete(result.map_err(ReplicaFault::from));
+        }
+        jobs = rest;
+    }
+}
+
 /// Counts operations still running so a reconnect can wait for them.
 #[derive(Default)]
 struct InFlight {
@@ -106,6 +187,7 @@ pub struct LocalReplica {
     options: VolumeOptions,
     volume: RwLock<Option<Arc<Volume>>>,
     workers: Workers,
+    io: IoWorker,
     in_flight: Arc<InFlight>,
 }
 
@@ -113,13 +195,15 @@ impl LocalReplica {
     /// A replica over `storage` (opened lazily; an empty storage is a new replica).
     pub fn new(name: impl Into<String>, storage: Arc<dyn Storage>, options: VolumeOptions) -> Self {
         let name = name.into();
+        let in_flight = Arc::new(InFlight::default());
         Self {
             workers: Workers::new("replica"),
+            io: IoWorker::new("replica", in_flight.clone()),
             name,
             storage,
             options,
             volume: RwLock::new(None),
-            in_flight: Arc::new(InFlight::default()),
+            in_flight,
         }
     }
 
@@ -153,6 +237,21 @@ impl LocalReplica {
             Err(e) => return Pending::ready(Err(e)),
         };
         self.run_plain(move || f(&vol).map_err(ReplicaFault::from))
+    }
+
+    /// Queues `write` for the I/O worker.
+    fn queue_write(&self, write: BatchWrite) -> Pending<()> {
+        let vol = match self.volume() {
+            Ok(v) => v,
+            Err(e) => return Pending::ready(Err(e)),
+        };
+        let (done, pending) = Pending::new();
+        self.in_flight.enter();
+        if let Err(job) = self.io.queue(WriteJob { vol, write, done }) {
+            self.in_flight.leave();
+            job.done.complete(Err(ReplicaFault::Disconnected));
+        }
+        pending
     }
 
     /// Runs `f` on a worker.
@@ -233,11 +332,21 @@ impl Replica for LocalReplica {
     }
 
     fn write(&self, offset: u64, data: Bytes, generation: u64) -> Pending<()> {
-        self.run(move |v| v.write_shared(offset, data, generation))
+        self.queue_write(BatchWrite {
+            offset,
+            len: data.len() as u64,
+            data: Some(data),
+            generation: Some(generation),
+        })
     }
 
     fn write_zeroes(&self, offset: u64, len: u64, generation: u64) -> Pending<()> {
-        self.run(move |v| v.write_zeroes_generation(offset, len, generation))
+        self.queue_write(BatchWrite {
+            offset,
+            len,
+            data: None,
+            generation: Some(generation),
+        })
     }
 
     fn write_raw(&self, first: BlockIndex, blocks: Vec<RawBlock>) -> Pending<()> {
