@@ -5,15 +5,17 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use parking_lot::Mutex;
 use tripod_engine::{FileStorage, Geometry, VolumeOptions};
 use tripod_replication::{LocalReplica, Replica, ReplicaSet, SetConfig, Supervisor};
 use uuid::Uuid;
 
-use crate::nbd::{Export, Exports};
+use crate::nbd::{BlockDevice, DeviceError, Export, Exports, Run};
 
 /// Errors of the volume directory.
 #[derive(Debug, thiserror::Error)]
@@ -171,6 +173,51 @@ pub enum Exposure {
     Hidden,
 }
 
+/// A volume as one NBD connection sees it: its replica set behind a write gate the registry
+/// closes when the volume becomes read-only or is hidden, so connections made before the
+/// change get EPERM for writes from then on (reads keep working).
+struct GatedVolume {
+    set: Arc<ReplicaSet>,
+    writable: Arc<AtomicBool>,
+}
+
+impl GatedVolume {
+    fn check(&self) -> Result<(), DeviceError> {
+        if self.writable.load(Ordering::Acquire) {
+            Ok(())
+        } else {
+            Err(DeviceError::ReadOnly)
+        }
+    }
+}
+
+impl BlockDevice for GatedVolume {
+    fn size(&self) -> u64 {
+        BlockDevice::size(self.set.as_ref())
+    }
+    fn read(&self, offset: u64, len: u32) -> Result<Bytes, DeviceError> {
+        BlockDevice::read(self.set.as_ref(), offset, len)
+    }
+    fn write(&self, offset: u64, data: Bytes) -> Result<(), DeviceError> {
+        self.check()?;
+        BlockDevice::write(self.set.as_ref(), offset, data)
+    }
+    fn write_zeroes(&self, offset: u64, len: u32, punch: bool) -> Result<(), DeviceError> {
+        self.check()?;
+        BlockDevice::write_zeroes(self.set.as_ref(), offset, len, punch)
+    }
+    fn trim(&self, offset: u64, len: u32) -> Result<(), DeviceError> {
+        self.check()?;
+        BlockDevice::trim(self.set.as_ref(), offset, len)
+    }
+    fn flush(&self) -> Result<(), DeviceError> {
+        BlockDevice::flush(self.set.as_ref())
+    }
+    fn allocation(&self, offset: u64, len: u32) -> Result<Vec<Run>, DeviceError> {
+        BlockDevice::allocation(self.set.as_ref(), offset, len)
+    }
+}
+
 /// The volumes of a data directory, opened on first use and kept open, as NBD exports.
 /// Volumes the catalog manages are offered as it says ([`VolumeRegistry::expose`]); volumes
 /// it does not know (made offline by `tripod volume create`) are offered read-write.
@@ -178,6 +225,8 @@ pub struct VolumeRegistry {
     dir: DataDir,
     open: Mutex<HashMap<String, (Arc<ReplicaSet>, Supervisor)>>,
     exposure: Mutex<HashMap<String, Exposure>>,
+    /// Per volume, whether connected clients may write (shared with every connection).
+    gates: Mutex<HashMap<String, Arc<AtomicBool>>>,
     supervise_every: Duration,
 }
 
@@ -189,6 +238,7 @@ impl VolumeRegistry {
             dir,
             open: Mutex::new(HashMap::new()),
             exposure: Mutex::new(HashMap::new()),
+            gates: Mutex::new(HashMap::new()),
             supervise_every,
         }
     }
@@ -216,9 +266,20 @@ impl VolumeRegistry {
         self.expose(id, Exposure::Exported { read_only });
     }
 
-    /// Sets how volume `id` is offered to new NBD connections.
+    /// Sets how volume `id` is offered to new NBD connections; connections already open
+    /// lose (or regain) the right to write with it.
     pub fn expose(&self, id: &str, exposure: Exposure) {
+        let writable = exposure == Exposure::Exported { read_only: false };
+        self.gate(id).store(writable, Ordering::Release);
         self.exposure.lock().insert(id.to_owned(), exposure);
+    }
+
+    fn gate(&self, id: &str) -> Arc<AtomicBool> {
+        self.gates
+            .lock()
+            .entry(id.to_owned())
+            .or_insert_with(|| Arc::new(AtomicBool::new(true)))
+            .clone()
     }
 
     /// Closes volume `id` if open (stopping its supervisor) and hides it; connections that
@@ -253,7 +314,10 @@ impl Exports for VolumeRegistry {
         };
         match self.get(name) {
             Ok(set) => Some(Export {
-                device: set,
+                device: Arc::new(GatedVolume {
+                    set,
+                    writable: self.gate(name),
+                }),
                 read_only,
             }),
             Err(e) => {

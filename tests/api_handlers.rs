@@ -762,7 +762,12 @@ async fn volume_actions() {
     )
     .await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
-    // os-update_readonly_flag: shown in metadata and honoured by the NBD export.
+    // os-update_readonly_flag: shown in metadata and honoured by the NBD export, also by
+    // connections made before the change.
+    let connected = api.state.backend.registry().lookup(&vol).unwrap().device;
+    connected
+        .write(0, bytes::Bytes::from(vec![0x42; 4096]))
+        .unwrap();
     let a = action(
         &api,
         &admin,
@@ -776,6 +781,12 @@ async fn volume_actions() {
         "True"
     );
     assert!(api.state.backend.registry().lookup(&vol).unwrap().read_only);
+    assert!(matches!(
+        connected.write(0, bytes::Bytes::from(vec![0x43; 4096])),
+        Err(tripod::nbd::DeviceError::ReadOnly)
+    ));
+    assert!(connected.trim(0, 4096).is_err());
+    assert_eq!(&connected.read(0, 4096).unwrap()[..], &[0x42; 4096][..]);
     // Attach rw to a read-only volume is refused; ro works.
     let attach = |mode: &str| json!({"os-attach": {"instance_uuid": "9a6d7c4e-1f2b-4c3d-8e9f-0a1b2c3d4e5f", "mountpoint": "/dev/vdb", "mode": mode}});
     assert_eq!(
@@ -791,6 +802,9 @@ async fn volume_actions() {
     .await;
     assert_eq!(a.status, StatusCode::ACCEPTED);
     assert!(!api.state.backend.registry().lookup(&vol).unwrap().read_only);
+    connected
+        .write(0, bytes::Bytes::from(vec![0x42; 4096]))
+        .unwrap();
     // reserve → attaching; unreserve → available; attach → in-use; detach → available.
     assert_eq!(
         action(&api, &admin, &vol, json!({"os-reserve": null}))

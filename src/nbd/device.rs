@@ -20,6 +20,9 @@ pub enum DeviceError {
     /// The device cannot serve it now (no quorum, all copies bad, I/O failure).
     #[error("I/O error: {0}")]
     Io(String),
+    /// Writes are not allowed (the volume became read-only while connected).
+    #[error("the volume is read-only")]
+    ReadOnly,
 }
 
 /// One run of an allocation map: `len` bytes that hold data or read as zeros.
