@@ -294,8 +294,7 @@ impl Volume {
     /// of it. Overlapping writes are committed one after the other, in order.
     pub fn write_batch(&self, writes: &[BatchWrite]) -> Vec<Result<()>> {
         let mut results: Vec<Option<Result<()>>> = writes.iter().map(|_| None).collect();
-        let mut segment: Vec<usize> = Vec::new();
-        let mut ranges: Vec<(u64, u64)> = Vec::new();
+        let mut segment: Vec<(usize, Span)> = Vec::new();
         {
             let tree = self.tree.read();
             for (i, w) in writes.iter().enumerate() {
@@ -306,13 +305,14 @@ impl Volume {
                         continue;
                     }
                 };
-                if ranges.iter().any(|&(f, e)| span.first < e && f < span.end) {
+                let overlaps = segment
+                    .iter()
+                    .any(|(_, s)| span.first < s.end && s.first < span.end);
+                if overlaps {
                     self.commit_segment(&tree, writes, &segment, &mut results);
                     segment.clear();
-                    ranges.clear();
                 }
-                segment.push(i);
-                ranges.push((span.first, span.end));
+                segment.push((i, span));
             }
             self.commit_segment(&tree, writes, &segment, &mut results);
         }
@@ -322,36 +322,29 @@ impl Volume {
             .collect()
     }
 
-    /// Commits the writes `segment` (non-overlapping, already validated) as one batch.
+    /// Commits the writes of `segment` (non-overlapping, validated against `tree`, which the
+    /// caller still holds) as one batch.
     fn commit_segment(
         &self,
         tree: &Tree,
         writes: &[BatchWrite],
-        segment: &[usize],
+        segment: &[(usize, Span)],
         results: &mut [Option<Result<()>>],
     ) {
         if segment.is_empty() {
             return;
         }
         if self.check_poison().is_err() {
-            for &i in segment {
-                results[i] = Some(Err(EngineError::Poisoned));
+            for (i, _) in segment {
+                results[*i] = Some(Err(EngineError::Poisoned));
             }
             return;
         }
-        let mut spans = Vec::with_capacity(segment.len());
-        for &i in segment {
-            let w = &writes[i];
-            match self.span(tree, w.offset, w.byte_len()) {
-                Ok(span) => spans.push((i, span)),
-                Err(e) => results[i] = Some(Err(e)),
-            }
-        }
-        let ranges: Vec<(u64, u64)> = spans.iter().map(|(_, s)| (s.first, s.end)).collect();
+        let ranges: Vec<(u64, u64)> = segment.iter().map(|(_, s)| (s.first, s.end)).collect();
         let _guard = self.locks.write_many(&ranges);
         let mut updates = Vec::new();
-        let mut members = Vec::with_capacity(spans.len());
-        for (i, span) in &spans {
+        let mut members = Vec::with_capacity(segment.len());
+        for (i, span) in segment {
             let w = &writes[*i];
             let gen = w
                 .generation

@@ -47,12 +47,11 @@ pub struct Ctx {
 }
 
 /// The base URL of a request: the configured public endpoint, else `http://<Host>`.
-pub fn base_url(parts: &Parts, state: &ApiState) -> String {
+pub fn base_url(headers: &axum::http::HeaderMap, state: &ApiState) -> String {
     if let Some(e) = &state.config.public_endpoint {
         return e.clone();
     }
-    let host = parts
-        .headers
+    let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .filter(|h| {
@@ -145,7 +144,7 @@ impl FromRequestParts<Arc<ApiState>> for Ctx {
             user_id,
             project_id,
             is_admin,
-            base: base_url(parts, state),
+            base: base_url(&parts.headers, state),
             version,
         })
     }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::{header, request::Parts, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{request::Parts, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::Router;
@@ -73,7 +73,7 @@ fn version_entry(base: &str) -> Value {
 }
 
 async fn versions(State(s): State<Arc<ApiState>>, parts: Parts) -> Response {
-    let base = base_url(&parts, &s);
+    let base = base_url(&parts.headers, &s);
     reply(
         StatusCode::MULTIPLE_CHOICES,
         json!({"versions": {"values": [version_entry(&base)]}}),
@@ -81,7 +81,7 @@ async fn versions(State(s): State<Arc<ApiState>>, parts: Parts) -> Response {
 }
 
 async fn version(State(s): State<Arc<ApiState>>, parts: Parts) -> Response {
-    let base = base_url(&parts, &s);
+    let base = base_url(&parts.headers, &s);
     reply(StatusCode::OK, json!({ "version": version_entry(&base) }))
 }
 
@@ -186,7 +186,7 @@ async fn issue(
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> KsResult {
-    let base = base_from(&headers, &s);
+    let base = base_url(&headers, &s);
     {
         let auth = body
             .get("auth")
@@ -256,18 +256,6 @@ async fn issue(
     }
 }
 
-fn base_from(headers: &HeaderMap, s: &ApiState) -> String {
-    if let Some(e) = &s.config.public_endpoint {
-        return e.clone();
-    }
-    let mut req = axum::http::Request::new(());
-    if let Some(h) = headers.get(header::HOST) {
-        req.headers_mut().insert(header::HOST, h.clone());
-    }
-    let (parts, _) = req.into_parts();
-    base_url(&parts, s)
-}
-
 /// The caller, from `X-Auth-Token`.
 async fn caller(s: &Arc<ApiState>, headers: &HeaderMap) -> ApiResult<Principal> {
     let token = headers
@@ -315,7 +303,7 @@ async fn check_token(State(s): State<Arc<ApiState>>, headers: HeaderMap) -> KsRe
             "You are not authorized to validate this token.",
         ));
     }
-    let base = base_from(&headers, &s);
+    let base = base_url(&headers, &s);
     let s3 = s.clone();
     let body = blocking(move || token_body(&s3, &base, &principal, &["password"])).await?;
     with_subject_token(reply(StatusCode::OK, body), &token)

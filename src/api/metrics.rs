@@ -20,12 +20,20 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Counts one answered request.
+    /// Counts one answered request. Methods outside the standard set count as `OTHER`: the
+    /// method is the client's choice, and one label per invented method would grow without
+    /// bound.
     pub fn count_request(&self, method: &str, status: u16) {
+        const KNOWN: [&str; 7] = ["GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS"];
+        let label = KNOWN
+            .iter()
+            .find(|m| **m == method)
+            .copied()
+            .unwrap_or("OTHER");
         *self
             .requests
             .lock()
-            .entry((method.to_owned(), status))
+            .entry((label.to_owned(), status))
             .or_insert(0) += 1;
     }
 }
@@ -76,4 +84,21 @@ pub async fn render(State(s): State<Arc<ApiState>>) -> ApiResult<Response> {
             .into_response())
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Metrics;
+
+    #[test]
+    fn invented_methods_share_one_label() {
+        let m = Metrics::default();
+        for i in 0..100 {
+            m.count_request(&format!("X{i}"), 405);
+        }
+        m.count_request("GET", 200);
+        let counts = m.requests.lock();
+        assert_eq!(counts.len(), 2);
+        assert_eq!(counts[&("OTHER".to_owned(), 405)], 100);
+    }
 }

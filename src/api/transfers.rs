@@ -9,7 +9,7 @@ use axum::response::Response;
 use serde_json::{json, Value};
 
 use super::extract::{JsonBody, Params};
-use super::input::{integer, only, parse_bool, top};
+use super::input::{only, parse_bool, top};
 use super::list::MAX_LIMIT;
 use super::volumes::{self, transfer_links, IdPath};
 use super::{blocking, empty, quotas, reply, ApiError, ApiResult, ApiState, Ctx};
@@ -160,23 +160,18 @@ pub async fn accept(
 }
 
 async fn list_any(ctx: Ctx, s: Arc<ApiState>, params: Params, detail: bool) -> ApiResult<Response> {
+    let number = |v: &str, max: u64| v.trim().parse::<u64>().ok().filter(|n| *n <= max);
     let limit = match params.get("limit") {
         None => None,
-        Some(l) => Some(
-            integer(&json!(l))
-                .filter(|n| (0..=MAX_LIMIT as i64).contains(n))
-                .ok_or_else(|| {
-                    ApiError::invalid("EVS.1023", "limit param must be an integer 0 to 1000")
-                })? as usize,
-        ),
+        Some(l) => Some(number(l, MAX_LIMIT as u64).ok_or_else(|| {
+            ApiError::invalid("EVS.1023", "limit param must be an integer 0 to 1000")
+        })? as usize),
     };
     let offset = match params.get("offset") {
         None => 0,
-        Some(o) => integer(&json!(o))
-            .filter(|n| (0..=i64::from(i32::MAX)).contains(n))
-            .ok_or_else(|| {
-                ApiError::bad_request("offset param must be an integer 0 to 2147483647")
-            })? as usize,
+        Some(o) => number(o, i32::MAX as u64).ok_or_else(|| {
+            ApiError::bad_request("offset param must be an integer 0 to 2147483647")
+        })? as usize,
     };
     let all_tenants = ctx.is_admin
         && params
@@ -198,16 +193,13 @@ async fn list_any(ctx: Ctx, s: Arc<ApiState>, params: Params, detail: bool) -> A
             .collect();
         let items: Vec<Value> = page.iter().map(|t| view(&ctx, t, detail)).collect();
         let mut body = json!({ "transfers": items });
-        if let (Some(l), Some(last)) = (limit, page.last()) {
-            if page.len() == l {
-                body["transfers_links"] = json!([{"rel": "next", "href": format!(
-                    "{}/{}/{}/os-volume-transfer{}?limit={l}&offset={}",
-                    ctx.base, ctx.version, ctx.project_id,
-                    if detail { "/detail" } else { "" },
-                    offset + page.len()
-                )}]);
-                let _ = last;
-            }
+        if let Some(l) = limit.filter(|l| *l > 0 && page.len() == *l) {
+            body["transfers_links"] = json!([{"rel": "next", "href": format!(
+                "{}/{}/{}/os-volume-transfer{}?limit={l}&offset={}",
+                ctx.base, ctx.version, ctx.project_id,
+                if detail { "/detail" } else { "" },
+                offset + page.len()
+            )}]);
         }
         Ok(reply(StatusCode::OK, body))
     })

@@ -34,7 +34,7 @@ fn entry(base: &str, v: &str) -> Value {
 
 /// `GET /`: every version, 300 Multiple Choices.
 pub async fn root(State(s): State<Arc<ApiState>>, parts: Parts) -> Response {
-    let base = base_url(&parts, &s);
+    let base = base_url(&parts.headers, &s);
     reply(
         StatusCode::MULTIPLE_CHOICES,
         json!({"versions": [entry(&base, "v2"), entry(&base, "v3")]}),
@@ -43,12 +43,12 @@ pub async fn root(State(s): State<Arc<ApiState>>, parts: Parts) -> Response {
 
 /// `GET /v2`.
 pub async fn v2(State(s): State<Arc<ApiState>>, parts: Parts) -> Response {
-    let base = base_url(&parts, &s);
+    let base = base_url(&parts.headers, &s);
     reply(StatusCode::OK, json!({"versions": [entry(&base, "v2")]}))
 }
 
 /// `GET /v3`.
 pub async fn v3(State(s): State<Arc<ApiState>>, parts: Parts) -> Response {
-    let base = base_url(&parts, &s);
+    let base = base_url(&parts.headers, &s);
     reply(StatusCode::OK, json!({"versions": [entry(&base, "v3")]}))
 }
