@@ -340,11 +340,6 @@ async fn upload(ctx: Ctx, s: Arc<ApiState>, id: String, args: Obj) -> ApiResult<
             "disk_format {disk_format} is not supported here: use raw, qcow2, vmdk, vdi, vhd or vhdx."
         )));
     }
-    if disk_format != "raw" && !qemu_img_available() {
-        return Err(ApiError::bad_request(format!(
-            "disk_format {disk_format} needs qemu-img on the server; only raw is available."
-        )));
-    }
     let container_format = match args.get("container_format") {
         None | Some(Value::Null) => "bare".to_owned(),
         Some(Value::String(c)) if c.chars().count() <= 255 => c.clone(),
@@ -356,6 +351,12 @@ async fn upload(ctx: Ctx, s: Arc<ApiState>, id: String, args: Obj) -> ApiResult<
         }
     }
     blocking(move || {
+        // Runs a process: off the async threads, like the rest of the handler.
+        if disk_format != "raw" && !qemu_img_available() {
+            return Err(ApiError::bad_request(format!(
+                "disk_format {disk_format} needs qemu-img on the server; only raw is available."
+            )));
+        }
         let image_id = uuid::Uuid::new_v4().hyphenated().to_string();
         let v = s.catalog.write(|w| {
             let mut v = volumes::load(w, &ctx, &id)?;
