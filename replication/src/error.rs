@@ -32,6 +32,10 @@ pub enum ReplicaFault {
     /// Its stored set state is damaged or belongs to another volume.
     #[error("bad set state: {0}")]
     BadSetState(String),
+    /// A replica node reported a failure whose kind does not cross the network (its
+    /// message does), or broke the protocol.
+    #[error("replica node: {0}")]
+    Remote(String),
 }
 
 /// Everything that can go wrong in a replica set.

@@ -1,6 +1,6 @@
 //! `tripod-replication`: a volume kept in three replicas.
 //!
-//! A [`ReplicaSet`] drives three [`Replica`]s (local directories now, remote nodes later):
+//! A [`ReplicaSet`] drives three [`Replica`]s (local directories or remote nodes):
 //! every write goes to all three in parallel and is acknowledged when durable on every
 //! in-service replica and on at least two; a replica that fails or times out leaves service
 //! and the set records, durably, which chunks it misses; [`ReplicaSet::heal_now`] resyncs
@@ -23,13 +23,14 @@
 //! # Ok(()) }
 //! ```
 //!
-//! What it is not: it holds no network server (remote replica nodes come in their own
-//! module), no HTTP and no NBD.
+//! Replicas on other machines are [`remote::RemoteReplica`]s served by a
+//! [`remote::ReplicaNode`] (`tripod replica`); the crate holds no HTTP and no NBD.
 
 mod error;
 mod ids;
 mod local;
 mod membership;
+pub mod remote;
 mod replica;
 mod scrub;
 mod set;

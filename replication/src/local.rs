@@ -227,6 +227,16 @@ impl LocalReplica {
         }
     }
 
+    /// Waits up to `timeout` for running operations, then closes the store (the next
+    /// operation opens it again). `false` if operations were still running.
+    pub fn close(&self, timeout: Duration) -> bool {
+        if !self.in_flight.wait_idle(timeout) {
+            return false;
+        }
+        self.volume.write().take();
+        true
+    }
+
     /// Runs `f` on a worker with the open volume.
     fn run<T: Send + 'static>(
         &self,

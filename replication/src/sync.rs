@@ -151,6 +151,14 @@ impl ReplicaSet {
             .reconnect(self.config.io_timeout)
             .map_err(fault(id))?;
         self.check_identity(id, replica.as_ref())?;
+        // A replica that came back empty (a node whose disk was replaced, a directory
+        // recreated) cannot be resynced chunk by chunk: it needs the whole volume.
+        if let Err(ReplicaFault::Empty) = replica.info().wait(self.config.io_timeout) {
+            if self.membership.lock().take_out(id, &[], true) {
+                tracing::warn!(replica = %id, "returned without its copy; rebuilding in full");
+                self.persist()?;
+            }
+        }
         let Some((full, _)) = self.membership.lock().begin_sync(id) else {
             return Ok(false);
         };

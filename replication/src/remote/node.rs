@@ -1,0 +1,403 @@
+//! The replica node: `tripod replica --dir DIR --listen HOST:PORT` serves the copies in
+//! `DIR/<volume>/` to the replica sets of other machines.
+//!
+//! Each connection authenticates (see [`super::auth`]), binds to one volume (or to none, for
+//! node-level requests) and then carries pipelined requests answered out of order. Every
+//! copy is one [`LocalReplica`] shared by all connections of its volume, so a node holds a
+//! volume's engine store open once. A `Reconnect` request fences the volume: connections
+//! opened before it are refused from then on, and the node waits for everything they had
+//! submitted, so nothing stale lands after the set resynced the copy.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use parking_lot::Mutex;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Semaphore};
+use tripod_engine::{FileStorage, VolumeOptions};
+
+use super::auth::{self, AuthError, Challenge, ClusterSecret, Hello};
+use super::wire::{self, Answer, Request, MAX_FRAME};
+use crate::error::ReplicaFault;
+use crate::local::LocalReplica;
+use crate::replica::{Pending, Replica};
+
+/// How long a peer has to finish the handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest the node waits for its own store on one request (the set's timeout is shorter
+/// and decides; this only bounds a stuck disk).
+const OP_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Bytes of requests one connection may have in flight (back-pressure on the socket).
+const IN_FLIGHT_BYTES: usize = 256 << 20;
+/// Connections served at once; more are closed at accept.
+const MAX_CONNECTIONS: usize = 1024;
+
+/// Why a connection or the node stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// Socket error.
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The peer failed the handshake.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// The peer broke the framing.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+}
+
+/// One volume's copy on this node.
+struct NodeVolume {
+    replica: LocalReplica,
+    /// Fence: connections bound before the last `Reconnect` (or `Destroy`) carry an older
+    /// epoch and are refused. Held while submitting so a fence orders against submissions.
+    epoch: Mutex<u64>,
+}
+
+/// A replica node over one directory.
+pub struct ReplicaNode {
+    dir: PathBuf,
+    secret: ClusterSecret,
+    options: VolumeOptions,
+    volumes: Mutex<HashMap<String, Arc<NodeVolume>>>,
+    connections: Arc<Semaphore>,
+}
+
+/// Sent when a fenced connection tries again: its client reconnected elsewhere.
+const FENCED: u64 = u64::MAX;
+
+impl ReplicaNode {
+    /// A node serving the copies under `dir` to peers holding `secret`.
+    pub fn new(dir: impl Into<PathBuf>, secret: ClusterSecret, options: VolumeOptions) -> Self {
+        Self {
+            dir: dir.into(),
+            secret,
+            options,
+            volumes: Mutex::new(HashMap::new()),
+            connections: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+        }
+    }
+
+    /// Serves connections from `listener` until `shutdown` resolves; then stops accepting
+    /// and waits up to `drain` for connections to finish.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: impl std::future::Future<Output = ()>,
+        drain: Duration,
+    ) -> std::io::Result<()> {
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = listener.accept() => {
+                    let (stream, peer) = match accepted {
+                        Ok(a) => a,
+                        Err(e) => {
+                            tracing::warn!("accept: {e}");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let Ok(permit) = self.connections.clone().try_acquire_owned() else {
+                        tracing::warn!(%peer, "too many connections; closing");
+                        continue;
+                    };
+                    let node = self.clone();
+                    tokio::spawn(async move {
+                        match node.connection(stream).await {
+                            Ok(()) => tracing::debug!(%peer, "connection closed"),
+                            Err(e) => tracing::info!(%peer, "connection ended: {e}"),
+                        }
+                        drop(permit);
+                    });
+                }
+            }
+        }
+        let all = MAX_CONNECTIONS as u32;
+        let _ = tokio::time::timeout(drain, self.connections.acquire_many(all)).await;
+        Ok(())
+    }
+
+    fn volume(&self, name: &str) -> Result<Arc<NodeVolume>, NodeError> {
+        let mut volumes = self.volumes.lock();
+        if let Some(v) = volumes.get(name) {
+            return Ok(v.clone());
+        }
+        let dir = self.dir.join(name);
+        let storage = FileStorage::new(&dir)?;
+        let v = Arc::new(NodeVolume {
+            replica: LocalReplica::new(dir.display().to_string(), Arc::new(storage), self.options),
+            epoch: Mutex::new(0),
+        });
+        volumes.insert(name.to_owned(), v.clone());
+        Ok(v)
+    }
+
+    /// Names of the volumes with a copy here (a directory holding a set state or manifest).
+    fn list(&self) -> Result<Vec<String>, ReplicaFault> {
+        let io = |source| ReplicaFault::Io {
+            context: "listing the node's volumes",
+            source,
+        };
+        let mut names = Vec::new();
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(names),
+            Err(e) => return Err(io(e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(io)?;
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            let path = entry.path();
+            if auth::valid_volume_name(&name)
+                && !name.is_empty()
+                && (path.join("set-state").exists() || path.join("manifest").exists())
+            {
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// Removes volume `name`: fences its connections, waits for what they submitted,
+    /// closes the store and deletes the directory.
+    fn destroy(&self, name: &str, vol: &NodeVolume) -> Result<(), ReplicaFault> {
+        *vol.epoch.lock() = FENCED;
+        if !vol.replica.close(OP_TIMEOUT) {
+            return Err(ReplicaFault::Timeout(OP_TIMEOUT));
+        }
+        self.volumes.lock().remove(name);
+        remove_dir(&self.dir.join(name))
+    }
+
+    async fn connection(self: Arc<Self>, stream: TcpStream) -> Result<(), NodeError> {
+        stream.set_nodelay(true)?;
+        let (mut rd, wr) = stream.into_split();
+        let mut wr = BufWriter::with_capacity(256 << 10, wr);
+        let hello = tokio::time::timeout(HANDSHAKE_TIMEOUT, self.handshake(&mut rd, &mut wr))
+            .await
+            .map_err(|_| NodeError::Protocol("handshake timed out".into()))??;
+        let bound = if hello.volume.is_empty() {
+            None
+        } else {
+            Some(self.volume(&hello.volume)?)
+        };
+        let mut my_epoch = bound.as_ref().map_or(0, |v| *v.epoch.lock());
+
+        let (tx, mut rx) = mpsc::unbounded_channel::<(Bytes, tokio::sync::OwnedSemaphorePermit)>();
+        let writer = tokio::spawn(async move {
+            while let Some((frame, permit)) = rx.recv().await {
+                wr.write_all(&frame).await?;
+                drop(permit);
+                while let Ok((frame, permit)) = rx.try_recv() {
+                    wr.write_all(&frame).await?;
+                    drop(permit);
+                }
+                wr.flush().await?;
+            }
+            Ok::<_, std::io::Error>(())
+        });
+        let budget = Arc::new(Semaphore::new(IN_FLIGHT_BYTES >> 10));
+        let result = loop {
+            let len = match rd.read_u32_le().await {
+                Ok(n) => n as usize,
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break Ok(()),
+                Err(e) => break Err(e.into()),
+            };
+            if len > MAX_FRAME {
+                break Err(NodeError::Protocol(format!("frame of {len} bytes")));
+            }
+            let cost = ((len >> 10) as u32).clamp(1, (IN_FLIGHT_BYTES >> 10) as u32);
+            let Ok(permit) = budget.clone().acquire_many_owned(cost).await else {
+                break Ok(());
+            };
+            let mut buf = BytesMut::zeroed(len);
+            if let Err(e) = rd.read_exact(&mut buf).await {
+                break Err(e.into());
+            }
+            let frame = buf.freeze();
+            let (id, request) = match wire::decode_request(frame.clone()) {
+                Ok(r) => r,
+                Err(e) if frame.len() >= 8 => {
+                    // The framing is intact: answer this request with the error and go on.
+                    tracing::warn!("bad request: {e}");
+                    let mut raw = [0u8; 8];
+                    raw.copy_from_slice(&frame[..8]);
+                    let fault = Err(ReplicaFault::Remote(format!("bad request: {e}")));
+                    let answer = wire::encode_answer(u64::from_le_bytes(raw), &fault);
+                    if tx.send((answer, permit)).is_err() {
+                        break Ok(());
+                    }
+                    continue;
+                }
+                Err(e) => break Err(NodeError::Protocol(e.to_string())),
+            };
+            let node = self.clone();
+            let bound = bound.clone();
+            let answer = match (&request, bound) {
+                (Request::List, _) => {
+                    Work::Blocking(Box::new(move || node.list().map(Answer::Names)))
+                }
+                (_, None) => Work::Ready(Err(ReplicaFault::Remote(
+                    "this connection is bound to no volume".into(),
+                ))),
+                (Request::Reconnect { timeout_ms }, Some(vol)) => {
+                    {
+                        let mut epoch = vol.epoch.lock();
+                        if *epoch == FENCED {
+                            break Err(NodeError::Protocol("volume destroyed".into()));
+                        }
+                        *epoch += 1;
+                        my_epoch = *epoch;
+                    }
+                    let timeout = Duration::from_millis(*timeout_ms);
+                    Work::Blocking(Box::new(move || {
+                        vol.replica.reconnect(timeout).map(|()| Answer::Done)
+                    }))
+                }
+                (Request::Destroy, Some(vol)) => {
+                    let name = hello.volume.clone();
+                    Work::Blocking(Box::new(move || {
+                        node.destroy(&name, &vol).map(|()| Answer::Done)
+                    }))
+                }
+                (Request::Health, Some(vol)) => Work::Blocking(Box::new(move || {
+                    vol.replica.check_health().map(|()| Answer::Done)
+                })),
+                (_, Some(vol)) => {
+                    let epoch = vol.epoch.lock();
+                    if *epoch != my_epoch {
+                        // A newer connection of this volume fenced us: its client gave up on
+                        // this one. Nothing more from it may reach the store.
+                        break Err(NodeError::Protocol("fenced by a newer connection".into()));
+                    }
+                    let work = submit(&vol.replica, request);
+                    drop(epoch);
+                    work
+                }
+            };
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let result = match answer {
+                    Work::Ready(r) => r,
+                    Work::Blocking(f) => tokio::task::spawn_blocking(f)
+                        .await
+                        .unwrap_or_else(|e| Err(ReplicaFault::Remote(format!("node task: {e}")))),
+                };
+                let _ = tx.send((wire::encode_answer(id, &result), permit));
+            });
+        };
+        drop(tx);
+        // Let answers already computed go out (the writer ends when every sender is gone).
+        let _ = writer.await;
+        result
+    }
+
+    async fn handshake(
+        &self,
+        rd: &mut tokio::net::tcp::OwnedReadHalf,
+        wr: &mut BufWriter<tokio::net::tcp::OwnedWriteHalf>,
+    ) -> Result<Hello, NodeError> {
+        let hello = Hello::decode(read_small_frame(rd).await?)?;
+        let challenge = Challenge::answer(&self.secret, &hello)?;
+        wr.write_all(&challenge.encode()).await?;
+        wr.flush().await?;
+        let proof = read_small_frame(rd).await?;
+        if !auth::check_client_proof(&self.secret, &hello, &challenge, &proof) {
+            tracing::warn!(volume = %hello.volume, "peer failed authentication");
+            wr.write_all(&auth::verdict(Some("authentication failed")))
+                .await?;
+            wr.flush().await?;
+            return Err(AuthError::BadProof.into());
+        }
+        wr.write_all(&auth::verdict(None)).await?;
+        wr.flush().await?;
+        Ok(hello)
+    }
+}
+
+/// Reads one handshake frame (at most 1 KiB).
+pub(crate) async fn read_small_frame<R: AsyncReadExt + Unpin>(
+    rd: &mut R,
+) -> Result<Bytes, NodeError> {
+    let len = rd.read_u32_le().await? as usize;
+    if len > 1024 {
+        return Err(NodeError::Protocol(format!(
+            "handshake frame of {len} bytes"
+        )));
+    }
+    let mut buf = BytesMut::zeroed(len);
+    rd.read_exact(&mut buf).await?;
+    Ok(buf.freeze())
+}
+
+fn remove_dir(dir: &Path) -> Result<(), ReplicaFault> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(ReplicaFault::Io {
+            context: "removing the volume's copy",
+            source,
+        }),
+    }
+}
+
+/// What a request becomes: an answer now, or a wait for the store off the async threads.
+enum Work {
+    Ready(Result<Answer, ReplicaFault>),
+    Blocking(Box<dyn FnOnce() -> Result<Answer, ReplicaFault> + Send>),
+}
+
+fn waiting<T: Send + 'static>(p: Pending<T>, answer: fn(T) -> Answer) -> Work {
+    Work::Blocking(Box::new(move || p.wait(OP_TIMEOUT).map(answer)))
+}
+
+/// Submits a store operation (it starts now, in submission order) and returns the wait.
+fn submit(r: &LocalReplica, request: Request) -> Work {
+    let done = |()| Answer::Done;
+    match request {
+        Request::Format { size, geometry } => waiting(r.format(size, geometry), done),
+        Request::Info => waiting(r.info(), Answer::Info),
+        Request::Write {
+            offset,
+            generation,
+            data,
+        } => waiting(r.write(offset, data, generation), done),
+        Request::WriteZeroes {
+            offset,
+            len,
+            generation,
+        } => waiting(r.write_zeroes(offset, len, generation), done),
+        Request::WriteRaw { first, blocks } => waiting(r.write_raw(first, blocks), done),
+        Request::Read { view, offset, len } => waiting(r.read(view, offset, len), Answer::Data),
+        Request::Flush => waiting(r.flush(), done),
+        Request::Snapshot { id, size } => waiting(r.snapshot(id, size), done),
+        Request::DeleteSnapshot(id) => waiting(r.delete_snapshot(id), done),
+        Request::Rollback(id) => waiting(r.rollback(id), done),
+        Request::Expand(size) => waiting(r.expand(size), done),
+        Request::Verify => waiting(r.verify(), Answer::Verify),
+        Request::ViewChunks(view) => waiting(r.view_chunks(view), Answer::Chunks),
+        Request::ChunkSummary { view, chunk } => {
+            waiting(r.chunk_summary(view, chunk), Answer::Summary)
+        }
+        Request::Repair { view, block, data } => {
+            waiting(r.repair(view, block, data), Answer::Repaired)
+        }
+        Request::LoadSetState => waiting(r.load_set_state(), |s| match s {
+            Some(b) => Answer::Data(b),
+            None => Answer::NoData,
+        }),
+        Request::StoreSetState(state) => waiting(r.store_set_state(state), done),
+        Request::Reconnect { .. } | Request::Health | Request::Destroy | Request::List => {
+            Work::Ready(Err(ReplicaFault::Remote("not a store operation".into())))
+        }
+    }
+}

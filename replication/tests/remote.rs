@@ -1,0 +1,294 @@
+//! Replica sets over real TCP replica nodes: the set's contract holds when its replicas are
+//! `ReplicaNode`s reached through `RemoteReplica`s — writes, reads, snapshots, rollback,
+//! expansion; a node that dies and comes back is resynced; a node whose disk lost the copy
+//! is rebuilt; a peer without the cluster secret gets nothing.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::runtime::Runtime;
+use tripod_engine::{Geometry, SnapshotId, View, VolumeOptions};
+use tripod_replication::remote::{ClusterSecret, RemoteNode, ReplicaNode};
+use tripod_replication::{Replica, ReplicaHealth, ReplicaId, ReplicaSet, SetConfig};
+
+const SECRET: &[u8] = b"test-cluster-secret-0123456789";
+
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A node serving `dir`, on its own runtime so dropping it kills the node (sockets closed,
+/// nothing more answered) like a crashed process.
+struct Node {
+    rt: Option<Runtime>,
+    addr: SocketAddr,
+    dir: PathBuf,
+}
+
+impl Node {
+    fn start(dir: &Path, addr: Option<SocketAddr>) -> Node {
+        let rt = runtime();
+        let node = Arc::new(ReplicaNode::new(
+            dir,
+            ClusterSecret::new(SECRET.to_vec()).unwrap(),
+            VolumeOptions::default(),
+        ));
+        let listener = rt.block_on(async {
+            let at = addr.unwrap_or_else(|| "127.0.0.1:0".parse().unwrap());
+            tokio::net::TcpListener::bind(at).await.unwrap()
+        });
+        let addr = listener.local_addr().unwrap();
+        rt.spawn(node.serve(listener, std::future::pending(), Duration::ZERO));
+        Node {
+            rt: Some(rt),
+            addr,
+            dir: dir.to_owned(),
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_timeout(Duration::from_secs(5));
+        }
+    }
+
+    fn restart(&mut self) {
+        self.kill();
+        *self = Node::start(&self.dir, Some(self.addr));
+    }
+}
+
+struct Cluster {
+    _tmp: tempfile::TempDir,
+    nodes: Vec<Node>,
+    client: Runtime,
+}
+
+impl Cluster {
+    fn new() -> Cluster {
+        let tmp = tempfile::tempdir().unwrap();
+        let nodes = (0..3)
+            .map(|i| Node::start(&tmp.path().join(format!("node{i}")), None))
+            .collect();
+        Cluster {
+            _tmp: tmp,
+            nodes,
+            client: runtime(),
+        }
+    }
+
+    fn remote(&self, i: usize, secret: &[u8]) -> RemoteNode {
+        RemoteNode::new(
+            self.nodes[i].addr.to_string(),
+            ClusterSecret::new(secret.to_vec()).unwrap(),
+            self.client.handle().clone(),
+        )
+    }
+
+    fn replicas(&self, volume: &str) -> [Arc<dyn Replica>; 3] {
+        [0, 1, 2].map(|i| Arc::new(self.remote(i, SECRET).replica(volume)) as Arc<dyn Replica>)
+    }
+}
+
+fn config() -> SetConfig {
+    SetConfig {
+        io_timeout: Duration::from_secs(5),
+        long_timeout: Duration::from_secs(30),
+    }
+}
+
+fn pattern(seed: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+        .collect()
+}
+
+/// Reads `len` bytes of the head straight from each replica.
+fn each_copy(replicas: &[Arc<dyn Replica>; 3], len: u64) -> Vec<Vec<u8>> {
+    replicas
+        .iter()
+        .map(|r| {
+            r.read(View::Head, 0, len)
+                .wait(Duration::from_secs(10))
+                .unwrap()
+                .to_vec()
+        })
+        .collect()
+}
+
+#[test]
+fn a_set_of_remote_replicas_keeps_the_contract() {
+    let c = Cluster::new();
+    let size = 8 << 20;
+    let set = ReplicaSet::create(c.replicas("vol-a"), size, Geometry::default(), config()).unwrap();
+    let a = pattern(1, 300_000);
+    set.write(4096 * 3 + 17, &a).unwrap();
+    set.flush().unwrap();
+    assert_eq!(
+        &set.read(4096 * 3 + 17, a.len() as u64).unwrap()[..],
+        &a[..]
+    );
+
+    let snap = SnapshotId::new("s1").unwrap();
+    set.snapshot(&snap).unwrap();
+    let b = pattern(2, 70_000);
+    set.write(4096 * 3 + 17, &b).unwrap();
+    set.write_zeroes(1 << 20, 1 << 20).unwrap();
+    set.expand(16 << 20).unwrap();
+    set.write((16 << 20) - 4096, &pattern(3, 4096)).unwrap();
+    assert_eq!(set.size(), 16 << 20);
+    assert_eq!(
+        &set.read_view(&View::Snapshot(snap.clone()), 4096 * 3 + 17, a.len() as u64)
+            .unwrap()[..],
+        &a[..]
+    );
+    set.rollback(&snap).unwrap();
+    assert_eq!(
+        &set.read(4096 * 3 + 17, a.len() as u64).unwrap()[..],
+        &a[..]
+    );
+    let scrub = set.scrub().unwrap();
+    assert_eq!(scrub.repaired, 0, "{scrub:?}");
+
+    // Reopened through new connections, the set finds the same volume.
+    drop(set);
+    let set = ReplicaSet::open(c.replicas("vol-a"), config()).unwrap();
+    assert_eq!(
+        &set.read(4096 * 3 + 17, a.len() as u64).unwrap()[..],
+        &a[..]
+    );
+    assert_eq!(set.list_snapshots().unwrap().len(), 1);
+    let copies = each_copy(&c.replicas("vol-a"), set.size());
+    assert!(copies.windows(2).all(|w| w[0] == w[1]), "copies differ");
+
+    // The node lists the volume, and destroys it on request.
+    let node = c.remote(0, SECRET);
+    assert_eq!(node.list(Duration::from_secs(5)).unwrap(), vec!["vol-a"]);
+    drop(set);
+    node.destroy("vol-a", Duration::from_secs(5)).unwrap();
+    assert!(node.list(Duration::from_secs(5)).unwrap().is_empty());
+    assert!(!c.nodes[0].dir.join("vol-a").exists());
+}
+
+#[test]
+fn a_node_that_dies_is_resynced_when_it_returns() {
+    let mut c = Cluster::new();
+    let size = 8 << 20;
+    let set = ReplicaSet::create(c.replicas("vol-b"), size, Geometry::default(), config()).unwrap();
+    set.write(0, &pattern(1, 1 << 20)).unwrap();
+
+    c.nodes[2].kill();
+    // Writes go on with two copies; the dead node leaves service.
+    let b = pattern(2, 512 << 10);
+    set.write(2 << 20, &b).unwrap();
+    set.write(6 << 20, &b).unwrap();
+    let status = set.status();
+    assert!(
+        !matches!(
+            status.replicas[ReplicaId::ALL[2]].health,
+            ReplicaHealth::InService
+        ),
+        "{status:?}"
+    );
+    // While it is away, healing fails and changes nothing.
+    assert!(set.heal_now().rejoined.is_empty());
+    assert_eq!(&set.read(2 << 20, b.len() as u64).unwrap()[..], &b[..]);
+
+    c.nodes[2].restart();
+    let report = set.heal_now();
+    assert_eq!(report.rejoined, vec![ReplicaId::ALL[2]], "{report:?}");
+    let copies = each_copy(&c.replicas("vol-b"), size);
+    assert!(
+        copies.windows(2).all(|w| w[0] == w[1]),
+        "copies differ after resync"
+    );
+    assert_eq!(&copies[2][2 << 20..(2 << 20) + b.len()], &b[..]);
+}
+
+#[test]
+fn a_node_that_lost_its_copy_is_rebuilt() {
+    let mut c = Cluster::new();
+    let size = 4 << 20;
+    let set = ReplicaSet::create(c.replicas("vol-c"), size, Geometry::default(), config()).unwrap();
+    set.write(0, &pattern(5, 1 << 20)).unwrap();
+    set.snapshot(&SnapshotId::new("keep").unwrap()).unwrap();
+    set.write(0, &pattern(6, 4096)).unwrap();
+
+    // The node's disk is replaced: it comes back empty.
+    c.nodes[1].kill();
+    std::fs::remove_dir_all(&c.nodes[1].dir).unwrap();
+    c.nodes[1].restart();
+    set.write(8192, &pattern(7, 4096)).unwrap_or(());
+    set.check_health().unwrap();
+    let mut rejoined = false;
+    for _ in 0..3 {
+        if set.heal_now().rejoined.contains(&ReplicaId::ALL[1]) {
+            rejoined = true;
+            break;
+        }
+    }
+    assert!(rejoined, "{:?}", set.status());
+    let copies = each_copy(&c.replicas("vol-c"), size);
+    assert!(
+        copies.windows(2).all(|w| w[0] == w[1]),
+        "copies differ after rebuild"
+    );
+    let snap = c.replicas("vol-c")[1]
+        .read(View::Snapshot(SnapshotId::new("keep").unwrap()), 0, 4096)
+        .wait(Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(&snap[..], &pattern(5, 1 << 20)[..4096]);
+}
+
+#[test]
+fn a_peer_without_the_secret_gets_nothing() {
+    let c = Cluster::new();
+    let set =
+        ReplicaSet::create(c.replicas("vol-d"), 1 << 20, Geometry::default(), config()).unwrap();
+    set.write(0, b"private").unwrap();
+    let intruder = c
+        .remote(0, b"another-secret-of-enough-length")
+        .replica("vol-d");
+    let read = intruder
+        .read(View::Head, 0, 7)
+        .wait(Duration::from_secs(10));
+    assert!(read.is_err(), "read without the secret: {read:?}");
+    let write = intruder
+        .write(0, bytes::Bytes::from_static(b"evil"), 99)
+        .wait(Duration::from_secs(10));
+    assert!(write.is_err());
+    assert!(c
+        .remote(0, b"another-secret-of-enough-length")
+        .list(Duration::from_secs(10))
+        .is_err());
+    assert_eq!(&set.read(0, 7).unwrap()[..], b"private");
+}
+
+#[test]
+fn a_reconnect_fences_older_connections() {
+    let c = Cluster::new();
+    let replicas = c.replicas("vol-e");
+    let set = ReplicaSet::create(replicas.clone(), 1 << 20, Geometry::default(), config()).unwrap();
+    set.write(0, b"first").unwrap();
+    // A second client of the same copy (a stale connection, as after a network split).
+    let stale = c.remote(0, SECRET).replica("vol-e");
+    stale.info().wait(Duration::from_secs(5)).unwrap();
+    // The set's replica reconnects: the stale connection may no longer write.
+    replicas[0].reconnect(Duration::from_secs(5)).unwrap();
+    let late = stale
+        .write(0, bytes::Bytes::from_static(b"stale"), u64::MAX / 2)
+        .wait(Duration::from_secs(5));
+    assert!(late.is_err(), "a fenced connection wrote: {late:?}");
+    let head = replicas[0]
+        .read(View::Head, 0, 5)
+        .wait(Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(&head[..], b"first");
+}
