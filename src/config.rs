@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use tripod_replication::remote::ClusterSecret;
 
 /// How API callers authenticate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -38,8 +39,14 @@ pub struct Settings {
     pub api_listen: Option<String>,
     /// NBD address.
     pub nbd_listen: Option<String>,
-    /// Three replica directories.
+    /// Three replicas: directories or `tcp://HOST:PORT` replica nodes.
     pub replicas: Option<Vec<PathBuf>>,
+    /// File holding the cluster secret replica nodes authenticate with (instead of
+    /// `TRIPOD_CLUSTER_SECRET`).
+    pub secret_file: Option<PathBuf>,
+    /// The cluster secret itself: only from `TRIPOD_CLUSTER_SECRET`, never from a file.
+    #[serde(skip)]
+    pub cluster_secret: Option<String>,
     /// `keystone` or `noauth`.
     pub auth: Option<AuthMode>,
     /// Token lifetime in seconds.
@@ -69,6 +76,8 @@ impl Settings {
             api_listen: self.api_listen.or(lower.api_listen),
             nbd_listen: self.nbd_listen.or(lower.nbd_listen),
             replicas: self.replicas.or(lower.replicas),
+            secret_file: self.secret_file.or(lower.secret_file),
+            cluster_secret: self.cluster_secret.or(lower.cluster_secret),
             auth: self.auth.or(lower.auth),
             token_ttl_secs: self.token_ttl_secs.or(lower.token_ttl_secs),
             availability_zone: self.availability_zone.or(lower.availability_zone),
@@ -103,6 +112,8 @@ impl Settings {
             api_listen: var("TRIPOD_API_LISTEN"),
             nbd_listen: var("TRIPOD_NBD_LISTEN"),
             replicas: var("TRIPOD_REPLICAS").map(|v| v.split(',').map(PathBuf::from).collect()),
+            secret_file: var("TRIPOD_SECRET_FILE").map(PathBuf::from),
+            cluster_secret: var("TRIPOD_CLUSTER_SECRET"),
             auth: parsed(&var, "TRIPOD_AUTH")?,
             token_ttl_secs: parsed(&var, "TRIPOD_TOKEN_TTL_SECS")?,
             availability_zone: var("TRIPOD_AVAILABILITY_ZONE"),
@@ -113,6 +124,35 @@ impl Settings {
             quota: None,
             direct_write_kib: parsed(&var, "TRIPOD_DIRECT_WRITE_KIB")?,
         })
+    }
+}
+
+/// Where one replica of every volume lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplicaLocation {
+    /// A local directory (a volume's copy is `<dir>/<volume id>/`).
+    Dir(PathBuf),
+    /// A `tripod replica` node at `host:port`.
+    Node(String),
+}
+
+impl ReplicaLocation {
+    /// `tcp://HOST:PORT` is a replica node; anything else is a directory.
+    pub fn parse(p: &Path) -> Result<Self, String> {
+        let Some(text) = p.to_str() else {
+            return Ok(Self::Dir(p.to_owned()));
+        };
+        let Some(addr) = text.strip_prefix("tcp://") else {
+            return Ok(Self::Dir(p.to_owned()));
+        };
+        let addr = addr.trim_end_matches('/');
+        let valid = addr.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && !host.contains('/') && port.parse::<u16>().is_ok_and(|p| p > 0)
+        });
+        if !valid {
+            return Err(format!("replica {text:?}: expected tcp://HOST:PORT"));
+        }
+        Ok(Self::Node(addr.to_owned()))
     }
 }
 
@@ -129,7 +169,9 @@ pub struct ServeConfig {
     /// NBD address.
     pub nbd_listen: String,
     /// Replica roots (three), if not under the data dir.
-    pub replicas: Option<[PathBuf; 3]>,
+    pub replicas: Option<[ReplicaLocation; 3]>,
+    /// The secret replica nodes share (needed when a replica is a node).
+    pub cluster_secret: Option<ClusterSecret>,
     /// Auth mode.
     pub auth: AuthMode,
     /// Token lifetime, seconds.
@@ -173,15 +215,37 @@ impl ServeConfig {
             None => None,
             Some(r) if r.is_empty() => None,
             Some(r) => match <[PathBuf; 3]>::try_from(r) {
-                Ok(three) => Some(three),
+                Ok([a, b, c]) => Some([
+                    ReplicaLocation::parse(&a)?,
+                    ReplicaLocation::parse(&b)?,
+                    ReplicaLocation::parse(&c)?,
+                ]),
                 Err(r) => {
                     return Err(format!(
-                        "replicas: exactly three directories are needed (got {})",
+                        "replicas: exactly three are needed (got {})",
                         r.len()
                     ))
                 }
             },
         };
+        let cluster_secret = match (&s.secret_file, s.cluster_secret) {
+            (Some(path), _) => Some(ClusterSecret::from_file(path).map_err(|e| e.to_string())?),
+            (None, Some(text)) => Some(
+                ClusterSecret::new(text.into_bytes())
+                    .map_err(|e| format!("TRIPOD_CLUSTER_SECRET: {e}"))?,
+            ),
+            (None, None) => None,
+        };
+        let uses_nodes = replicas
+            .iter()
+            .flatten()
+            .any(|r| matches!(r, ReplicaLocation::Node(_)));
+        if uses_nodes && cluster_secret.is_none() {
+            return Err(
+                "replica nodes need the cluster secret: set TRIPOD_CLUSTER_SECRET or --secret-file"
+                    .into(),
+            );
+        }
         let default_volume_type = s.default_volume_type.unwrap_or_else(|| "SSD".into());
         if !VOLUME_TYPES.contains(&default_volume_type.as_str()) {
             return Err(format!(
@@ -200,6 +264,7 @@ impl ServeConfig {
             api_listen: s.api_listen.unwrap_or_else(|| "127.0.0.1:8776".into()),
             nbd_listen: s.nbd_listen.unwrap_or_else(|| "127.0.0.1:10809".into()),
             replicas,
+            cluster_secret,
             auth: s.auth.unwrap_or(AuthMode::Keystone),
             token_ttl_secs: s.token_ttl_secs.unwrap_or(3600),
             availability_zone: s.availability_zone.unwrap_or_else(|| "nova".into()),
@@ -263,5 +328,41 @@ mod tests {
             ..Default::default()
         };
         assert!(ServeConfig::resolve(two).is_err());
+        // The secret never comes from the config file.
+        assert!(toml::from_str::<Settings>("cluster_secret = \"x\"").is_err());
+    }
+
+    #[test]
+    fn replica_nodes_need_a_valid_address_and_the_secret() {
+        let nodes = |secret: Option<&str>| Settings {
+            replicas: Some(vec![
+                "/srv/r0".into(),
+                "tcp://10.0.0.2:10810".into(),
+                "tcp://node3:10810/".into(),
+            ]),
+            cluster_secret: secret.map(String::from),
+            ..Default::default()
+        };
+        let c = ServeConfig::resolve(nodes(Some("a-long-enough-cluster-secret"))).unwrap();
+        assert_eq!(
+            c.replicas.unwrap(),
+            [
+                ReplicaLocation::Dir("/srv/r0".into()),
+                ReplicaLocation::Node("10.0.0.2:10810".into()),
+                ReplicaLocation::Node("node3:10810".into()),
+            ]
+        );
+        let missing = ServeConfig::resolve(nodes(None)).unwrap_err();
+        assert!(missing.contains("TRIPOD_CLUSTER_SECRET"), "{missing}");
+        assert!(ServeConfig::resolve(nodes(Some("short"))).is_err());
+        for bad in [
+            "tcp://",
+            "tcp://host",
+            "tcp://host:0",
+            "tcp://:1",
+            "tcp://h:99999",
+        ] {
+            assert!(ReplicaLocation::parse(Path::new(bad)).is_err(), "{bad}");
+        }
     }
 }

@@ -11,13 +11,56 @@ use anyhow::Context;
 use crate::api::{self, ApiState, Metrics};
 use crate::backend::Backend;
 use crate::catalog::Catalog;
-use crate::config::{AuthMode, ServeConfig};
+use crate::config::{AuthMode, ReplicaLocation, ServeConfig};
 use crate::identity::{random_hex, Identity};
 use crate::nbd::{self, ServerConfig};
-use crate::volumes::{DataDir, VolumeRegistry};
+use crate::volumes::{DataDir, ReplicaRoot, VolumeRegistry};
+use tripod_replication::remote::RemoteNode;
 
 /// File (in the data dir) holding the generated first admin password.
 pub const INITIAL_PASSWORD_FILE: &str = "initial-admin-password";
+
+/// The runtime replica-node connections run on, apart from the daemon's: the set waits for
+/// replica answers on blocking threads, and those answers must never need a thread the
+/// waiters hold. It lives as long as the process.
+fn network_runtime() -> anyhow::Result<tokio::runtime::Handle> {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    if let Some(rt) = RUNTIME.get() {
+        return Ok(rt.handle().clone());
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("replica-net")
+        .enable_all()
+        .build()
+        .context("starting the replica network runtime")?;
+    Ok(RUNTIME.get_or_init(|| rt).handle().clone())
+}
+
+/// The replica roots `config` names: directories, or replica nodes reached with the cluster
+/// secret.
+fn data_dir_of(config: &ServeConfig) -> anyhow::Result<DataDir> {
+    let Some(locations) = &config.replicas else {
+        return Ok(DataDir::new(&config.data_dir, None));
+    };
+    let mut roots = Vec::with_capacity(3);
+    for location in locations {
+        roots.push(match location {
+            ReplicaLocation::Dir(dir) => ReplicaRoot::Dir(dir.clone()),
+            ReplicaLocation::Node(addr) => {
+                let secret = config
+                    .cluster_secret
+                    .clone()
+                    .context("replica nodes need the cluster secret")?;
+                ReplicaRoot::Node(RemoteNode::new(addr.clone(), secret, network_runtime()?))
+            }
+        });
+    }
+    let [a, b, c]: [ReplicaRoot; 3] = roots
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("three replicas are needed"))?;
+    Ok(DataDir::with_roots([a, b, c]))
+}
 
 /// Opens everything `serve` needs over `config.data_dir`, bootstraps the first admin
 /// (`admin_password`, or a generated one written to [`INITIAL_PASSWORD_FILE`] if no user
@@ -34,8 +77,7 @@ pub fn open_state(
     );
     let identity = Arc::new(Identity::new(catalog.clone(), config.token_ttl_secs)?);
     bootstrap(&identity, &config.data_dir, admin_password)?;
-    let dir =
-        DataDir::new(&config.data_dir, config.replicas.clone()).with_options(config.volume_options);
+    let dir = data_dir_of(config)?.with_options(config.volume_options);
     let registry = Arc::new(VolumeRegistry::new(
         dir,
         Duration::from_secs(config.supervise_secs),

@@ -1,5 +1,6 @@
 //! `tripod`: the command-line entry point: `tripod serve` runs the daemon (admin API + NBD
-//! export), `tripod volume …` manages unmanaged volumes offline, and `tripod engine …`
+//! export), `tripod replica` runs a replica node for daemons on other machines,
+//! `tripod volume …` manages unmanaged volumes offline, and `tripod engine …`
 //! inspects a single engine store.
 
 use std::path::PathBuf;
@@ -10,6 +11,7 @@ use clap::{Parser, Subcommand};
 use tripod::config::{AuthMode, ServeConfig, Settings};
 use tripod::volumes::DataDir;
 use tripod_engine::{FileStorage, Volume, VolumeOptions};
+use tripod_replication::remote::{ClusterSecret, ReplicaNode};
 
 /// Tripod: three-copy block storage.
 #[derive(Parser)]
@@ -48,6 +50,9 @@ impl DirArgs {
 enum Command {
     /// Run the daemon: the admin API (EVS/Cinder v2 + Keystone v3 subset) and the NBD export.
     Serve(ServeArgs),
+    /// Run a replica node: hold volume copies in DIR for `tripod serve` daemons on other
+    /// machines (`--replica tcp://HOST:PORT`), which authenticate with the cluster secret.
+    Replica(ReplicaArgs),
     /// Manage volumes in a data directory.
     Volume {
         #[command(subcommand)]
@@ -76,9 +81,13 @@ struct ServeArgs {
     /// NBD address [default: 127.0.0.1:10809].
     #[arg(long)]
     nbd_listen: Option<String>,
-    /// A replica directory; give it three times [default: <data-dir>/replicas/{0,1,2}].
+    /// A replica: a directory, or `tcp://HOST:PORT` of a `tripod replica` node; give it three
+    /// times [default: <data-dir>/replicas/{0,1,2}].
     #[arg(long = "replica")]
     replicas: Vec<PathBuf>,
+    /// File holding the cluster secret for replica nodes [default: TRIPOD_CLUSTER_SECRET].
+    #[arg(long)]
+    secret_file: Option<PathBuf>,
     /// `keystone` (tokens from /identity/v3) or `noauth` (development only) [default: keystone].
     #[arg(long)]
     auth: Option<AuthMode>,
@@ -103,6 +112,7 @@ impl ServeArgs {
             api_listen: self.api_listen,
             nbd_listen: self.nbd_listen,
             replicas: (!self.replicas.is_empty()).then_some(self.replicas),
+            secret_file: self.secret_file,
             auth: self.auth,
             token_ttl_secs: self.token_ttl_secs,
             availability_zone: self.availability_zone,
@@ -117,6 +127,67 @@ impl ServeArgs {
         let env = Settings::from_env(|k| std::env::var(k).ok()).map_err(anyhow::Error::msg)?;
         ServeConfig::resolve(flags.or(file).or(env)).map_err(anyhow::Error::msg)
     }
+}
+
+/// Flags of `tripod replica`.
+#[derive(clap::Args)]
+struct ReplicaArgs {
+    /// Directory holding this node's copies (one subdirectory per volume).
+    #[arg(long, env = "TRIPOD_REPLICA_DIR")]
+    dir: PathBuf,
+    /// Address to listen on (loopback unless told otherwise).
+    #[arg(long, default_value = "127.0.0.1:10810", env = "TRIPOD_REPLICA_LISTEN")]
+    listen: String,
+    /// File holding the cluster secret [default: TRIPOD_CLUSTER_SECRET].
+    #[arg(long, env = "TRIPOD_SECRET_FILE")]
+    secret_file: Option<PathBuf>,
+}
+
+impl ReplicaArgs {
+    fn secret(&self) -> anyhow::Result<ClusterSecret> {
+        match (&self.secret_file, std::env::var("TRIPOD_CLUSTER_SECRET")) {
+            (Some(path), _) => Ok(ClusterSecret::from_file(path)?),
+            (None, Ok(text)) => {
+                Ok(ClusterSecret::new(text.into_bytes()).context("TRIPOD_CLUSTER_SECRET")?)
+            }
+            (None, Err(_)) => bail!(
+                "a replica node authenticates its peers: set TRIPOD_CLUSTER_SECRET or --secret-file"
+            ),
+        }
+    }
+}
+
+/// Runs a replica node until SIGINT/SIGTERM.
+fn run_replica(args: ReplicaArgs) -> anyhow::Result<()> {
+    let secret = args.secret()?;
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("creating {}", args.dir.display()))?;
+    let node = Arc::new(ReplicaNode::new(
+        &args.dir,
+        secret,
+        VolumeOptions::default(),
+    ));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(&args.listen)
+            .await
+            .with_context(|| format!("listening on {}", args.listen))?;
+        tracing::info!(
+            "replica node serving {} on {}",
+            args.dir.display(),
+            listener.local_addr()?
+        );
+        node.serve(
+            listener,
+            tripod::daemon::shutdown_signal(),
+            std::time::Duration::from_secs(30),
+        )
+        .await?;
+        tracing::info!("replica node stopped");
+        Ok::<_, anyhow::Error>(())
+    })
 }
 
 #[derive(Subcommand)]
@@ -200,6 +271,7 @@ fn main() -> anyhow::Result<()> {
                 .build()?;
             runtime.block_on(tripod::daemon::serve(config, password))?;
         }
+        Command::Replica(args) => run_replica(args)?,
         Command::Volume { command } => match command {
             VolumeCommand::Create { dirs, size } => {
                 let (id, _) = dirs.data_dir()?.create(parse_size(&size)?)?;

@@ -1,5 +1,6 @@
 //! Volumes on a data directory: each volume is a replica set whose three replicas live in
-//! `<replica dir i>/<volume id>/` (by default `<data-dir>/replicas/{0,1,2}`). This module
+//! `<replica dir i>/<volume id>/` (by default `<data-dir>/replicas/{0,1,2}`) or on
+//! `tripod replica` nodes (`tcp://HOST:PORT`, the copy named by the volume id). This module
 //! creates them, finds them, opens them once and shares them with the NBD export; the
 //! catalog (`crate::backend`) decides which of them are offered.
 
@@ -12,6 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use tripod_engine::{FileStorage, Geometry, VolumeOptions};
+use tripod_replication::remote::RemoteNode;
 use tripod_replication::{LocalReplica, Replica, ReplicaSet, SetConfig, Supervisor};
 use uuid::Uuid;
 
@@ -38,12 +40,33 @@ pub enum VolumeError {
     /// The replica set refused.
     #[error(transparent)]
     Replication(#[from] tripod_replication::ReplicationError),
+    /// A replica node refused or could not be reached.
+    #[error("replica node {node}: {source}")]
+    Node {
+        /// The node's address.
+        node: String,
+        /// What went wrong.
+        #[source]
+        source: tripod_replication::ReplicaFault,
+    },
 }
 
-/// The replica directories of a data directory.
+/// Where one replica of every volume lives.
+#[derive(Debug, Clone)]
+pub enum ReplicaRoot {
+    /// A local directory holding `<volume id>/` copies.
+    Dir(PathBuf),
+    /// A replica node holding copies named by volume id.
+    Node(RemoteNode),
+}
+
+/// How long node-level requests (list, destroy) may take.
+const NODE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The replica roots of a data directory.
 #[derive(Debug, Clone)]
 pub struct DataDir {
-    replica_roots: [PathBuf; 3],
+    replica_roots: [ReplicaRoot; 3],
     options: VolumeOptions,
 }
 
@@ -58,10 +81,15 @@ pub fn parse_id(id: &str) -> Result<Uuid, VolumeError> {
 impl DataDir {
     /// Replicas under `<data_dir>/replicas/{0,1,2}` unless `replicas` names three directories.
     pub fn new(data_dir: &Path, replicas: Option<[PathBuf; 3]>) -> Self {
-        let replica_roots = replicas
+        let dirs = replicas
             .unwrap_or_else(|| [0, 1, 2].map(|i| data_dir.join("replicas").join(i.to_string())));
+        Self::with_roots(dirs.map(ReplicaRoot::Dir))
+    }
+
+    /// Replicas at `roots` (directories or nodes, in any mix).
+    pub fn with_roots(roots: [ReplicaRoot; 3]) -> Self {
         Self {
-            replica_roots,
+            replica_roots: roots,
             options: VolumeOptions::default(),
         }
     }
@@ -75,16 +103,22 @@ impl DataDir {
     fn replicas_of(&self, id: &Uuid) -> Result<[Arc<dyn Replica>; 3], VolumeError> {
         let mut out: Vec<Arc<dyn Replica>> = Vec::with_capacity(3);
         for root in &self.replica_roots {
-            let dir = root.join(id.hyphenated().to_string());
-            let storage = FileStorage::new(&dir).map_err(|source| VolumeError::Io {
-                context: format!("opening {}", dir.display()),
-                source,
-            })?;
-            out.push(Arc::new(LocalReplica::new(
-                dir.display().to_string(),
-                Arc::new(storage),
-                self.options,
-            )));
+            let name = id.hyphenated().to_string();
+            match root {
+                ReplicaRoot::Dir(root) => {
+                    let dir = root.join(&name);
+                    let storage = FileStorage::new(&dir).map_err(|source| VolumeError::Io {
+                        context: format!("opening {}", dir.display()),
+                        source,
+                    })?;
+                    out.push(Arc::new(LocalReplica::new(
+                        dir.display().to_string(),
+                        Arc::new(storage),
+                        self.options,
+                    )));
+                }
+                ReplicaRoot::Node(node) => out.push(Arc::new(node.replica(&name))),
+            }
         }
         let [a, b, c]: [Arc<dyn Replica>; 3] = out
             .try_into()
@@ -111,10 +145,21 @@ impl DataDir {
         )?)
     }
 
-    /// Removes every replica directory of volume `id` (absent ones are fine).
+    /// Removes every replica of volume `id` (absent ones are fine; an unreachable node is
+    /// an error, so nothing is left behind unnoticed).
     pub fn remove(&self, id: &Uuid) -> Result<(), VolumeError> {
         for root in &self.replica_roots {
-            let dir = root.join(id.hyphenated().to_string());
+            let dir = match root {
+                ReplicaRoot::Dir(root) => root.join(id.hyphenated().to_string()),
+                ReplicaRoot::Node(node) => {
+                    node.destroy(&id.hyphenated().to_string(), NODE_TIMEOUT)
+                        .map_err(|source| VolumeError::Node {
+                            node: node.addr().to_owned(),
+                            source,
+                        })?;
+                    continue;
+                }
+            };
             match std::fs::remove_dir_all(&dir) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -132,11 +177,13 @@ impl DataDir {
     /// Opens an existing volume (reconciling its replicas after a crash).
     pub fn open(&self, id: &str) -> Result<ReplicaSet, VolumeError> {
         let uuid = parse_id(id)?;
-        if !self
-            .replica_roots
-            .iter()
-            .any(|r| r.join(id).join("set-state").exists())
-        {
+        let held = |root: &ReplicaRoot| match root {
+            ReplicaRoot::Dir(r) => r.join(id).join("set-state").exists(),
+            ReplicaRoot::Node(node) => node
+                .list(NODE_TIMEOUT)
+                .is_ok_and(|names| names.iter().any(|n| n == id)),
+        };
+        if !self.replica_roots.iter().any(held) {
             return Err(VolumeError::NotFound(id.to_owned()));
         }
         Ok(ReplicaSet::open(
@@ -145,16 +192,24 @@ impl DataDir {
         )?)
     }
 
-    /// Ids of every volume found in any replica directory.
+    /// Ids of every volume found in any replica directory or on any reachable node.
     pub fn list(&self) -> Vec<String> {
-        let mut ids: Vec<String> = self
-            .replica_roots
-            .iter()
-            .filter_map(|r| std::fs::read_dir(r).ok())
-            .flatten()
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .filter(|n| parse_id(n).is_ok())
-            .collect();
+        let mut ids: Vec<String> = Vec::new();
+        for root in &self.replica_roots {
+            match root {
+                ReplicaRoot::Dir(r) => ids.extend(
+                    std::fs::read_dir(r)
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|e| e.ok()?.file_name().into_string().ok()),
+                ),
+                ReplicaRoot::Node(node) => match node.list(NODE_TIMEOUT) {
+                    Ok(names) => ids.extend(names),
+                    Err(e) => tracing::warn!(node = node.addr(), "cannot list volumes: {e}"),
+                },
+            }
+        }
+        ids.retain(|n| parse_id(n).is_ok());
         ids.sort();
         ids.dedup();
         ids

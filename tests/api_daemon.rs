@@ -8,7 +8,8 @@ mod support;
 use std::path::PathBuf;
 use std::process::Command;
 
-use serde_json::{json, Value};
+use serde_json::json;
+use support::client::{qemu_io, qemu_io_with, Http};
 use support::{Daemon, ADMIN_PASSWORD};
 
 /// The Python with openstacksdk: `TRIPOD_OPENSTACK_PYTHON`, else the venv `.ci/run` makes.
@@ -60,116 +61,6 @@ fn openstacksdk_drives_the_volume_lifecycle() {
         assert!(out.status.success(), "block storage v{version}: {text}");
         assert!(text.trim_end().ends_with("ok"), "{text}");
     }
-}
-
-/// A tiny curl-backed client.
-struct Http {
-    base: String,
-    token: String,
-    project: String,
-}
-
-fn curl(args: &[&str]) -> (u16, Value, String) {
-    let out = Command::new("curl")
-        .args(["-s", "-i", "--max-time", "30"])
-        .args(args)
-        .output()
-        .expect("curl");
-    let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
-    let (head, body) = text.split_once("\n\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (
-        status,
-        serde_json::from_str(body).unwrap_or(Value::Null),
-        head.to_owned(),
-    )
-}
-
-impl Http {
-    fn login(base: &str) -> Self {
-        let body = json!({"auth": {"identity": {"methods": ["password"], "password": {"user": {
-            "name": "admin", "domain": {"name": "Default"}, "password": ADMIN_PASSWORD}}},
-            "scope": {"project": {"name": "admin", "domain": {"name": "Default"}}}}});
-        let (status, v, head) = curl(&[
-            "-X",
-            "POST",
-            "-H",
-            "Content-Type: application/json",
-            "-d",
-            &body.to_string(),
-            &format!("{base}/identity/v3/auth/tokens"),
-        ]);
-        assert_eq!(status, 201, "{v}");
-        let token = head
-            .lines()
-            .find_map(|l| {
-                let (k, v) = l.split_once(": ")?;
-                k.eq_ignore_ascii_case("x-subject-token")
-                    .then(|| v.trim().to_owned())
-            })
-            .unwrap();
-        Self {
-            base: base.to_owned(),
-            token,
-            project: v["token"]["project"]["id"].as_str().unwrap().to_owned(),
-        }
-    }
-
-    fn call(&self, method: &str, rest: &str, body: Option<Value>) -> (u16, Value) {
-        let url = format!("{}/v2/{}/{rest}", self.base, self.project);
-        let auth = format!("X-Auth-Token: {}", self.token);
-        let mut args = vec!["-X", method, "-H", &auth];
-        let text;
-        if let Some(b) = body {
-            text = b.to_string();
-            args.extend(["-H", "Content-Type: application/json", "-d", &text]);
-        }
-        args.push(&url);
-        let (s, v, _) = curl(&args);
-        (s, v)
-    }
-
-    fn wait(&self, rest: &str, key: &str, status: &str) -> Value {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        loop {
-            let (s, v) = self.call("GET", rest, None);
-            assert_eq!(s, 200, "{rest}: {v}");
-            if v[key]["status"] == status {
-                return v[key].clone();
-            }
-            assert!(std::time::Instant::now() < deadline, "{rest}: {v}");
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-    }
-}
-
-fn qemu_io(uri: &str, cmds: &[&str]) -> (bool, String) {
-    qemu_io_with(uri, cmds, false)
-}
-
-fn qemu_io_with(uri: &str, cmds: &[&str], read_only: bool) -> (bool, String) {
-    let mut c = Command::new("qemu-io");
-    c.args(["-f", "raw"]);
-    if read_only {
-        c.arg("-r");
-    }
-    for cmd in cmds {
-        c.args(["-c", cmd]);
-    }
-    let out = c.arg(uri).output().expect("qemu-io");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let ok = out.status.success()
-        && !text.to_lowercase().contains("fail")
-        && !text.to_lowercase().contains("error");
-    (ok, text)
 }
 
 #[test]

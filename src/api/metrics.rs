@@ -12,6 +12,7 @@ use parking_lot::Mutex;
 
 use super::{blocking, ApiResult, ApiState};
 use crate::catalog::{CatalogRead, SnapshotRecord, VolumeRecord};
+use tripod_replication::ReplicaHealth;
 
 /// Request counters.
 #[derive(Default)]
@@ -74,8 +75,32 @@ pub async fn render(State(s): State<Arc<ApiState>>) -> ApiResult<Response> {
             "# HELP tripod_replica_repairs_total Bad block copies repaired from a good replica (open volumes)."
         );
         let _ = writeln!(out, "# TYPE tripod_replica_repairs_total counter");
-        let repairs: u64 = s.backend.registry().open_volumes().iter().map(|(_, set)| set.repairs()).sum();
+        let open = s.backend.registry().open_volumes();
+        let repairs: u64 = open.iter().map(|(_, set)| set.repairs()).sum();
         let _ = writeln!(out, "tripod_replica_repairs_total {repairs}");
+        let mut health: BTreeMap<&str, u64> =
+            [("in_service", 0), ("degraded", 0), ("resyncing", 0), ("rebuilding", 0)]
+                .into_iter()
+                .collect();
+        for (_, set) in &open {
+            for (_, r) in set.status().replicas.iter() {
+                let state = match r.health {
+                    ReplicaHealth::InService => "in_service",
+                    ReplicaHealth::Degraded { .. } => "degraded",
+                    ReplicaHealth::Resyncing { .. } => "resyncing",
+                    ReplicaHealth::Rebuilding { .. } => "rebuilding",
+                };
+                *health.entry(state).or_insert(0) += 1;
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP tripod_replicas Replicas of the open volumes by health (anything but in_service misses writes)."
+        );
+        let _ = writeln!(out, "# TYPE tripod_replicas gauge");
+        for (state, n) in health {
+            let _ = writeln!(out, "tripod_replicas{{health=\"{state}\"}} {n}");
+        }
         Ok((
             StatusCode::OK,
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

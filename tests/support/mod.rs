@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use tripod::nbd::{self, Export, Exports, ServerConfig};
 
+pub mod client;
+
 /// A free loopback port (bound then released).
 pub fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0")
@@ -68,6 +70,11 @@ impl Daemon {
 
     /// Starts `tripod serve` on `dir` (an existing data dir is reopened).
     pub fn start_in(dir: tempfile::TempDir) -> Self {
+        Self::start_with(dir, &[], &[])
+    }
+
+    /// Starts `tripod serve` on `dir` with extra flags and environment.
+    pub fn start_with(dir: tempfile::TempDir, args: &[&str], env: &[(&str, &str)]) -> Self {
         let port = free_port();
         let api_port = free_port();
         let child = tripod()
@@ -75,7 +82,9 @@ impl Daemon {
             .arg(dir.path())
             .args(["--nbd-listen", &format!("127.0.0.1:{port}")])
             .args(["--api-listen", &format!("127.0.0.1:{api_port}")])
+            .args(args)
             .env("TRIPOD_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
