@@ -1,7 +1,8 @@
 //! Criterion benchmarks of the replica set against its parts, in one run: 4 KiB random
 //! durable writes at 1 and 32 concurrent writers on (a) three raw files with
 //! `pwrite` + `fdatasync`, (b) one engine store, (c) a three-replica set of local
-//! directories. Run: `cargo bench --bench replication` (set `TRIPOD_BENCH_DIR` to a
+//! directories, (d) a three-replica set of loopback replica nodes (TCP, in this process).
+//! Run: `cargo bench --bench replication` (set `TRIPOD_BENCH_DIR` to a
 //! directory on the disk to measure).
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
@@ -12,6 +13,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use tripod_engine::{FileStorage, Geometry, Volume, VolumeOptions};
+use tripod_replication::remote::{ClusterSecret, RemoteNode, ReplicaNode};
 use tripod_replication::{LocalReplica, Replica, ReplicaSet, SetConfig};
 
 mod common;
@@ -102,6 +104,44 @@ fn bench_writes(c: &mut Criterion) {
                 })
             },
         );
+        // (d) a replica set of three replica nodes on loopback.
+        let dir = bench_dir();
+        let net = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let secret = ClusterSecret::new(b"bench-cluster-secret-0123456789".to_vec()).unwrap();
+        let replicas = [0, 1, 2].map(|i| {
+            let node = Arc::new(ReplicaNode::new(
+                dir.path().join(format!("node{i}")),
+                secret.clone(),
+                VolumeOptions::default(),
+            ));
+            let listener = net
+                .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+                .unwrap();
+            let addr = listener.local_addr().unwrap().to_string();
+            net.spawn(node.serve(listener, std::future::pending(), Duration::ZERO));
+            let remote = RemoteNode::new(addr, secret.clone(), net.handle().clone());
+            Arc::new(remote.replica("bench")) as Arc<dyn Replica>
+        });
+        let set = ReplicaSet::create(replicas, VOLUME, Geometry::default(), SetConfig::default())
+            .unwrap();
+        g.bench_with_input(
+            BenchmarkId::new("replica_set_3_nodes", threads),
+            &threads,
+            |b, &t| {
+                b.iter_custom(|iters| {
+                    salt += 1;
+                    spread(t, iters, &|i| {
+                        set.write(block_at(i, salt << 32) * BLOCK, &data).unwrap()
+                    })
+                })
+            },
+        );
+        drop(set);
+        net.shutdown_timeout(Duration::from_secs(5));
     }
     g.finish();
 }

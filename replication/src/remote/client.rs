@@ -307,6 +307,15 @@ async fn connect(node: &NodeAddr, volume: &str) -> Result<TcpStream, ConnError> 
     Ok(stream)
 }
 
+impl Drop for RemoteReplica {
+    fn drop(&mut self) {
+        // The connection's task holds the connection; tell it to hang up.
+        if let Some(conn) = self.conn.lock().take() {
+            conn.close();
+        }
+    }
+}
+
 impl Replica for RemoteReplica {
     fn describe(&self) -> String {
         format!("tcp://{}/{}", self.node.addr, self.volume)

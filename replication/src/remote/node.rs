@@ -91,6 +91,7 @@ impl ReplicaNode {
         drain: Duration,
     ) -> std::io::Result<()> {
         tokio::pin!(shutdown);
+        let (stop, stopping) = tokio::sync::watch::channel(false);
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
@@ -108,8 +109,9 @@ impl ReplicaNode {
                         continue;
                     };
                     let node = self.clone();
+                    let stopping = stopping.clone();
                     tokio::spawn(async move {
-                        match node.connection(stream).await {
+                        match node.connection(stream, stopping).await {
                             Ok(()) => tracing::debug!(%peer, "connection closed"),
                             Err(e) => tracing::info!(%peer, "connection ended: {e}"),
                         }
@@ -118,6 +120,8 @@ impl ReplicaNode {
                 }
             }
         }
+        // Connections stop reading requests and finish the ones in flight.
+        let _ = stop.send(true);
         let all = MAX_CONNECTIONS as u32;
         let _ = tokio::time::timeout(drain, self.connections.acquire_many(all)).await;
         Ok(())
@@ -178,7 +182,11 @@ impl ReplicaNode {
         remove_dir(&self.dir.join(name))
     }
 
-    async fn connection(self: Arc<Self>, stream: TcpStream) -> Result<(), NodeError> {
+    async fn connection(
+        self: Arc<Self>,
+        stream: TcpStream,
+        mut stopping: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<(), NodeError> {
         stream.set_nodelay(true)?;
         let (mut rd, wr) = stream.into_split();
         let mut wr = BufWriter::with_capacity(256 << 10, wr);
@@ -207,7 +215,12 @@ impl ReplicaNode {
         });
         let budget = Arc::new(Semaphore::new(IN_FLIGHT_BYTES >> 10));
         let result = loop {
-            let len = match rd.read_u32_le().await {
+            let header = tokio::select! {
+                biased;
+                _ = stopping.wait_for(|stop| *stop) => break Ok(()),
+                header = rd.read_u32_le() => header,
+            };
+            let len = match header {
                 Ok(n) => n as usize,
                 Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break Ok(()),
                 Err(e) => break Err(e.into()),
