@@ -92,18 +92,7 @@ fn bench_writes(c: &mut Criterion) {
         });
         let set = ReplicaSet::create(replicas, VOLUME, Geometry::default(), SetConfig::default())
             .unwrap();
-        g.bench_with_input(
-            BenchmarkId::new("replica_set_3", threads),
-            &threads,
-            |b, &t| {
-                b.iter_custom(|iters| {
-                    salt += 1;
-                    spread(t, iters, &|i| {
-                        set.write(block_at(i, salt << 32) * BLOCK, &data).unwrap()
-                    })
-                })
-            },
-        );
+        bench_set(&mut g, "replica_set_3", threads, &set, &data, &mut salt);
         // (d) a replica set of three replica nodes on loopback.
         let dir = bench_dir();
         let net = tokio::runtime::Builder::new_multi_thread()
@@ -128,22 +117,38 @@ fn bench_writes(c: &mut Criterion) {
         });
         let set = ReplicaSet::create(replicas, VOLUME, Geometry::default(), SetConfig::default())
             .unwrap();
-        g.bench_with_input(
-            BenchmarkId::new("replica_set_3_nodes", threads),
-            &threads,
-            |b, &t| {
-                b.iter_custom(|iters| {
-                    salt += 1;
-                    spread(t, iters, &|i| {
-                        set.write(block_at(i, salt << 32) * BLOCK, &data).unwrap()
-                    })
-                })
-            },
+        bench_set(
+            &mut g,
+            "replica_set_3_nodes",
+            threads,
+            &set,
+            &data,
+            &mut salt,
         );
         drop(set);
         net.shutdown_timeout(Duration::from_secs(5));
     }
     g.finish();
+}
+
+/// Random durable 4 KiB writes to `set` from `threads` writers.
+fn bench_set(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    threads: u64,
+    set: &ReplicaSet,
+    data: &[u8],
+    salt: &mut u64,
+) {
+    g.bench_with_input(BenchmarkId::new(name, threads), &threads, |b, &t| {
+        b.iter_custom(|iters| {
+            *salt += 1;
+            let salt = *salt;
+            spread(t, iters, &|i| {
+                set.write(block_at(i, salt << 32) * BLOCK, data).unwrap()
+            })
+        })
+    });
 }
 
 criterion_group!(benches, bench_writes);
