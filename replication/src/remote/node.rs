@@ -6,7 +6,9 @@
 //! copy is one [`LocalReplica`] shared by all connections of its volume, so a node holds a
 //! volume's engine store open once. A `Reconnect` request fences the volume: connections
 //! opened before it are refused from then on, and the node waits for everything they had
-//! submitted, so nothing stale lands after the set resynced the copy.
+//! submitted, so nothing stale lands after the set resynced the copy. Requests of one
+//! connection run concurrently on blocking threads (the set orders what must be ordered by
+//! waiting for answers), so the async threads only move bytes.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -286,15 +288,29 @@ impl ReplicaNode {
                     vol.replica.check_health().map(|()| Answer::Done)
                 })),
                 (_, Some(vol)) => {
-                    let epoch = vol.epoch.lock();
-                    if *epoch != my_epoch {
+                    if *vol.epoch.lock() != my_epoch {
                         // A newer connection of this volume fenced us: its client gave up on
                         // this one. Nothing more from it may reach the store.
                         break Err(NodeError::Protocol("fenced by a newer connection".into()));
                     }
-                    let work = submit(&vol.replica, request);
-                    drop(epoch);
-                    work
+                    let epoch = my_epoch;
+                    // Submitted on a blocking thread (opening a store, creating one, may
+                    // take long), under the fence lock: a `Reconnect` either sees this
+                    // operation in flight and waits for it, or this sees the new epoch.
+                    Work::Blocking(Box::new(move || {
+                        let fence = vol.epoch.lock();
+                        if *fence != epoch {
+                            return Err(ReplicaFault::Remote(
+                                "fenced by a newer connection of this volume".into(),
+                            ));
+                        }
+                        let work = submit(&vol.replica, request);
+                        drop(fence);
+                        match work {
+                            Work::Ready(answer) => answer,
+                            Work::Blocking(wait) => wait(),
+                        }
+                    }))
                 }
             };
             let tx = tx.clone();
