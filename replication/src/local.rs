@@ -227,6 +227,11 @@ impl LocalReplica {
         }
     }
 
+    /// Whether the store is open (operations on it then only queue work, never block).
+    pub fn is_open(&self) -> bool {
+        self.volume.read().is_some()
+    }
+
     /// Waits up to `timeout` for running operations, then closes the store (the next
     /// operation opens it again). `false` if operations were still running.
     pub fn close(&self, timeout: Duration) -> bool {

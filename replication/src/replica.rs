@@ -4,8 +4,10 @@
 //! all three replicas in parallel and wait for each with a timeout. A replica can be slow,
 //! absent or far away; nothing here assumes it answers.
 
-use std::sync::mpsc;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
 
 use bytes::Bytes;
 use tripod_engine::{
@@ -15,23 +17,62 @@ use tripod_engine::{
 
 use crate::error::ReplicaFault;
 
-/// An answer that will arrive later (or never).
-#[derive(Debug)]
+/// An answer that will arrive later (or never): waited for with a timeout, or handed to a
+/// callback ([`Pending::then`]) so a network server needs no thread per answer.
 pub struct Pending<T> {
-    rx: mpsc::Receiver<Result<T, ReplicaFault>>,
+    slot: Arc<Slot<T>>,
 }
 
-/// The sending half of a [`Pending`].
-#[derive(Debug)]
+/// The sending half of a [`Pending`]. Dropped without an answer, it answers
+/// [`ReplicaFault::Disconnected`].
 pub struct Completer<T> {
-    tx: mpsc::SyncSender<Result<T, ReplicaFault>>,
+    slot: Option<Arc<Slot<T>>>,
+}
+
+type Answer<T> = Result<T, ReplicaFault>;
+type Callback<T> = Box<dyn FnOnce(Answer<T>) + Send>;
+
+struct Slot<T> {
+    state: Mutex<State<T>>,
+    ready: Condvar,
+}
+
+enum State<T> {
+    /// No answer yet, nobody registered a callback.
+    Empty,
+    /// The answer, not yet taken.
+    Done(Answer<T>),
+    /// Called with the answer when it comes.
+    Then(Callback<T>),
+    /// Taken (by `wait` or a callback).
+    Taken,
+}
+
+impl<T> std::fmt::Debug for Pending<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pending(..)")
+    }
+}
+
+impl<T> std::fmt::Debug for Completer<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Completer(..)")
+    }
 }
 
 impl<T> Pending<T> {
     /// A new pending answer and the handle that completes it.
     pub fn new() -> (Completer<T>, Pending<T>) {
-        let (tx, rx) = mpsc::sync_channel(1);
-        (Completer { tx }, Pending { rx })
+        let slot = Arc::new(Slot {
+            state: Mutex::new(State::Empty),
+            ready: Condvar::new(),
+        });
+        (
+            Completer {
+                slot: Some(slot.clone()),
+            },
+            Pending { slot },
+        )
     }
 
     /// An answer that is already known.
@@ -43,18 +84,67 @@ impl<T> Pending<T> {
 
     /// Waits at most `timeout` for the answer.
     pub fn wait(self, timeout: Duration) -> Result<T, ReplicaFault> {
-        match self.rx.recv_timeout(timeout) {
-            Ok(answer) => answer,
-            Err(mpsc::RecvTimeoutError::Timeout) => Err(ReplicaFault::Timeout(timeout)),
-            Err(mpsc::RecvTimeoutError::Disconnected) => Err(ReplicaFault::Disconnected),
+        let deadline = Instant::now() + timeout;
+        let mut state = self.slot.state.lock();
+        loop {
+            if let State::Done(_) = &*state {
+                if let State::Done(answer) = std::mem::replace(&mut *state, State::Taken) {
+                    return answer;
+                }
+            }
+            if self.slot.ready.wait_until(&mut state, deadline).timed_out()
+                && !matches!(&*state, State::Done(_))
+            {
+                return Err(ReplicaFault::Timeout(timeout));
+            }
+        }
+    }
+
+    /// Calls `f` with the answer when it arrives (at once, on this thread, if it is already
+    /// here; otherwise on the thread that completes it, which must not be kept long).
+    pub fn then(self, f: impl FnOnce(Result<T, ReplicaFault>) + Send + 'static) {
+        let mut state = self.slot.state.lock();
+        match std::mem::replace(&mut *state, State::Taken) {
+            State::Done(answer) => {
+                drop(state);
+                f(answer);
+            }
+            State::Empty => *state = State::Then(Box::new(f)),
+            // A `Pending` is consumed by `wait` or `then`, so nothing else can be here.
+            other => *state = other,
         }
     }
 }
 
 impl<T> Completer<T> {
     /// Delivers the answer (dropped if nobody waits any more).
-    pub fn complete(self, value: Result<T, ReplicaFault>) {
-        let _ = self.tx.send(value);
+    pub fn complete(mut self, value: Result<T, ReplicaFault>) {
+        if let Some(slot) = self.slot.take() {
+            deliver(&slot, value);
+        }
+    }
+}
+
+impl<T> Drop for Completer<T> {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            deliver(&slot, Err(ReplicaFault::Disconnected));
+        }
+    }
+}
+
+fn deliver<T>(slot: &Slot<T>, value: Answer<T>) {
+    let mut state = slot.state.lock();
+    match std::mem::replace(&mut *state, State::Taken) {
+        State::Then(f) => {
+            drop(state);
+            f(value);
+        }
+        State::Empty => {
+            *state = State::Done(value);
+            slot.ready.notify_all();
+        }
+        other => *state = other,
     }
 }
 
@@ -123,4 +213,56 @@ pub trait Replica: Send + Sync {
     fn reconnect(&self, timeout: Duration) -> Result<(), ReplicaFault>;
     /// A cheap check that the copy is still there (its directory, its connection).
     fn check_health(&self) -> Result<(), ReplicaFault>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_reach_waiters_and_callbacks_whichever_comes_first() {
+        let (c, p) = Pending::new();
+        c.complete(Ok(1));
+        assert_eq!(p.wait(Duration::ZERO).unwrap(), 1);
+
+        let (c, p) = Pending::<u32>::new();
+        let t = std::thread::spawn(move || p.wait(Duration::from_secs(10)));
+        c.complete(Ok(2));
+        assert_eq!(t.join().unwrap().unwrap(), 2);
+
+        let got = Arc::new(Mutex::new(None));
+        let (c, p) = Pending::new();
+        let g = got.clone();
+        p.then(move |r| *g.lock() = Some(r.unwrap()));
+        assert!(got.lock().is_none());
+        c.complete(Ok(3));
+        assert_eq!(*got.lock(), Some(3));
+
+        let (c, p) = Pending::new();
+        c.complete(Ok(4));
+        let g = got.clone();
+        p.then(move |r| *g.lock() = Some(r.unwrap()));
+        assert_eq!(*got.lock(), Some(4));
+    }
+
+    #[test]
+    fn a_dropped_completer_disconnects_and_silence_times_out() {
+        let (c, p) = Pending::<()>::new();
+        drop(c);
+        assert!(matches!(
+            p.wait(Duration::from_secs(1)),
+            Err(ReplicaFault::Disconnected)
+        ));
+        let (c, p) = Pending::<()>::new();
+        let seen = Arc::new(Mutex::new(false));
+        let s = seen.clone();
+        p.then(move |r| *s.lock() = matches!(r, Err(ReplicaFault::Disconnected)));
+        drop(c);
+        assert!(*seen.lock());
+        let (_c, p) = Pending::<()>::new();
+        assert!(matches!(
+            p.wait(Duration::from_millis(20)),
+            Err(ReplicaFault::Timeout(_))
+        ));
+    }
 }

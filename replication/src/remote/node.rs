@@ -30,8 +30,7 @@ use crate::replica::{Pending, Replica};
 
 /// How long a peer has to finish the handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest the node waits for its own store on one request (the set's timeout is shorter
-/// and decides; this only bounds a stuck disk).
+/// Longest the node waits for its store to go idle before closing it (destroy).
 const OP_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Bytes of requests one connection may have in flight (back-pressure on the socket).
 const IN_FLIGHT_BYTES: usize = 256 << 20;
@@ -257,11 +256,17 @@ impl ReplicaNode {
             };
             let node = self.clone();
             let bound = bound.clone();
-            let answer = match (&request, bound) {
-                (Request::List, _) => {
-                    Work::Blocking(Box::new(move || node.list().map(Answer::Names)))
-                }
-                (_, None) => Work::Ready(Err(ReplicaFault::Remote(
+            let quick = !matches!(request, Request::Format { .. })
+                && bound.as_ref().is_some_and(|v| v.replica.is_open());
+            let reply: Reply = {
+                let tx = tx.clone();
+                Box::new(move |result| {
+                    let _ = tx.send((wire::encode_answer(id, &result), permit));
+                })
+            };
+            match (&request, bound) {
+                (Request::List, _) => blocking(reply, move || node.list().map(Answer::Names)),
+                (_, None) => reply(Err(ReplicaFault::Remote(
                     "this connection is bound to no volume".into(),
                 ))),
                 (Request::Reconnect { timeout_ms }, Some(vol)) => {
@@ -274,55 +279,48 @@ impl ReplicaNode {
                         my_epoch = *epoch;
                     }
                     let timeout = Duration::from_millis(*timeout_ms);
-                    Work::Blocking(Box::new(move || {
+                    blocking(reply, move || {
                         vol.replica.reconnect(timeout).map(|()| Answer::Done)
-                    }))
+                    });
                 }
                 (Request::Destroy, Some(vol)) => {
                     let name = hello.volume.clone();
-                    Work::Blocking(Box::new(move || {
+                    blocking(reply, move || {
                         node.destroy(&name, &vol).map(|()| Answer::Done)
-                    }))
+                    });
                 }
-                (Request::Health, Some(vol)) => Work::Blocking(Box::new(move || {
+                (Request::Health, Some(vol)) => blocking(reply, move || {
                     vol.replica.check_health().map(|()| Answer::Done)
-                })),
+                }),
                 (_, Some(vol)) => {
                     if *vol.epoch.lock() != my_epoch {
                         // A newer connection of this volume fenced us: its client gave up on
                         // this one. Nothing more from it may reach the store.
                         break Err(NodeError::Protocol("fenced by a newer connection".into()));
                     }
-                    let epoch = my_epoch;
-                    // Submitted on a blocking thread (opening a store, creating one, may
-                    // take long), under the fence lock: a `Reconnect` either sees this
+                    // Submitted under the fence lock: a `Reconnect` either sees this
                     // operation in flight and waits for it, or this sees the new epoch.
-                    Work::Blocking(Box::new(move || {
+                    // An open store takes operations without blocking (they queue for its
+                    // threads and answer through `reply`); opening or creating one may take
+                    // long, so that happens on a blocking thread.
+                    let epoch = my_epoch;
+                    let fenced_submit = move || {
                         let fence = vol.epoch.lock();
                         if *fence != epoch {
-                            return Err(ReplicaFault::Remote(
+                            drop(fence);
+                            return reply(Err(ReplicaFault::Remote(
                                 "fenced by a newer connection of this volume".into(),
-                            ));
+                            )));
                         }
-                        let work = submit(&vol.replica, request);
-                        drop(fence);
-                        match work {
-                            Work::Ready(answer) => answer,
-                            Work::Blocking(wait) => wait(),
-                        }
-                    }))
+                        submit(&vol.replica, request, reply);
+                    };
+                    if quick {
+                        fenced_submit();
+                    } else {
+                        tokio::task::spawn_blocking(fenced_submit);
+                    }
                 }
-            };
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let result = match answer {
-                    Work::Ready(r) => r,
-                    Work::Blocking(f) => tokio::task::spawn_blocking(f)
-                        .await
-                        .unwrap_or_else(|e| Err(ReplicaFault::Remote(format!("node task: {e}")))),
-                };
-                let _ = tx.send((wire::encode_answer(id, &result), permit));
-            });
+            }
         };
         drop(tx);
         // Let answers already computed go out (the writer ends when every sender is gone).
@@ -379,54 +377,59 @@ fn remove_dir(dir: &Path) -> Result<(), ReplicaFault> {
     }
 }
 
-/// What a request becomes: an answer now, or a wait for the store off the async threads.
-enum Work {
-    Ready(Result<Answer, ReplicaFault>),
-    Blocking(Box<dyn FnOnce() -> Result<Answer, ReplicaFault> + Send>),
+/// Sends the answer to one request back to its connection.
+type Reply = Box<dyn FnOnce(Result<Answer, ReplicaFault>) + Send>;
+
+/// Runs `f` on a blocking thread and replies with its result.
+fn blocking(reply: Reply, f: impl FnOnce() -> Result<Answer, ReplicaFault> + Send + 'static) {
+    tokio::task::spawn_blocking(move || reply(f()));
 }
 
-fn waiting<T: Send + 'static>(p: Pending<T>, answer: fn(T) -> Answer) -> Work {
-    Work::Blocking(Box::new(move || p.wait(OP_TIMEOUT).map(answer)))
+/// Replies when `p` is answered (on the store's thread: encoding and queueing the frame).
+fn answer<T: Send + 'static>(p: Pending<T>, reply: Reply, to_answer: fn(T) -> Answer) {
+    p.then(move |result| reply(result.map(to_answer)));
 }
 
-/// Submits a store operation (it starts now, in submission order) and returns the wait.
-fn submit(r: &LocalReplica, request: Request) -> Work {
+/// Submits a store operation; `reply` gets its answer.
+fn submit(r: &LocalReplica, request: Request, reply: Reply) {
     let done = |()| Answer::Done;
     match request {
-        Request::Format { size, geometry } => waiting(r.format(size, geometry), done),
-        Request::Info => waiting(r.info(), Answer::Info),
+        Request::Format { size, geometry } => answer(r.format(size, geometry), reply, done),
+        Request::Info => answer(r.info(), reply, Answer::Info),
         Request::Write {
             offset,
             generation,
             data,
-        } => waiting(r.write(offset, data, generation), done),
+        } => answer(r.write(offset, data, generation), reply, done),
         Request::WriteZeroes {
             offset,
             len,
             generation,
-        } => waiting(r.write_zeroes(offset, len, generation), done),
-        Request::WriteRaw { first, blocks } => waiting(r.write_raw(first, blocks), done),
-        Request::Read { view, offset, len } => waiting(r.read(view, offset, len), Answer::Data),
-        Request::Flush => waiting(r.flush(), done),
-        Request::Snapshot { id, size } => waiting(r.snapshot(id, size), done),
-        Request::DeleteSnapshot(id) => waiting(r.delete_snapshot(id), done),
-        Request::Rollback(id) => waiting(r.rollback(id), done),
-        Request::Expand(size) => waiting(r.expand(size), done),
-        Request::Verify => waiting(r.verify(), Answer::Verify),
-        Request::ViewChunks(view) => waiting(r.view_chunks(view), Answer::Chunks),
+        } => answer(r.write_zeroes(offset, len, generation), reply, done),
+        Request::WriteRaw { first, blocks } => answer(r.write_raw(first, blocks), reply, done),
+        Request::Read { view, offset, len } => {
+            answer(r.read(view, offset, len), reply, Answer::Data)
+        }
+        Request::Flush => answer(r.flush(), reply, done),
+        Request::Snapshot { id, size } => answer(r.snapshot(id, size), reply, done),
+        Request::DeleteSnapshot(id) => answer(r.delete_snapshot(id), reply, done),
+        Request::Rollback(id) => answer(r.rollback(id), reply, done),
+        Request::Expand(size) => answer(r.expand(size), reply, done),
+        Request::Verify => answer(r.verify(), reply, Answer::Verify),
+        Request::ViewChunks(view) => answer(r.view_chunks(view), reply, Answer::Chunks),
         Request::ChunkSummary { view, chunk } => {
-            waiting(r.chunk_summary(view, chunk), Answer::Summary)
+            answer(r.chunk_summary(view, chunk), reply, Answer::Summary)
         }
         Request::Repair { view, block, data } => {
-            waiting(r.repair(view, block, data), Answer::Repaired)
+            answer(r.repair(view, block, data), reply, Answer::Repaired)
         }
-        Request::LoadSetState => waiting(r.load_set_state(), |s| match s {
+        Request::LoadSetState => answer(r.load_set_state(), reply, |s| match s {
             Some(b) => Answer::Data(b),
             None => Answer::NoData,
         }),
-        Request::StoreSetState(state) => waiting(r.store_set_state(state), done),
+        Request::StoreSetState(state) => answer(r.store_set_state(state), reply, done),
         Request::Reconnect { .. } | Request::Health | Request::Destroy | Request::List => {
-            Work::Ready(Err(ReplicaFault::Remote("not a store operation".into())))
+            reply(Err(ReplicaFault::Remote("not a store operation".into())))
         }
     }
 }
