@@ -133,14 +133,15 @@ fn volumes_live_on_replica_nodes_and_survive_a_node_crash() {
     let (ok, text) = qemu_io(&d.uri(&id), &["write -P 0x61 0 1M"]);
     assert!(ok, "{text}");
 
-    // A node dies: writes go on with two copies, reads see everything.
+    // A node dies: the supervisor's health check takes it out of service before any write;
+    // writes go on with two copies, reads see everything.
     nodes[2].kill9();
-    let (ok, text) = qemu_io(&d.uri(&id), &["write -P 0x62 1M 1M", "read -P 0x61 0 1M"]);
-    assert!(ok, "{text}");
     let api = d.api();
     wait_until("the dead node to be out of service", || {
         metric(&api, "tripod_replicas{health=\"degraded\"}").unwrap_or(0) == 1
     });
+    let (ok, text) = qemu_io(&d.uri(&id), &["write -P 0x62 1M 1M", "read -P 0x61 0 1M"]);
+    assert!(ok, "{text}");
 
     // It comes back on the same address: the daemon resyncs it.
     let (dir, port) = (nodes[2].dir.clone(), nodes[2].port);

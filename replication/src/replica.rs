@@ -211,7 +211,9 @@ pub trait Replica: Send + Sync {
     /// reopens the copy (clearing a poisoned store). Used before a returning replica is
     /// resynced, so no stale operation can land after the resync copied a region.
     fn reconnect(&self, timeout: Duration) -> Result<(), ReplicaFault>;
-    /// A cheap check that the copy is still there (its directory, its connection).
+    /// A cheap check that the copy is still there (its directory, its connection):
+    /// `Disconnected`/`Timeout` if it cannot be reached (it keeps what it had), any other
+    /// fault if the copy itself is gone or broken.
     fn check_health(&self) -> Result<(), ReplicaFault>;
 }
 

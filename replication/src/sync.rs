@@ -109,14 +109,17 @@ impl ReplicaSet {
         report
     }
 
-    /// Checks that every in-service replica is still there (directory, connection); a
-    /// missing one leaves service and will need a rebuild.
+    /// Checks that every in-service replica is still there (directory, connection). One that
+    /// cannot be reached leaves service and is resynced when it answers again; one whose copy
+    /// is gone or broken leaves service and will need a rebuild.
     pub fn check_health(&self) -> Result<()> {
         let in_service = self.membership.lock().in_service();
         for id in in_service {
             if let Err(e) = self.replica(id).check_health() {
                 tracing::warn!(replica = %id, "health check failed: {e}");
-                if self.membership.lock().take_out(id, &[], true) {
+                let unreachable =
+                    matches!(e, ReplicaFault::Disconnected | ReplicaFault::Timeout(_));
+                if self.membership.lock().take_out(id, &[], !unreachable) {
                     self.persist()?;
                 }
             }

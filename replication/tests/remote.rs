@@ -185,7 +185,21 @@ fn a_node_that_dies_is_resynced_when_it_returns() {
     set.write(0, &pattern(1, 1 << 20)).unwrap();
 
     c.nodes[2].kill();
-    // Writes go on with two copies; the dead node leaves service.
+    // The health check notices the dead node without a write: it leaves service, to be
+    // resynced (not rebuilt) when it is back.
+    set.check_health().unwrap();
+    let status = set.status();
+    assert!(
+        matches!(
+            status.replicas[ReplicaId::ALL[2]].health,
+            ReplicaHealth::Degraded {
+                needs_rebuild: false,
+                ..
+            }
+        ),
+        "{status:?}"
+    );
+    // Writes go on with two copies.
     let b = pattern(2, 512 << 10);
     set.write(2 << 20, &b).unwrap();
     set.write(6 << 20, &b).unwrap();

@@ -6,7 +6,8 @@
 //!
 //! A broken connection fails everything in flight with [`ReplicaFault::Disconnected`] (the
 //! set takes the replica out of service and records what it misses); the next call opens a
-//! new connection. [`Replica::reconnect`] opens one that fences every older connection on
+//! new connection. A health check of an unreachable node fails the same way, so an idle
+//! volume notices a dead node too. [`Replica::reconnect`] opens one that fences every older connection on
 //! the node and waits for what they had submitted, so nothing stale lands after a resync.
 
 use std::collections::HashMap;
@@ -447,15 +448,8 @@ impl Replica for RemoteReplica {
     }
 
     fn check_health(&self) -> Result<(), ReplicaFault> {
-        match self.call(Request::Health, done).wait(CONNECT_TIMEOUT * 2) {
-            // An unreachable node is not a lost copy: writes find it out of service and
-            // the set records what it misses; only the node saying the copy is gone
-            // (or broken) calls for a rebuild.
-            Err(ReplicaFault::Disconnected | ReplicaFault::Timeout(_)) => {
-                tracing::debug!(node = %self.node.addr, "health check: node unreachable");
-                Ok(())
-            }
-            other => other,
-        }
+        // Unreachable answers `Disconnected` or `Timeout` (the set resyncs the replica when it
+        // is back); a node saying the copy is gone answers that (the set rebuilds it).
+        self.call(Request::Health, done).wait(CONNECT_TIMEOUT * 2)
     }
 }
