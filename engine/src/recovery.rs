@@ -32,6 +32,23 @@ pub(crate) fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Checks that the file system under `storage` can hold a data file of `size` bytes (a
+/// volume it cannot hold would fail its first write past the limit, and the logged write
+/// would then fail every replay).
+pub(crate) fn check_capacity(storage: &dyn Storage, size: u64) -> Result<()> {
+    if storage
+        .can_hold(size)
+        .map_err(EngineError::io("probing the largest file size"))?
+    {
+        Ok(())
+    } else {
+        Err(EngineError::InvalidSize {
+            size,
+            reason: "larger than this file system's largest file",
+        })
+    }
+}
+
 /// Checks a requested volume size against the geometry.
 pub(crate) fn check_size(size: u64, g: Geometry) -> Result<()> {
     let reason = if size == 0 {
@@ -59,6 +76,7 @@ impl Volume {
         storage
             .lock()
             .map_err(|source| EngineError::InUse { source })?;
+        check_capacity(storage.as_ref(), size)?;
         if storage
             .exists(MANIFEST_FILE)
             .map_err(EngineError::io("looking for a manifest"))?

@@ -11,7 +11,7 @@ use crate::error::{EngineError, Result};
 use crate::format::{data_file, meta_file, MAX_LAYERS};
 use crate::layer::{Layer, Tree};
 use crate::manifest::{LayerRecord, Role};
-use crate::recovery::{check_size, now_secs};
+use crate::recovery::{check_capacity, check_size, now_secs};
 use crate::types::{BlockIndex, ChunkIndex, LayerId, SnapshotId};
 use crate::volume::Volume;
 
@@ -149,6 +149,7 @@ impl Volume {
         if new_size == tree.size {
             return Ok(());
         }
+        check_capacity(self.storage.as_ref(), new_size)?;
         let head = tree.head;
         tree.size = new_size;
         if let Some(l) = tree.layers.get_mut(&head) {

@@ -399,3 +399,69 @@ fn a_volume_directory_is_opened_by_one_process_at_a_time() {
     drop(vol);
     Volume::open(second, VolumeOptions::default()).unwrap();
 }
+
+/// A volume the file system cannot hold is refused at create and expand with a clear error:
+/// accepted, its first write past the file system's largest file would fail, and that
+/// logged write would then fail every replay, leaving the store unopenable.
+#[test]
+fn volumes_larger_than_the_file_system_allows_are_refused() {
+    let limit = 64 << 20;
+    let storage = MemStorage::with_max_file_size(limit);
+    let too_big = Volume::create(
+        Arc::new(storage.clone()),
+        2 * limit,
+        Geometry::default(),
+        VolumeOptions::default(),
+    );
+    match too_big {
+        Err(EngineError::InvalidSize { reason, .. }) => assert!(reason.contains("file system")),
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a volume larger than the largest file was created"),
+    }
+    let vol = Volume::create(
+        Arc::new(storage.clone()),
+        limit,
+        Geometry::default(),
+        VolumeOptions::default(),
+    )
+    .unwrap();
+    vol.write(limit - BS, &[7u8; BS as usize]).unwrap();
+    let grown = vol.expand(2 * limit);
+    assert!(
+        matches!(grown, Err(EngineError::InvalidSize { .. })),
+        "{grown:?}"
+    );
+    assert_eq!(vol.size(), limit);
+    drop(vol);
+    let vol = Volume::open(Arc::new(storage), VolumeOptions::default()).unwrap();
+    assert_eq!(vol.size(), limit);
+    let mut last = vec![0u8; BS as usize];
+    vol.read_at(limit - BS, &mut last).unwrap();
+    assert_eq!(last, vec![7u8; BS as usize]);
+}
+
+/// On a real file system the largest volume (1 PiB) is either refused at create (ext4 stops
+/// at 16 TiB) or really holds a block at its end, durably.
+#[test]
+fn the_largest_volume_is_refused_or_works_to_its_last_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let size = tripod_engine::MAX_VOLUME_SIZE;
+    let storage = Arc::new(FileStorage::new(dir.path()).unwrap());
+    match Volume::create(storage, size, Geometry::default(), VolumeOptions::default()) {
+        Err(EngineError::InvalidSize { reason, .. }) => {
+            assert!(reason.contains("file system"), "{reason}");
+            assert!(!dir.path().join("manifest").exists());
+            assert!(!dir.path().join("size-probe").exists());
+        }
+        Ok(vol) => {
+            vol.write(size - BS, &[9u8; BS as usize]).unwrap();
+            drop(vol);
+            let storage = Arc::new(FileStorage::new(dir.path()).unwrap());
+            let vol = Volume::open(storage, VolumeOptions::default()).unwrap();
+            let mut last = vec![0u8; BS as usize];
+            vol.read_at(size - BS, &mut last).unwrap();
+            assert_eq!(last, vec![9u8; BS as usize]);
+        }
+        Err(e) => panic!("{e}"),
+    }
+}

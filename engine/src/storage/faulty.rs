@@ -185,6 +185,10 @@ impl Storage for FaultyStorage {
         self.inner.list()
     }
 
+    fn can_hold(&self, len: u64) -> io::Result<bool> {
+        self.inner.can_hold(len)
+    }
+
     fn lock(&self) -> io::Result<()> {
         self.inner.lock()
     }

@@ -21,6 +21,9 @@ pub struct FileStorage {
 /// Name of the lock file in a volume directory.
 const LOCK_FILE: &str = "lock";
 
+/// A short-lived file that probes the largest file the file system allows.
+const SIZE_PROBE: &str = "size-probe";
+
 impl FileStorage {
     /// Uses `dir`, creating it (and its parents) if missing.
     pub fn new(dir: impl AsRef<Path>) -> io::Result<Self> {
@@ -139,6 +142,25 @@ impl Storage for FileStorage {
 
     fn sync_dir(&self) -> io::Result<()> {
         File::open(&self.dir)?.sync_all()
+    }
+
+    fn can_hold(&self, len: u64) -> io::Result<bool> {
+        // A sparse probe: extending a file past the file system's limit fails with EFBIG
+        // (rustix's errno table names it; std's `FileTooLarge` kind is still unstable).
+        let probe = self.path(SIZE_PROBE)?;
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&probe)?;
+        let result = file.set_len(len);
+        drop(file);
+        fs::remove_file(&probe)?;
+        match result {
+            Ok(()) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::FBIG.raw_os_error()) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     fn lock(&self) -> io::Result<()> {

@@ -84,6 +84,8 @@ struct Dir {
     durable_names: BTreeMap<String, u64>,
     next_inode: u64,
     syncs: u64,
+    /// Largest file allowed, like a file system's limit (`None`: unlimited).
+    max_file_size: Option<u64>,
 }
 
 /// In-memory storage with a power-loss model. Cloning shares the same files.
@@ -111,6 +113,12 @@ impl StorageFile for MemFile {
     }
 
     fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
+        let max = self.dir.lock().max_file_size;
+        if max.is_some_and(|max| offset.saturating_add(data.len() as u64) > max) {
+            return Err(io::Error::from_raw_os_error(
+                rustix::io::Errno::FBIG.raw_os_error(),
+            ));
+        }
         let op = PendingOp::Write {
             offset,
             data: data.to_vec(),
@@ -166,6 +174,14 @@ impl MemStorage {
         Self::default()
     }
 
+    /// An empty storage whose files may not grow past `max` bytes (as on a file system
+    /// with a maximum file size).
+    pub fn with_max_file_size(max: u64) -> Self {
+        let s = Self::default();
+        s.dir.lock().max_file_size = Some(max);
+        s
+    }
+
     /// Simulates a power loss: returns a new storage holding what a disk would have kept.
     /// Handles into `self` stay usable but no longer affect the returned storage.
     pub fn crash(&self, mode: CrashMode) -> MemStorage {
@@ -176,6 +192,7 @@ impl MemStorage {
         };
         let mut out = Dir {
             next_inode: dir.next_inode,
+            max_file_size: dir.max_file_size,
             ..Dir::default()
         };
         for (name, ino) in &dir.durable_names {
@@ -336,6 +353,10 @@ impl Storage for MemStorage {
         dir.inodes.retain(|ino, _| live.contains(ino));
         dir.syncs += 1;
         Ok(())
+    }
+
+    fn can_hold(&self, len: u64) -> io::Result<bool> {
+        Ok(self.dir.lock().max_file_size.is_none_or(|max| len <= max))
     }
 
     fn list(&self) -> io::Result<Vec<String>> {

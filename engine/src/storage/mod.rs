@@ -51,6 +51,14 @@ pub trait Storage: Send + Sync {
     fn sync_dir(&self) -> io::Result<()>;
     /// Names of all files.
     fn list(&self) -> io::Result<Vec<String>>;
+    /// Whether a file here may grow to `len` bytes: the file system's largest file (ext4
+    /// with 4 KiB blocks stops at 16 TiB) bounds the volumes a directory can hold, since a
+    /// layer's data file spans the volume's address space.
+    fn can_hold(&self, len: u64) -> io::Result<bool> {
+        let _ = len;
+        Ok(true)
+    }
+
     /// Takes an exclusive lock on the directory for as long as this storage lives, so two
     /// processes never open one volume; fails with `WouldBlock` if another holds it.
     /// Calling it again on the same storage succeeds.

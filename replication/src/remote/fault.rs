@@ -32,11 +32,12 @@ const E_SNAPSHOT_NOT_FOUND: u8 = 23;
 const E_LAYERS: u8 = 24;
 
 /// The reasons the engine gives for an invalid size (its `reason` is a `&'static str`).
-const SIZE_REASONS: [&str; 4] = [
+const SIZE_REASONS: [&str; 5] = [
     "must not be zero",
     "must be a multiple of the block size",
     "exceeds the 1 PiB limit",
     "larger than the volume",
+    "larger than this file system's largest file",
 ];
 
 fn put_io(out: &mut BytesMut, context: &str, e: &std::io::Error) {
