@@ -214,29 +214,40 @@ pub(crate) fn load(
 ) -> std::io::Result<Loaded> {
     let slot = slot_len(chunk_blocks);
     let pair = 2 * slot;
-    let len = file.size()?;
-    let pairs = len.div_ceil(pair);
+    let pairs = file.size()?.div_ceil(pair);
+    // Only the pairs the file system holds data for: a hole reads as zeros, i.e. empty
+    // slots, so skipping it changes nothing but the time a sparse volume takes to open.
+    let mut ranges: Vec<(u64, u64)> = Vec::new();
+    for (start, end) in file.data_regions()? {
+        let (lo, hi) = (start / pair, end.div_ceil(pair).min(pairs));
+        match ranges.last_mut() {
+            Some(last) if last.1 >= lo => last.1 = last.1.max(hi),
+            _ if lo < hi => ranges.push((lo, hi)),
+            _ => {}
+        }
+    }
     let per_read = (SCAN_READ / pair).max(1);
     let mut out = Loaded::default();
     let mut buf = Vec::new();
-    let mut first = 0;
-    while first < pairs {
-        let n = per_read.min(pairs - first);
-        buf.resize((n * pair) as usize, 0);
-        file.read_at(&mut buf, first * pair)?;
-        for i in 0..n {
-            let chunk = ChunkIndex(first + i);
-            let at = (i * pair) as usize;
-            let a = decode(&buf[at..at + slot as usize], layer, chunk, chunk_blocks);
-            let b = decode(
-                &buf[at + slot as usize..at + pair as usize],
-                layer,
-                chunk,
-                chunk_blocks,
-            );
-            take_newest(&mut out, chunk, [a, b]);
+    for (mut first, end) in ranges {
+        while first < end {
+            let n = per_read.min(end - first);
+            buf.resize((n * pair) as usize, 0);
+            file.read_at(&mut buf, first * pair)?;
+            for i in 0..n {
+                let chunk = ChunkIndex(first + i);
+                let at = (i * pair) as usize;
+                let a = decode(&buf[at..at + slot as usize], layer, chunk, chunk_blocks);
+                let b = decode(
+                    &buf[at + slot as usize..at + pair as usize],
+                    layer,
+                    chunk,
+                    chunk_blocks,
+                );
+                take_newest(&mut out, chunk, [a, b]);
+            }
+            first += n;
         }
-        first += n;
     }
     Ok(out)
 }

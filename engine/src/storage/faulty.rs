@@ -141,6 +141,10 @@ impl StorageFile for FaultyFile {
         self.check("sync_data", true)?;
         self.inner.sync_data()
     }
+
+    fn data_regions(&self) -> io::Result<Vec<(u64, u64)>> {
+        self.inner.data_regions()
+    }
 }
 
 impl Storage for FaultyStorage {

@@ -6,7 +6,8 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustix::fs::{fallocate, FallocateFlags};
+use rustix::fs::{fallocate, seek, FallocateFlags, SeekFrom};
+use rustix::io::Errno;
 
 use super::{Storage, StorageFile};
 
@@ -106,6 +107,29 @@ impl StorageFile for DiskFile {
 
     fn sync_data(&self) -> io::Result<()> {
         self.file.sync_data()
+    }
+
+    fn data_regions(&self) -> io::Result<Vec<(u64, u64)>> {
+        let size = self.size()?;
+        let mut regions = Vec::new();
+        let mut at = 0;
+        while at < size {
+            let start = match seek(&self.file, SeekFrom::Data(at)) {
+                Ok(start) => start,
+                // No data after `at`.
+                Err(Errno::NXIO) => break,
+                // A file system without SEEK_DATA: all of it may be data.
+                Err(Errno::INVAL | Errno::OPNOTSUPP) => return Ok(vec![(0, size)]),
+                Err(e) => return Err(e.into()),
+            };
+            let end = seek(&self.file, SeekFrom::Hole(start))?.min(size);
+            if end <= start {
+                break;
+            }
+            regions.push((start, end));
+            at = end;
+        }
+        Ok(regions)
     }
 }
 

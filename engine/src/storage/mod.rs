@@ -32,6 +32,16 @@ pub trait StorageFile: Send + Sync {
     fn allocated(&self) -> io::Result<u64>;
     /// Makes every write and punch so far durable (fdatasync).
     fn sync_data(&self) -> io::Result<()>;
+    /// Byte ranges `(start, end)` that may hold data, in order; everything outside them
+    /// reads as zeros (the file system's holes). The default is the whole file.
+    fn data_regions(&self) -> io::Result<Vec<(u64, u64)>> {
+        let size = self.size()?;
+        Ok(if size == 0 {
+            Vec::new()
+        } else {
+            vec![(0, size)]
+        })
+    }
 }
 
 /// A flat directory of files. Creating, renaming and removing names is durable only after
