@@ -453,3 +453,18 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn writes_and_reads_larger_than_a_frame_go_in_pieces() {
+    let c = Cluster::new();
+    let size = 160 << 20;
+    let set =
+        ReplicaSet::create(c.replicas("vol-big"), size, Geometry::default(), config()).unwrap();
+    // 96 MiB + 1 block: three full pieces and a short one, more than one frame can hold.
+    let big = pattern(9, (96 << 20) + 4096);
+    set.write(8 << 20, &big).unwrap();
+    assert_eq!(&set.read(8 << 20, big.len() as u64).unwrap()[..], &big[..]);
+    let copies = each_copy(&c.replicas("vol-big"), size);
+    assert!(copies.windows(2).all(|w| w[0] == w[1]), "copies differ");
+    assert_eq!(&copies[0][8 << 20..(8 << 20) + big.len()], &big[..]);
+}

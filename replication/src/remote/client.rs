@@ -34,6 +34,60 @@ use crate::replica::{Pending, Replica, ReplicaInfo};
 /// How long connecting plus the handshake may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Largest payload one request carries; longer reads and writes go as several requests
+/// (a frame holds at most [`wire::MAX_FRAME`] bytes).
+const PIECE: usize = 32 << 20;
+
+/// One answer for several: `combine` gets every value in order once all arrived, or the
+/// first fault is the answer.
+fn join<T: Send + 'static, U: Send + 'static>(
+    parts: Vec<Pending<T>>,
+    combine: fn(Vec<T>) -> U,
+) -> Pending<U> {
+    let (done, joined) = Pending::new();
+    let n = parts.len();
+    if n == 0 {
+        done.complete(Ok(combine(Vec::new())));
+        return joined;
+    }
+    struct Join<T, U> {
+        values: Vec<Option<T>>,
+        left: usize,
+        done: Option<crate::replica::Completer<U>>,
+    }
+    let state = Arc::new(Mutex::new(Join {
+        values: (0..n).map(|_| None).collect(),
+        left: n,
+        done: Some(done),
+    }));
+    for (i, part) in parts.into_iter().enumerate() {
+        let state = state.clone();
+        part.then(move |result| {
+            let mut s = state.lock();
+            match result {
+                Err(fault) => {
+                    if let Some(done) = s.done.take() {
+                        drop(s);
+                        done.complete(Err(fault));
+                    }
+                }
+                Ok(value) => {
+                    s.values[i] = Some(value);
+                    s.left -= 1;
+                    if s.left == 0 {
+                        if let Some(done) = s.done.take() {
+                            let values = s.values.drain(..).flatten().collect();
+                            drop(s);
+                            done.complete(Ok(combine(values)));
+                        }
+                    }
+                }
+            }
+        });
+    }
+    joined
+}
+
 /// A replica node: its address, the cluster secret and the runtime the connections use.
 #[derive(Clone)]
 pub struct RemoteNode {
@@ -334,14 +388,23 @@ impl Replica for RemoteReplica {
     }
 
     fn write(&self, offset: u64, data: Bytes, generation: u64) -> Pending<()> {
-        self.call(
-            Request::Write {
-                offset,
-                generation,
-                data,
-            },
-            done,
-        )
+        // Pieces that fit a frame; each block is still old-or-new on its own, which is all
+        // a write promises until it is acknowledged.
+        let pieces = (0..data.len())
+            .step_by(PIECE)
+            .map(|at| {
+                let piece = data.slice(at..data.len().min(at + PIECE));
+                self.call(
+                    Request::Write {
+                        offset: offset + at as u64,
+                        generation,
+                        data: piece,
+                    },
+                    done,
+                )
+            })
+            .collect();
+        join(pieces, |_| ())
     }
 
     fn write_zeroes(&self, offset: u64, len: u64, generation: u64) -> Pending<()> {
@@ -356,11 +419,34 @@ impl Replica for RemoteReplica {
     }
 
     fn write_raw(&self, first: BlockIndex, blocks: Vec<RawBlock>) -> Pending<()> {
-        self.call(Request::WriteRaw { first, blocks }, done)
+        let block_len = blocks
+            .iter()
+            .find_map(|b| b.data.as_ref().map(|d| d.len()))
+            .unwrap_or(1)
+            .max(1);
+        let per_piece = (PIECE / block_len).max(1);
+        let mut pieces = Vec::new();
+        let mut at = first.0;
+        let mut blocks = blocks.into_iter().peekable();
+        while blocks.peek().is_some() {
+            let piece: Vec<RawBlock> = blocks.by_ref().take(per_piece).collect();
+            let n = piece.len() as u64;
+            pieces.push(self.call(
+                Request::WriteRaw {
+                    first: BlockIndex(at),
+                    blocks: piece,
+                },
+                done,
+            ));
+            at += n;
+        }
+        join(pieces, |_| ())
     }
 
     fn read(&self, view: View, offset: u64, len: u64) -> Pending<Bytes> {
-        if len > wire::MAX_READ {
+        if len > tripod_engine::MAX_READ_ALLOC {
+            // The same refusal a local replica gives (it knows the size; 0 stands for
+            // "not asked"): the caller's mistake, not this replica's fault.
             return Pending::ready(Err(ReplicaFault::Engine(
                 tripod_engine::EngineError::OutOfRange {
                     offset,
@@ -369,9 +455,26 @@ impl Replica for RemoteReplica {
                 },
             )));
         }
-        self.call(Request::Read { view, offset, len }, |a| match a {
-            Answer::Data(d) => Some(d),
-            _ => None,
+        let piece = PIECE as u64;
+        let pieces: Vec<Pending<Bytes>> = (0..len.max(1))
+            .step_by(PIECE)
+            .map(|at| {
+                self.call(
+                    Request::Read {
+                        view: view.clone(),
+                        offset: offset + at,
+                        len: len.min(at + piece) - at,
+                    },
+                    |a| match a {
+                        Answer::Data(d) => Some(d),
+                        _ => None,
+                    },
+                )
+            })
+            .collect();
+        join(pieces, |parts| match <[Bytes; 1]>::try_from(parts) {
+            Ok([one]) => one,
+            Err(parts) => Bytes::from(parts.concat()),
         })
     }
 

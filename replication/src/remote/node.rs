@@ -68,7 +68,7 @@ pub struct ReplicaNode {
     connections: Arc<Semaphore>,
 }
 
-/// Sent when a fenced connection tries again: its client reconnected elsewhere.
+/// The epoch of a destroyed volume: no connection carries it, so every one is refused.
 const FENCED: u64 = u64::MAX;
 
 impl ReplicaNode {
