@@ -1,19 +1,28 @@
 //! Group commit and the write order. Every mutation of block content takes this path:
 //!
 //! 1. the writer queues its block updates; one writer at a time becomes the leader and takes
-//!    every queued update as one batch;
-//! 2. the leader appends one WAL record per update and syncs the log **once** for the batch
-//!    (blocks of a large write that the head layer never held are written in place and the
-//!    head's data file synced *first*; their records carry only the CRC — see
-//!    [`VolumeOptions::direct_write_min`](crate::VolumeOptions::direct_write_min));
-//! 3. only then it applies the batch in place (data file writes / hole punches, chunk
-//!    metadata, head index) and wakes every writer of the batch, which may then acknowledge;
-//! 4. when the log passes its limit, a checkpoint syncs the layer files, writes the dirty
-//!    chunk records (two-slot), publishes a manifest with a new WAL epoch and restarts the log.
+//!    every queued update (and any waiting flush) as one batch;
+//! 2. the leader appends one WAL record per update (blocks of a large write that the head
+//!    layer never held are written in place first and their records carry only the CRC —
+//!    see [`VolumeOptions::direct_write_min`](crate::VolumeOptions::direct_write_min));
+//! 3. a volume that syncs every write syncs the placed data, then the log, **once** for the
+//!    batch, then applies it in place (data file writes / hole punches, chunk metadata, head
+//!    index) and wakes every writer of the batch, which may then acknowledge;
+//! 4. a write-back volume ([`VolumeOptions::write_back`](crate::VolumeOptions::write_back))
+//!    syncs nothing: the batch's block states change at once, its data stays readable from
+//!    memory, and the writers return (the records are in the kernel, so a process crash
+//!    loses nothing). A flush — or the memory limit, or a checkpoint — *settles*: placed
+//!    data synced, the log synced, then the kept updates written in place. Placed records of
+//!    a write-back volume say that their data was not synced first; replay keeps such a
+//!    block only if its data in place matches the CRC;
+//! 5. when the log passes its limit, a checkpoint settles, syncs the layer files, writes the
+//!    dirty chunk records (two-slot), publishes a manifest with a new WAL epoch and restarts
+//!    the log.
 //!
-//! Rules: nothing in a layer file is written before its WAL record is durable; the manifest
-//! never names a file before the file and its directory entry are durable; the log is reused
-//! only after a manifest with a new epoch is durable. A failed write or sync poisons the volume.
+//! Rules: nothing in a layer file is overwritten before its WAL record is durable; the
+//! manifest never names a file before the file and its directory entry are durable; the log
+//! is reused only after a manifest with a new epoch is durable. A failed write or sync
+//! poisons the volume.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::Ordering;
@@ -55,12 +64,39 @@ pub(crate) struct WalState {
     pub dirty_chunks: HashSet<(LayerId, ChunkIndex)>,
     /// Layers whose data file was written since the last checkpoint.
     pub dirty_data: HashSet<LayerId>,
+    /// Write-back: records appended since the last log sync.
+    pub unsynced: bool,
+    /// Write-back: layers whose data file holds placed blocks not yet synced.
+    pub unsynced_placed: HashSet<LayerId>,
+    /// Write-back: logged updates not yet applied in place (in log order), and their bytes.
+    pub unapplied: Vec<(LayerId, Update)>,
+    pub unapplied_bytes: u64,
+}
+
+impl WalState {
+    pub(crate) fn new(file: Arc<dyn StorageFile>, epoch: u64, checkpoint_lsn: Lsn) -> Self {
+        Self {
+            file,
+            epoch,
+            next_lsn: Lsn(checkpoint_lsn.0 + 1),
+            checkpoint_lsn,
+            offset: 0,
+            dirty_chunks: HashSet::new(),
+            dirty_data: HashSet::new(),
+            unsynced: false,
+            unsynced_placed: HashSet::new(),
+            unapplied: Vec::new(),
+            unapplied_bytes: 0,
+        }
+    }
 }
 
 /// Writers waiting for group commit.
 #[derive(Default)]
 pub(crate) struct Queue {
     pending: Vec<Update>,
+    /// Some waiting caller asked for everything logged so far to become durable.
+    sync: bool,
     leader: bool,
     next_ticket: u64,
     done_upto: u64,
@@ -68,13 +104,16 @@ pub(crate) struct Queue {
 }
 
 impl Volume {
-    /// Makes `updates` durable and applied, sharing the log sync with concurrent writers.
-    /// The caller holds the tree's read lock and the block locks of every updated block.
-    pub(crate) fn commit(&self, tree: &Tree, updates: Vec<Update>) -> Result<()> {
+    /// Logs and applies `updates`, sharing the work with concurrent writers; with `sync` (or
+    /// on a volume that is not write-back) everything logged so far is durable when it
+    /// returns. The caller holds the tree's read lock and the block locks of every updated
+    /// block.
+    pub(crate) fn commit(&self, tree: &Tree, updates: Vec<Update>, sync: bool) -> Result<()> {
         let mut q = self.queue.lock();
         q.next_ticket += 1;
         let ticket = q.next_ticket;
         q.pending.extend(updates);
+        q.sync |= sync;
         loop {
             if q.done_upto >= ticket {
                 return match q.failed_from {
@@ -88,13 +127,14 @@ impl Volume {
             }
             q.leader = true;
             let batch = std::mem::take(&mut q.pending);
+            let sync = std::mem::take(&mut q.sync);
             let start = q.done_upto + 1;
             let upto = q.next_ticket;
             drop(q);
             let result = if self.is_poisoned() {
                 Err(EngineError::Poisoned)
             } else {
-                self.log_and_apply(tree, batch)
+                self.log_and_apply(tree, batch, sync)
             };
             q = self.queue.lock();
             q.leader = false;
@@ -110,14 +150,39 @@ impl Volume {
         }
     }
 
-    /// Logs, syncs and applies one batch (the leader's work).
-    fn log_and_apply(&self, tree: &Tree, batch: Vec<Update>) -> Result<()> {
-        let bs = self.geometry.block_size as usize;
-        self.place_blocks(tree, &batch)?;
+    /// Logs and applies one batch (the leader's work). A write-back volume appends the
+    /// records without a sync, takes the new block states at once and keeps the data for
+    /// reads until a later sync lets it go in place ([`Volume::settle`]).
+    fn log_and_apply(&self, tree: &Tree, batch: Vec<Update>, sync: bool) -> Result<()> {
+        let write_back = self.options.write_back;
         let mut wal = self.wal.lock();
+        if !batch.is_empty() {
+            self.place_blocks(tree, &mut wal, &batch)?;
+            self.append(tree, &mut wal, &batch)?;
+            if write_back {
+                self.take_states(tree, &mut wal, batch);
+            } else {
+                self.sync_log(&mut wal)?;
+                self.apply_batch(tree, &mut wal, &batch)?;
+            }
+        }
+        let over = wal.offset >= self.options.wal_limit;
+        if sync || over || wal.unapplied_bytes >= self.options.write_back_limit {
+            self.settle(tree, &mut wal)?;
+        }
+        if over {
+            self.checkpoint(tree, &mut wal)?;
+        }
+        Ok(())
+    }
+
+    /// Appends one record per update to the log (no sync).
+    fn append(&self, tree: &Tree, wal: &mut WalState, batch: &[Update]) -> Result<()> {
+        let bs = self.geometry.block_size as usize;
         let mut buf = Vec::with_capacity(batch.len() * (wal::HEADER_LEN + bs));
         let first_lsn = wal.next_lsn;
-        for u in &batch {
+        let unsynced_placed = self.options.write_back;
+        for u in batch {
             let lsn = wal.next_lsn;
             wal.next_lsn = Lsn(lsn.0 + 1);
             let target = |block, generation| wal::Target {
@@ -134,35 +199,122 @@ impl Volume {
                 Update::Zero(first, count, g) => {
                     wal::encode(&mut buf, target(*first, *g), wal::Body::Zero(*count))
                 }
-                Update::Placed(block, data, g) => wal::encode(
-                    &mut buf,
-                    target(*block, *g),
-                    wal::Body::Placed(crc32fast::hash(data)),
-                ),
+                Update::Placed(block, data, g) => {
+                    let crc = crc32fast::hash(data);
+                    let body = if unsynced_placed {
+                        wal::Body::PlacedUnsynced(crc)
+                    } else {
+                        wal::Body::Placed(crc)
+                    };
+                    wal::encode(&mut buf, target(*block, *g), body)
+                }
             }
         }
         let at = wal.offset;
-        let logged = wal
-            .file
-            .write_at(&buf, at)
-            .and_then(|()| wal.file.sync_data());
-        if let Err(e) = logged {
+        if let Err(e) = wal.file.write_at(&buf, at) {
             wal.next_lsn = first_lsn;
             return Err(EngineError::io("writing the write-ahead log")(e));
         }
         wal.offset += buf.len() as u64;
-        drop(buf);
-        self.apply_batch(tree, &mut wal, &batch)?;
-        if wal.offset >= self.options.wal_limit {
-            self.checkpoint(tree, &mut wal)?;
+        wal.unsynced = true;
+        Ok(())
+    }
+
+    fn sync_log(&self, wal: &mut WalState) -> Result<()> {
+        if wal.unsynced {
+            wal.file
+                .sync_data()
+                .map_err(EngineError::io("syncing the write-ahead log"))?;
+            wal.unsynced = false;
+        }
+        Ok(())
+    }
+
+    /// Write-back: gives the head the batch's block states now and keeps its data readable
+    /// from memory until [`Volume::settle`] writes it in place.
+    fn take_states(&self, tree: &Tree, wal: &mut WalState, batch: Vec<Update>) {
+        let head = tree.head;
+        let mut cached = self.unapplied.write();
+        for u in batch {
+            match &u {
+                Update::Data(block, data, g) => {
+                    let state = (BlockState::Data(crc32fast::hash(data)), *g);
+                    self.record_state(tree, wal, head, *block, state, true);
+                    cached.insert((head, block.0), data.clone());
+                    wal.unapplied_bytes += data.len() as u64;
+                    wal.unapplied.push((head, u));
+                }
+                Update::Zero(first, count, g) => {
+                    for b in first.0..first.0 + count {
+                        let state = (BlockState::Zero, *g);
+                        self.record_state(tree, wal, head, BlockIndex(b), state, true);
+                    }
+                    wal.unapplied.push((head, u));
+                }
+                Update::Placed(block, data, g) => {
+                    let state = (BlockState::Data(crc32fast::hash(data)), *g);
+                    self.apply_placed(tree, wal, head, *block, state, true);
+                }
+            }
+        }
+    }
+
+    /// Makes everything logged so far durable and applies what write-back kept in memory:
+    /// placed data files synced, the log synced, then the logged updates written in place
+    /// (their data leaves the read cache only once it is in the file).
+    pub(crate) fn settle(&self, tree: &Tree, wal: &mut WalState) -> Result<()> {
+        for id in std::mem::take(&mut wal.unsynced_placed) {
+            if let Some(l) = tree.layers.get(&id) {
+                l.data
+                    .sync_data()
+                    .map_err(EngineError::io("syncing a layer data file"))?;
+            }
+        }
+        self.sync_log(wal)?;
+        let updates = std::mem::take(&mut wal.unapplied);
+        wal.unapplied_bytes = 0;
+        let mut i = 0;
+        while let Some((layer, u)) = updates.get(i) {
+            i += 1;
+            match u {
+                Update::Data(first, data, _) => {
+                    // Consecutive blocks of one layer go in with one vectored write.
+                    let mut run = vec![data.clone()];
+                    while let Some((l, Update::Data(b, d, _))) = updates.get(i) {
+                        if l != layer || b.0 != first.0 + run.len() as u64 {
+                            break;
+                        }
+                        run.push(d.clone());
+                        i += 1;
+                    }
+                    self.write_in_place(tree, wal, *layer, *first, &run)?
+                }
+                Update::Zero(first, count, _) => {
+                    self.punch_in_place(tree, wal, *layer, *first, *count)?
+                }
+                Update::Placed(..) => {}
+            }
+        }
+        let mut cached = self.unapplied.write();
+        for (layer, u) in &updates {
+            if let Update::Data(block, data, _) = u {
+                if cached
+                    .get(&(*layer, block.0))
+                    .is_some_and(|c| c.as_ptr() == data.as_ptr())
+                {
+                    cached.remove(&(*layer, block.0));
+                }
+            }
         }
         Ok(())
     }
 
     /// Writes the batch's placed blocks into the head's data file (runs of consecutive
-    /// blocks with one call) and syncs it, so they are durable before any record names them.
-    /// Nothing reads those slots until the records are applied: the head does not hold them.
-    fn place_blocks(&self, tree: &Tree, batch: &[Update]) -> Result<()> {
+    /// blocks with one call). A volume that syncs every write syncs the file here, so the
+    /// blocks are durable before any record names them; a write-back volume leaves that to
+    /// the next [`Volume::settle`] (its records say so, and replay checks the data).
+    /// Nothing reads those slots until their records are applied: the head does not hold them.
+    fn place_blocks(&self, tree: &Tree, wal: &mut WalState, batch: &[Update]) -> Result<()> {
         if !batch.iter().any(|u| matches!(u, Update::Placed(..))) {
             return Ok(());
         }
@@ -170,7 +322,6 @@ impl Volume {
         // did, nothing may be recorded as placed.
         let head = tree.layers.get(&tree.head).ok_or(EngineError::Poisoned)?;
         let g = self.geometry;
-        let mut placed = false;
         let mut i = 0;
         while i < batch.len() {
             let Update::Placed(first, ..) = &batch[i] else {
@@ -185,15 +336,13 @@ impl Volume {
                 run.push(d);
                 i += 1;
             }
-            let written = if run.len() == 1 {
-                head.data.write_at(run[0], g.byte_offset(*first))
-            } else {
-                head.data.write_at(&run.concat(), g.byte_offset(*first))
-            };
-            written.map_err(EngineError::io("writing a layer data file"))?;
-            placed = true;
+            head.data
+                .write_vectored_at(&run, g.byte_offset(*first))
+                .map_err(EngineError::io("writing a layer data file"))?;
         }
-        if placed {
+        if self.options.write_back {
+            wal.unsynced_placed.insert(tree.head);
+        } else {
             head.data
                 .sync_data()
                 .map_err(EngineError::io("syncing a layer data file"))?;
@@ -247,23 +396,55 @@ impl Volume {
         (blocks, gens): (&[Bytes], &[u64]),
         update_index: bool,
     ) -> Result<()> {
-        let Some(l) = tree.layers.get(&layer) else {
+        if !tree.layers.contains_key(&layer) {
             return Ok(()); // a record of a layer deleted since: nothing to do
-        };
-        let g = self.geometry;
-        let offset = g.byte_offset(first);
-        let written = if blocks.len() == 1 {
-            l.data.write_at(&blocks[0], offset)
-        } else {
-            l.data.write_at(&blocks.concat(), offset)
-        };
-        written.map_err(EngineError::io("writing a layer data file"))?;
-        wal.dirty_data.insert(layer);
+        }
+        self.write_in_place(tree, wal, layer, first, blocks)?;
         for (i, (data, g)) in blocks.iter().zip(gens).enumerate() {
             let block = BlockIndex(first.0 + i as u64);
             let state = BlockState::Data(crc32fast::hash(data));
             self.record_state(tree, wal, layer, block, (state, *g), update_index);
         }
+        Ok(())
+    }
+
+    /// Writes consecutive blocks into `layer`'s data file with one vectored call.
+    fn write_in_place(
+        &self,
+        tree: &Tree,
+        wal: &mut WalState,
+        layer: LayerId,
+        first: BlockIndex,
+        blocks: &[Bytes],
+    ) -> Result<()> {
+        let Some(l) = tree.layers.get(&layer) else {
+            return Ok(());
+        };
+        let bufs: Vec<&[u8]> = blocks.iter().map(|b| &b[..]).collect();
+        l.data
+            .write_vectored_at(&bufs, self.geometry.byte_offset(first))
+            .map_err(EngineError::io("writing a layer data file"))?;
+        wal.dirty_data.insert(layer);
+        Ok(())
+    }
+
+    /// Frees `count` blocks from `first` in `layer`'s data file.
+    fn punch_in_place(
+        &self,
+        tree: &Tree,
+        wal: &mut WalState,
+        layer: LayerId,
+        first: BlockIndex,
+        count: u64,
+    ) -> Result<()> {
+        let Some(l) = tree.layers.get(&layer) else {
+            return Ok(());
+        };
+        let g = self.geometry;
+        l.data
+            .punch_hole(g.byte_offset(first), count * g.bs())
+            .map_err(EngineError::io("punching a hole in a layer data file"))?;
+        wal.dirty_data.insert(layer);
         Ok(())
     }
 
@@ -282,14 +463,10 @@ impl Volume {
         generation: u64,
         update_index: bool,
     ) -> Result<()> {
-        let Some(l) = tree.layers.get(&layer) else {
+        if !tree.layers.contains_key(&layer) {
             return Ok(());
-        };
-        let g = self.geometry;
-        l.data
-            .punch_hole(g.byte_offset(first), count * g.bs())
-            .map_err(EngineError::io("punching a hole in a layer data file"))?;
-        wal.dirty_data.insert(layer);
+        }
+        self.punch_in_place(tree, wal, layer, first, count)?;
         for b in first.0..first.0 + count {
             let state = (BlockState::Zero, generation);
             self.record_state(tree, wal, layer, BlockIndex(b), state, update_index);
@@ -338,6 +515,7 @@ impl Volume {
 
     /// Persists everything applied so far and restarts the log under a new epoch.
     pub(crate) fn checkpoint(&self, tree: &Tree, wal: &mut WalState) -> Result<()> {
+        self.settle(tree, wal)?;
         for id in &wal.dirty_data {
             if let Some(l) = tree.layers.get(id) {
                 l.data

@@ -140,20 +140,17 @@ impl Volume {
             geometry: g,
             options,
             tree: RwLock::new(tree),
-            wal: Mutex::new(WalState {
-                file: wal_file,
-                epoch: manifest.epoch,
-                next_lsn: Lsn(manifest.checkpoint_lsn.0 + 1),
-                checkpoint_lsn: manifest.checkpoint_lsn,
-                offset: 0,
-                dirty_chunks: Default::default(),
-                dirty_data: Default::default(),
-            }),
+            wal: Mutex::new(WalState::new(
+                wal_file,
+                manifest.epoch,
+                manifest.checkpoint_lsn,
+            )),
             queue: Mutex::new(Queue::default()),
             queue_cv: Condvar::new(),
             locks: BlockLocks::new(),
             poisoned: AtomicBool::new(false),
             generation: AtomicU64::new(0),
+            unapplied: RwLock::new(Default::default()),
         };
         volume.recover(&damaged)?;
         Ok(volume)
@@ -241,6 +238,22 @@ impl Volume {
                 RecordKind::Placed(crc) => {
                     let state = (BlockState::Data(crc), e.generation);
                     if tree.layers.contains_key(&e.layer) {
+                        self.apply_placed(tree, wal, e.layer, e.block, state, false);
+                    }
+                    Ok(())
+                }
+                RecordKind::PlacedUnsynced(crc) => {
+                    // Written in place without a sync first: present only if the data made
+                    // it to the file whole (it did if it was ever flushed).
+                    let Some(l) = tree.layers.get(&e.layer) else {
+                        return Ok(());
+                    };
+                    let mut block = vec![0u8; g.block_size as usize];
+                    l.data
+                        .read_at(&mut block, g.byte_offset(e.block))
+                        .map_err(EngineError::io("reading a placed block"))?;
+                    if crc32fast::hash(&block) == crc {
+                        let state = (BlockState::Data(crc), e.generation);
                         self.apply_placed(tree, wal, e.layer, e.block, state, false);
                     }
                     Ok(())

@@ -69,6 +69,9 @@ impl Volume {
         if tree.layers.len() >= MAX_LAYERS {
             return Err(EngineError::TooManyLayers { limit: MAX_LAYERS });
         }
+        // Everything written before the snapshot goes in place (and is durable) first, so a
+        // frozen layer never has data waiting in memory.
+        self.settle_now(&tree)?;
         let old_head = tree.head;
         // Creating the new head touches the tree only once its files exist.
         self.new_head(&mut tree, old_head)?;
@@ -118,6 +121,7 @@ impl Volume {
             .snapshot_layer(id)
             .map(Layer::id)
             .ok_or_else(|| EngineError::SnapshotNotFound(id.clone()))?;
+        self.settle_now(&tree)?;
         // The new head replaces the old one, so the layer count does not grow.
         let old_head = tree.head;
         self.new_head(&mut tree, target)?;
@@ -150,6 +154,7 @@ impl Volume {
             return Ok(());
         }
         check_capacity(self.storage.as_ref(), new_size)?;
+        self.settle_now(&tree)?;
         let head = tree.head;
         tree.size = new_size;
         if let Some(l) = tree.layers.get_mut(&head) {

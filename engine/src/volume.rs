@@ -2,6 +2,7 @@
 //! write zeroes, trim, allocation map). Structural operations live in `tree_ops`, creation and
 //! recovery in `recovery`, the write order in `commit`.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -56,6 +57,25 @@ pub struct VolumeOptions {
     /// latency-bound). Overwrites of blocks the head holds always go through the log.
     /// `u64::MAX` turns it off.
     pub direct_write_min: u64,
+    /// Block-device semantics (a disk with a volatile write cache): a write returns once it
+    /// is in the operating system (it survives a crash of this process), and becomes durable
+    /// against power loss at the next [`Volume::flush`]. `false`: every write is durable when
+    /// it returns (one log sync per batch of concurrent writers) and `flush` has nothing to do.
+    pub write_back: bool,
+    /// Write-back only: once this many bytes of logged data wait to be written in place, the
+    /// next write syncs the log and writes them (as a flush would). Bounds the memory that
+    /// serves reads of those blocks; 32 MiB amortises one sync over 8192 4 KiB writes.
+    pub write_back_limit: u64,
+}
+
+impl VolumeOptions {
+    /// The defaults with block-device (write-back) semantics.
+    pub fn write_back() -> Self {
+        Self {
+            write_back: true,
+            ..Self::default()
+        }
+    }
 }
 
 impl Default for VolumeOptions {
@@ -63,6 +83,8 @@ impl Default for VolumeOptions {
         Self {
             wal_limit: 64 << 20,
             direct_write_min: 64 << 10,
+            write_back: false,
+            write_back_limit: 32 << 20,
         }
     }
 }
@@ -70,7 +92,9 @@ impl Default for VolumeOptions {
 /// One replica's copy of a volume: a layered, checksummed, crash-safe block store.
 ///
 /// Every method takes `&self`; a `Volume` is meant to be shared (`Arc<Volume>`) by many
-/// threads. Writes return only when durable. See the crate documentation for an example.
+/// threads. Writes return only when durable, or with [`VolumeOptions::write_back`] once in
+/// the operating system, durable at the next [`Volume::flush`]. See the crate documentation
+/// for an example.
 pub struct Volume {
     pub(crate) storage: Arc<dyn Storage>,
     pub(crate) geometry: Geometry,
@@ -83,6 +107,9 @@ pub struct Volume {
     pub(crate) poisoned: AtomicBool,
     /// Highest write generation seen (stored per block; see [`Volume::generation`]).
     pub(crate) generation: AtomicU64,
+    /// Write-back: data of logged blocks not yet written in place, by (layer, block); reads
+    /// take a block from here before its data file.
+    pub(crate) unapplied: RwLock<HashMap<(LayerId, u64), Bytes>>,
 }
 
 /// One run of the allocation map returned by [`Volume::extents`].
@@ -237,10 +264,29 @@ impl Volume {
             .layers
             .get(&layer)
             .ok_or_else(|| EngineError::corrupt("layer tree", format!("missing {layer}")))?;
-        l.data
-            .read_at(out, self.geometry.byte_offset(BlockIndex(first)))
-            .map_err(EngineError::io("reading a layer data file"))?;
         let bs = self.geometry.block_size as usize;
+        // Blocks still waiting to go in place are taken before the file is read: settling
+        // writes the file first and only then lets go of the cached copy.
+        let cached: Vec<(usize, Bytes)> = {
+            let map = self.unapplied.read();
+            if map.is_empty() {
+                Vec::new()
+            } else {
+                (0..crcs.len())
+                    .filter_map(|i| map.get(&(layer, first + i as u64)).map(|d| (i, d.clone())))
+                    .collect()
+            }
+        };
+        if cached.len() < crcs.len() {
+            l.data
+                .read_at(out, self.geometry.byte_offset(BlockIndex(first)))
+                .map_err(EngineError::io("reading a layer data file"))?;
+        }
+        for (i, data) in cached {
+            if let Some(dst) = out.get_mut(i * bs..(i + 1) * bs) {
+                dst.copy_from_slice(&data);
+            }
+        }
         for (i, (block, expected)) in out.chunks(bs).zip(crcs).enumerate() {
             let actual = crc32fast::hash(block);
             if actual != *expected {
@@ -287,7 +333,7 @@ impl Volume {
         self.mutate(offset, data.len() as u64, Some(data), Some(generation))
     }
 
-    /// Commits several writes with one log sync (and one placed-data sync), as concurrent
+    /// Commits several writes with one log sync (none for a write-back volume), as concurrent
     /// writers would share it through group commit but without a thread per write: how a
     /// replica's I/O worker drains its queue. Returns one result per write, in order. A write
     /// that fails validation (out of range) fails alone; a failed commit fails every write
@@ -357,7 +403,7 @@ impl Volume {
                 Err(e) => results[*i] = Some(Err(e)),
             }
         }
-        match self.commit(tree, updates) {
+        match self.commit(tree, updates, false) {
             Ok(()) => members.iter().for_each(|&i| results[i] = Some(Ok(()))),
             Err(e) => {
                 // The volume is poisoned now; the first write reports why.
@@ -408,7 +454,7 @@ impl Volume {
             Ordering::SeqCst,
         );
         let _guard = self.locks.write(span.first, span.end);
-        self.commit(&tree, updates)
+        self.commit(&tree, updates, true)
     }
 
     /// The highest write generation stored in the volume. Writes without an explicit
@@ -417,9 +463,22 @@ impl Volume {
         self.generation.load(Ordering::SeqCst)
     }
 
-    /// Everything acknowledged is already durable, so this only reports a poisoned volume.
+    /// Makes every write that returned before this call durable (write-back volumes: one
+    /// log sync shared with concurrent writers and flushes). Fails on a poisoned volume.
     pub fn flush(&self) -> Result<()> {
-        self.check_poison()
+        self.check_poison()?;
+        if !self.options.write_back {
+            return Ok(());
+        }
+        let tree = self.tree.read();
+        self.commit(&tree, Vec::new(), true)
+    }
+
+    /// Write-back: syncs and applies what waits in memory, under the log lock (structural
+    /// operations and whole-volume reads of the data files start here).
+    pub(crate) fn settle_now(&self, tree: &Tree) -> Result<()> {
+        let mut wal = self.wal.lock();
+        self.settle(tree, &mut wal).inspect_err(|_| self.poison())
     }
 
     fn mutate(&self, offset: u64, len: u64, data: Option<Bytes>, gen: Option<u64>) -> Result<()> {
@@ -435,7 +494,7 @@ impl Volume {
         };
         let _guard = self.locks.write(span.first, span.end);
         let updates = self.updates_for(&tree, &span, data.as_ref(), gen)?;
-        self.commit(&tree, updates)
+        self.commit(&tree, updates, false)
     }
 
     /// The block updates that write `data` (or zeros) over `span`.

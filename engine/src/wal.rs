@@ -16,11 +16,16 @@ pub(crate) const HEADER_LEN: usize = 64;
 const KIND_DATA: u8 = 1;
 const KIND_ZERO: u8 = 2;
 const KIND_PLACED: u8 = 3;
+const KIND_PLACED_UNSYNCED: u8 = 4;
 
 /// Record version of `placed` records (data and zero records stay version 1, so a log
 /// without placed records is still read by builds that predate them, and a build that does
 /// not know placed records refuses the log instead of stopping at the first one).
 pub(crate) const PLACED_VERSION: u16 = 2;
+
+/// Record version of `placed-unsynced` records (write-back volumes); builds that predate them
+/// refuse the log rather than stop at the first one.
+pub(crate) const UNSYNCED_PLACED_VERSION: u16 = 3;
 
 /// What a record sets a block to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +37,11 @@ pub(crate) enum RecordKind {
     /// Data with this CRC32 already written in place and synced before the record (no
     /// payload): the record only makes the block present.
     Placed(u32),
+    /// Data with this CRC32 written in place *without* a sync before the record (write-back
+    /// volumes): replay applies it only if the block in place matches the CRC; otherwise the
+    /// write never reached the disk whole, was never flushed, and the slot keeps its old
+    /// (absent) state.
+    PlacedUnsynced(u32),
 }
 
 /// What a record carries.
@@ -43,6 +53,8 @@ pub(crate) enum Body<'a> {
     Zero(u64),
     /// One block already in place, with its CRC32.
     Placed(u32),
+    /// One block put in place without a sync first, with its CRC32.
+    PlacedUnsynced(u32),
 }
 
 /// Where a record applies and which write it belongs to.
@@ -63,6 +75,7 @@ pub(crate) fn encode(out: &mut Vec<u8>, t: Target, body: Body<'_>) {
         Body::Data(p) => (KIND_DATA, CURRENT_VERSION as u16, Some(p), crc(p), 1),
         Body::Zero(count) => (KIND_ZERO, CURRENT_VERSION as u16, None, 0, count),
         Body::Placed(c) => (KIND_PLACED, PLACED_VERSION, None, c, 1),
+        Body::PlacedUnsynced(c) => (KIND_PLACED_UNSYNCED, UNSYNCED_PLACED_VERSION, None, c, 1),
     };
     out.put_u32(WAL_MAGIC);
     out.put_u16(version);
@@ -210,15 +223,15 @@ fn parse(buf: &[u8], epoch: u64, expected: Lsn, block_size: u32) -> Parsed<'_> {
     if rec_epoch != epoch || lsn != expected.0 {
         return Parsed::End(End::Tail);
     }
-    if version > u64::from(PLACED_VERSION) {
+    if version > u64::from(UNSYNCED_PLACED_VERSION) {
         return Parsed::End(End::FutureVersion(version as u32));
     }
     let payload_len = match kind as u8 {
         KIND_DATA if len == u64::from(block_size) && count == 1 => len as usize,
-        KIND_ZERO | KIND_PLACED if len == 0 && count >= 1 => 0,
+        KIND_ZERO | KIND_PLACED | KIND_PLACED_UNSYNCED if len == 0 && count >= 1 => 0,
         _ => return Parsed::End(End::Tail),
     };
-    if kind as u8 == KIND_PLACED && count != 1 {
+    if matches!(kind as u8, KIND_PLACED | KIND_PLACED_UNSYNCED) && count != 1 {
         return Parsed::End(End::Tail);
     }
     if buf.len() < HEADER_LEN + payload_len {
@@ -233,6 +246,7 @@ fn parse(buf: &[u8], epoch: u64, expected: Lsn, block_size: u32) -> Parsed<'_> {
             RecordKind::Data(pcrc as u32)
         }
         KIND_PLACED => RecordKind::Placed(pcrc as u32),
+        KIND_PLACED_UNSYNCED => RecordKind::PlacedUnsynced(pcrc as u32),
         _ => RecordKind::Zero,
     };
     let entry = Entry {
@@ -332,12 +346,13 @@ mod tests {
         // Version 2 marks placed records; a newer version is refused, not skipped.
         assert_eq!(u16::from_le_bytes([out[4], out[5]]), PLACED_VERSION);
         let mut newer = out[..HEADER_LEN].to_vec();
-        newer[4] = 3;
+        newer[4] = (UNSYNCED_PLACED_VERSION + 1) as u8;
         let c = crc(&newer[..HEADER_LEN - 4]);
         newer[HEADER_LEN - 4..].copy_from_slice(&c.to_le_bytes());
         f.write_at(&newer, 0).unwrap();
         let end = scan(f.as_ref(), (7, Lsn(1), 512), |e| e, |_| Ok(())).unwrap();
-        assert_eq!(end.end, End::FutureVersion(3));
+        let newer_version = u32::from(UNSYNCED_PLACED_VERSION) + 1;
+        assert_eq!(end.end, End::FutureVersion(newer_version));
     }
 
     #[test]

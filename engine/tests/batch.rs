@@ -16,6 +16,8 @@ const SIZE: u64 = 64 * 512;
 const OPTIONS: VolumeOptions = VolumeOptions {
     wal_limit: 16 << 10,
     direct_write_min: 1024,
+    write_back: false,
+    write_back_limit: 32 << 20,
 };
 
 fn write_strategy() -> impl Strategy<Value = (u64, u64, Option<u8>)> {

@@ -15,6 +15,7 @@ fn concurrent_partial_writers_of_one_block_lose_nothing() {
         VolumeOptions {
             wal_limit: 256 << 10,
             direct_write_min: 8 << 10,
+            ..VolumeOptions::default()
         },
     )
     .unwrap();
@@ -53,6 +54,7 @@ fn readers_never_see_checksum_errors_while_writers_and_snapshots_run() {
         VolumeOptions {
             wal_limit: 128 << 10,
             direct_write_min: 8 << 10,
+            ..VolumeOptions::default()
         },
     )
     .unwrap();

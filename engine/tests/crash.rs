@@ -24,6 +24,8 @@ const BS: u64 = 512;
 const OPTIONS: VolumeOptions = VolumeOptions {
     wal_limit: 8 << 10,
     direct_write_min: 2 * BS,
+    write_back: false,
+    write_back_limit: 32 << 20,
 };
 
 #[derive(Debug, Clone)]

@@ -157,6 +157,10 @@ impl Harness {
                 self.vol = Volume::open(storage, self.options).unwrap();
             }
             Op::PowerLoss(seed) => {
+                // Write-back volumes keep what was flushed: flush, then cut the power.
+                if self.options.write_back {
+                    self.vol.flush().unwrap();
+                }
                 let mode = if seed % 2 == 0 {
                     CrashMode::LoseUnsynced
                 } else {
@@ -193,12 +197,15 @@ impl Harness {
     }
 }
 
-fn run(geometry: Geometry, blocks: u64, ops: &[Op]) {
+fn run(geometry: Geometry, blocks: u64, ops: &[Op], write_back: bool) {
     let storage = MemStorage::new();
     // Writes of two blocks or more put fresh blocks in place: both write paths are modelled.
     let options = VolumeOptions {
         wal_limit: 48 << 10,
         direct_write_min: 2 * u64::from(geometry.block_size),
+        write_back,
+        // Small, so writes spill to their place between flushes too.
+        write_back_limit: 8 * u64::from(geometry.block_size),
     };
     let size = blocks * u64::from(geometry.block_size);
     let vol = Volume::create(Arc::new(storage.clone()), size, geometry, options).unwrap();
@@ -220,11 +227,16 @@ proptest! {
 
     #[test]
     fn volume_matches_model_512(blocks in 16u64..80, ops in prop::collection::vec(op(), 1..60)) {
-        run(Geometry { block_size: 512, chunk_blocks: 8 }, blocks, &ops);
+        run(Geometry { block_size: 512, chunk_blocks: 8 }, blocks, &ops, false);
+    }
+
+    #[test]
+    fn write_back_volume_matches_model_512(blocks in 16u64..80, ops in prop::collection::vec(op(), 1..60)) {
+        run(Geometry { block_size: 512, chunk_blocks: 8 }, blocks, &ops, true);
     }
 
     #[test]
     fn volume_matches_model_4096(blocks in 8u64..40, ops in prop::collection::vec(op(), 1..40)) {
-        run(Geometry { block_size: 4096, chunk_blocks: 16 }, blocks, &ops);
+        run(Geometry { block_size: 4096, chunk_blocks: 16 }, blocks, &ops, false);
     }
 }

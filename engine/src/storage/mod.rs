@@ -24,6 +24,15 @@ pub trait StorageFile: Send + Sync {
     /// Writes all of `data` at `offset`, growing the file if needed. Not durable until
     /// [`StorageFile::sync_data`] returns.
     fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()>;
+    /// Writes the buffers one after the other from `offset`, as one write of their
+    /// concatenation. The default copies them together; [`FileStorage`] uses `pwritev`.
+    fn write_vectored_at(&self, bufs: &[&[u8]], offset: u64) -> io::Result<()> {
+        match bufs {
+            [] => Ok(()),
+            [one] => self.write_at(one, offset),
+            many => self.write_at(&many.concat(), offset),
+        }
+    }
     /// Makes `offset..offset+len` read as zeros and releases its space where the backend can.
     fn punch_hole(&self, offset: u64, len: u64) -> io::Result<()>;
     /// Current length in bytes.

@@ -141,6 +141,7 @@ pub fn options() -> VolumeOptions {
     VolumeOptions {
         wal_limit: 16 << 10,
         direct_write_min: 2 * BS,
+        ..VolumeOptions::default()
     }
 }
 
