@@ -29,6 +29,27 @@ impl std::str::FromStr for AuthMode {
     }
 }
 
+/// When a write acknowledged to a client is durable against power loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DurabilityMode {
+    /// Block-device semantics (the default): at the client's next FLUSH or FUA write.
+    Flush,
+    /// Every write is synced on every replica before it is acknowledged.
+    Sync,
+}
+
+impl std::str::FromStr for DurabilityMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "flush" => Ok(Self::Flush),
+            "sync" => Ok(Self::Sync),
+            _ => Err(format!("unknown durability {s:?} (flush or sync)")),
+        }
+    }
+}
+
 /// One layer of settings; unset fields fall through to the next layer.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -66,6 +87,8 @@ pub struct Settings {
     /// Writes of at least this many KiB place blocks new to a volume's head layer in the
     /// data file instead of logging their data (0 = never; see `VolumeOptions`).
     pub direct_write_kib: Option<u64>,
+    /// `flush` (block-device semantics) or `sync` (every write durable when acknowledged).
+    pub durability: Option<DurabilityMode>,
 }
 
 impl Settings {
@@ -87,6 +110,7 @@ impl Settings {
             supervise_secs: self.supervise_secs.or(lower.supervise_secs),
             quota: self.quota.or(lower.quota),
             direct_write_kib: self.direct_write_kib.or(lower.direct_write_kib),
+            durability: self.durability.or(lower.durability),
         }
     }
 
@@ -123,6 +147,7 @@ impl Settings {
             supervise_secs: parsed(&var, "TRIPOD_SUPERVISE_SECS")?,
             quota: None,
             direct_write_kib: parsed(&var, "TRIPOD_DIRECT_WRITE_KIB")?,
+            durability: parsed(&var, "TRIPOD_DURABILITY")?,
         })
     }
 }
@@ -190,6 +215,8 @@ pub struct ServeConfig {
     pub quota: BTreeMap<String, i64>,
     /// Engine tuning of every replica store.
     pub volume_options: tripod_engine::VolumeOptions,
+    /// When acknowledged writes are durable.
+    pub durability: DurabilityMode,
 }
 
 /// Cinder's default quotas.
@@ -259,6 +286,7 @@ impl ServeConfig {
             }
             quota.insert(k, v);
         }
+        let durability = s.durability.unwrap_or(DurabilityMode::Flush);
         Ok(Self {
             data_dir: s.data_dir.unwrap_or_else(|| PathBuf::from("./tripod-data")),
             api_listen: s.api_listen.unwrap_or_else(|| "127.0.0.1:8776".into()),
@@ -275,17 +303,17 @@ impl ServeConfig {
             evs_extra_fields: s.evs_extra_fields.unwrap_or(false),
             supervise_secs: s.supervise_secs.unwrap_or(10).max(1),
             quota,
-            volume_options: match s.direct_write_kib {
-                None => tripod_engine::VolumeOptions::default(),
-                Some(kib) => tripod_engine::VolumeOptions {
-                    direct_write_min: if kib == 0 {
-                        u64::MAX
-                    } else {
-                        kib.saturating_mul(1024)
-                    },
-                    ..tripod_engine::VolumeOptions::default()
+            volume_options: tripod_engine::VolumeOptions {
+                direct_write_min: match s.direct_write_kib {
+                    None => tripod_engine::VolumeOptions::default().direct_write_min,
+                    Some(0) => u64::MAX,
+                    Some(kib) => kib.saturating_mul(1024),
                 },
+                // Stores sync every write only when the daemon promises that.
+                write_back: durability == DurabilityMode::Flush,
+                ..tripod_engine::VolumeOptions::default()
             },
+            durability,
         })
     }
 }

@@ -11,11 +11,12 @@ use anyhow::Context;
 use crate::api::{self, ApiState, Metrics};
 use crate::backend::Backend;
 use crate::catalog::Catalog;
-use crate::config::{AuthMode, ReplicaLocation, ServeConfig};
+use crate::config::{AuthMode, DurabilityMode, ReplicaLocation, ServeConfig};
 use crate::identity::{random_hex, Identity};
 use crate::nbd::{self, ServerConfig};
 use crate::volumes::{DataDir, ReplicaRoot, VolumeRegistry};
 use tripod_replication::remote::RemoteNode;
+use tripod_replication::{Durability, SetConfig};
 
 /// File (in the data dir) holding the generated first admin password.
 pub const INITIAL_PASSWORD_FILE: &str = "initial-admin-password";
@@ -77,7 +78,16 @@ pub fn open_state(
     );
     let identity = Arc::new(Identity::new(catalog.clone(), config.token_ttl_secs)?);
     bootstrap(&identity, &config.data_dir, admin_password)?;
-    let dir = data_dir_of(config)?.with_options(config.volume_options);
+    let set_config = SetConfig {
+        durability: match config.durability {
+            DurabilityMode::Flush => Durability::Flush,
+            DurabilityMode::Sync => Durability::Sync,
+        },
+        ..SetConfig::default()
+    };
+    let dir = data_dir_of(config)?
+        .with_options(config.volume_options)
+        .with_set_config(set_config);
     let registry = Arc::new(VolumeRegistry::new(
         dir,
         Duration::from_secs(config.supervise_secs),

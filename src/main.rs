@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use tripod::config::{AuthMode, ServeConfig, Settings};
+use tripod::config::{AuthMode, DurabilityMode, ServeConfig, Settings};
 use tripod::volumes::DataDir;
 use tripod_engine::{FileStorage, Volume, VolumeOptions};
 use tripod_replication::remote::{ClusterSecret, ReplicaNode};
@@ -103,6 +103,10 @@ struct ServeArgs {
     /// Base URL for links and the token catalog [default: from the request's Host header].
     #[arg(long)]
     public_endpoint: Option<String>,
+    /// When an acknowledged write is durable against power loss: `flush` (block-device
+    /// semantics: at the client's next FLUSH or FUA write) or `sync` (at once) [default: flush].
+    #[arg(long)]
+    durability: Option<DurabilityMode>,
 }
 
 impl ServeArgs {
@@ -118,6 +122,7 @@ impl ServeArgs {
             availability_zone: self.availability_zone,
             default_volume_type: self.default_volume_type,
             public_endpoint: self.public_endpoint,
+            durability: self.durability,
             ..Settings::default()
         };
         let file = match &self.config {
@@ -162,10 +167,12 @@ fn run_replica(args: ReplicaArgs) -> anyhow::Result<()> {
     let secret = args.secret()?;
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("creating {}", args.dir.display()))?;
+    // Write-back stores: the set flushes them when its clients flush (or after every write
+    // when the daemon runs with durability=sync).
     let node = Arc::new(ReplicaNode::new(
         &args.dir,
         secret,
-        VolumeOptions::default(),
+        VolumeOptions::write_back(),
     ));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

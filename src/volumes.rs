@@ -14,7 +14,9 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tripod_engine::{FileStorage, Geometry, VolumeOptions};
 use tripod_replication::remote::RemoteNode;
-use tripod_replication::{LocalReplica, Replica, ReplicaSet, SetConfig, Supervisor};
+use tripod_replication::{
+    Executor, LocalReplica, Replica, ReplicaSet, SetConfig, Supervisor, DEFAULT_POOL_THREADS,
+};
 use uuid::Uuid;
 
 use crate::nbd::{BlockDevice, DeviceError, Export, Exports, Run};
@@ -68,6 +70,10 @@ const NODE_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct DataDir {
     replica_roots: [ReplicaRoot; 3],
     options: VolumeOptions,
+    config: SetConfig,
+    /// Per directory root, the threads of its disk, shared by every volume there (started
+    /// on first use).
+    executors: Arc<[Mutex<Option<Arc<Executor>>>; 3]>,
 }
 
 /// Parses a volume id, accepting only the canonical lowercase hyphenated UUID form.
@@ -90,19 +96,48 @@ impl DataDir {
     pub fn with_roots(roots: [ReplicaRoot; 3]) -> Self {
         Self {
             replica_roots: roots,
-            options: VolumeOptions::default(),
+            options: VolumeOptions::write_back(),
+            config: SetConfig::default(),
+            executors: Arc::new(Default::default()),
         }
     }
 
-    /// The same directories, opening each replica's store with `options`.
+    /// The same directories, opening each replica's store with `options` (default:
+    /// write-back, durable at flush).
     pub fn with_options(mut self, options: VolumeOptions) -> Self {
         self.options = options;
         self
     }
 
+    /// The same directories, opening each set with `config`.
+    pub fn with_set_config(mut self, config: SetConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The executor of replica root `i`.
+    fn executor(&self, i: usize) -> Result<Arc<Executor>, VolumeError> {
+        let slot = self.executors.get(i).ok_or_else(|| VolumeError::Io {
+            context: "replica root".into(),
+            source: std::io::Error::other("no such replica root"),
+        })?;
+        let mut slot = slot.lock();
+        if let Some(e) = slot.as_ref() {
+            return Ok(e.clone());
+        }
+        let e = Executor::new(&format!("disk{i}"), DEFAULT_POOL_THREADS).map_err(|source| {
+            VolumeError::Io {
+                context: "starting the replica threads".into(),
+                source,
+            }
+        })?;
+        *slot = Some(e.clone());
+        Ok(e)
+    }
+
     fn replicas_of(&self, id: &Uuid) -> Result<[Arc<dyn Replica>; 3], VolumeError> {
         let mut out: Vec<Arc<dyn Replica>> = Vec::with_capacity(3);
-        for root in &self.replica_roots {
+        for (i, root) in self.replica_roots.iter().enumerate() {
             let name = id.hyphenated().to_string();
             match root {
                 ReplicaRoot::Dir(root) => {
@@ -111,10 +146,11 @@ impl DataDir {
                         context: format!("opening {}", dir.display()),
                         source,
                     })?;
-                    out.push(Arc::new(LocalReplica::new(
+                    out.push(Arc::new(LocalReplica::with_executor(
                         dir.display().to_string(),
                         Arc::new(storage),
                         self.options,
+                        self.executor(i)?,
                     )));
                 }
                 ReplicaRoot::Node(node) => out.push(Arc::new(node.replica(&name))),
@@ -141,7 +177,7 @@ impl DataDir {
             self.replicas_of(id)?,
             size,
             Geometry::default(),
-            SetConfig::default(),
+            self.config,
         )?)
     }
 
@@ -186,10 +222,7 @@ impl DataDir {
         if !self.replica_roots.iter().any(held) {
             return Err(VolumeError::NotFound(id.to_owned()));
         }
-        Ok(ReplicaSet::open(
-            self.replicas_of(&uuid)?,
-            SetConfig::default(),
-        )?)
+        Ok(ReplicaSet::open(self.replicas_of(&uuid)?, self.config)?)
     }
 
     /// Ids of every volume found in any replica directory or on any reachable node.
@@ -278,7 +311,9 @@ impl BlockDevice for GatedVolume {
 /// it does not know (made offline by `tripod volume create`) are offered read-write.
 pub struct VolumeRegistry {
     dir: DataDir,
-    open: Mutex<HashMap<String, (Arc<ReplicaSet>, Supervisor)>>,
+    open: Mutex<HashMap<String, Arc<ReplicaSet>>>,
+    /// One supervisor thread for every open volume (started on first use).
+    supervisor: Mutex<Option<Supervisor>>,
     exposure: Mutex<HashMap<String, Exposure>>,
     /// Per volume, whether connected clients may write (shared with every connection).
     gates: Mutex<HashMap<String, Arc<AtomicBool>>>,
@@ -292,6 +327,7 @@ impl VolumeRegistry {
         Self {
             dir,
             open: Mutex::new(HashMap::new()),
+            supervisor: Mutex::new(None),
             exposure: Mutex::new(HashMap::new()),
             gates: Mutex::new(HashMap::new()),
             supervise_every,
@@ -301,19 +337,30 @@ impl VolumeRegistry {
     /// The open volume `id`, opening it if needed.
     pub fn get(&self, id: &str) -> Result<Arc<ReplicaSet>, VolumeError> {
         let mut open = self.open.lock();
-        if let Some((set, _)) = open.get(id) {
+        if let Some(set) = open.get(id) {
             return Ok(set.clone());
         }
         let set = Arc::new(self.dir.open(id)?);
-        let supervisor =
-            Supervisor::start(set.clone(), self.supervise_every).map_err(|source| {
-                VolumeError::Io {
+        self.supervise(&set)?;
+        open.insert(id.to_owned(), set.clone());
+        Ok(set)
+    }
+
+    /// Hands `set` to the registry's supervisor, starting it if needed.
+    fn supervise(&self, set: &Arc<ReplicaSet>) -> Result<(), VolumeError> {
+        let mut slot = self.supervisor.lock();
+        if slot.is_none() {
+            let started =
+                Supervisor::new(self.supervise_every).map_err(|source| VolumeError::Io {
                     context: "starting the replica supervisor".into(),
                     source,
-                }
-            })?;
-        open.insert(id.to_owned(), (set.clone(), supervisor));
-        Ok(set)
+                })?;
+            *slot = Some(started);
+        }
+        if let Some(s) = slot.as_ref() {
+            s.watch(set);
+        }
+        Ok(())
     }
 
     /// Marks volume `id` read-only (or not) for new NBD connections.
@@ -342,6 +389,9 @@ impl VolumeRegistry {
     pub fn close(&self, id: &str) {
         self.expose(id, Exposure::Hidden);
         let closed = self.open.lock().remove(id);
+        if let (Some(set), Some(s)) = (&closed, self.supervisor.lock().as_ref()) {
+            s.unwatch(set);
+        }
         drop(closed);
     }
 
@@ -350,7 +400,7 @@ impl VolumeRegistry {
         self.open
             .lock()
             .iter()
-            .map(|(id, (set, _))| (id.clone(), set.clone()))
+            .map(|(id, set)| (id.clone(), set.clone()))
             .collect()
     }
 

@@ -27,6 +27,7 @@
 //! [`remote::ReplicaNode`] (`tripod replica`); the crate holds no HTTP and no NBD.
 
 mod error;
+mod executor;
 mod ids;
 mod local;
 mod membership;
@@ -40,12 +41,13 @@ mod supervisor;
 mod sync;
 
 pub use error::{ReplicaFault, ReplicationError, Result};
+pub use executor::{Executor, DEFAULT_POOL_THREADS};
 pub use ids::{PerReplica, ReplicaId, REPLICAS};
 pub use local::LocalReplica;
 pub use membership::{Membership, SyncProgress, WriteVerdict};
 pub use replica::{Completer, Pending, Replica, ReplicaInfo};
 pub use scrub::ScrubReport;
-pub use set::{ReplicaSet, SetConfig};
+pub use set::{Durability, ReplicaSet, SetConfig};
 pub use set_state::{Member, SetState};
 pub use status::{ReplicaHealth, ReplicaStatus, SetStatus};
 pub use supervisor::Supervisor;

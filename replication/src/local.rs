@@ -1,29 +1,22 @@
 //! `LocalReplica`: a replica in a local directory (any engine [`Storage`]). Its blocking
-//! engine calls run on the replica's own threads, so one slow disk never stalls the caller or
-//! the other replicas. Writes go to one I/O worker that drains everything queued and commits
-//! it with one engine call (one log sync per batch, no thread per write); reads and the rest
-//! run on a pool.
+//! engine calls run on its disk's [`Executor`] (shared by every volume there), so one slow
+//! disk never stalls the caller or the other replicas. Writes go to the executor's writer,
+//! which commits everything queued for a volume with one engine call; reads, flushes and the
+//! rest run on its pool.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use parking_lot::{Condvar, Mutex, RwLock};
+use parking_lot::RwLock;
 use tripod_engine::{
     BatchWrite, BlockIndex, BlockInfo, ChunkIndex, EngineError, Geometry, RawBlock, SnapshotId,
     Storage, VerifyReport, View, Volume, VolumeOptions,
 };
 
 use crate::error::ReplicaFault;
-use crate::replica::{Completer, Pending, Replica, ReplicaInfo};
-
-/// Pool threads per local replica, for reads and everything but writes: reads of different
-/// blocks proceed in parallel (page cache hits are CPU-bound, misses wait on the disk).
-const WORKERS: usize = 8;
-
-/// Most writes the I/O worker takes into one batch, and most bytes.
-const MAX_BATCH_WRITES: usize = 256;
-const MAX_BATCH_BYTES: u64 = 16 << 20;
+use crate::executor::{Executor, InFlight, WriteJob, DEFAULT_POOL_THREADS};
+use crate::replica::{Pending, Replica, ReplicaInfo};
 
 /// Largest set-state file accepted (a damaged length must not become an allocation).
 const MAX_SET_STATE: u64 = 64 << 20;
@@ -31,179 +24,51 @@ const MAX_SET_STATE: u64 = 64 << 20;
 const SET_STATE_FILE: &str = "set-state";
 const SET_STATE_TMP: &str = "set-state.tmp";
 
-type Job = Box<dyn FnOnce() + Send>;
-
-/// A fixed pool of threads draining one queue (a multi-consumer channel, so a queued job
-/// wakes exactly one idle worker).
-struct Workers {
-    tx: Mutex<Option<crossbeam_channel::Sender<Job>>>,
-}
-
-impl Workers {
-    fn new(name: &str) -> Self {
-        let (tx, rx) = crossbeam_channel::unbounded::<Job>();
-        for i in 0..WORKERS {
-            let rx = rx.clone();
-            let spawned = std::thread::Builder::new()
-                .name(format!("{name}-{i}"))
-                .spawn(move || {
-                    while let Ok(job) = rx.recv() {
-                        job();
-                    }
-                });
-            if let Err(e) = spawned {
-                tracing::error!("cannot start replica worker: {e}");
-            }
-        }
-        Self {
-            tx: Mutex::new(Some(tx)),
-        }
-    }
-
-    /// Queues `job`; `false` if the pool is shut down.
-    fn spawn(&self, job: Job) -> bool {
-        self.tx
-            .lock()
-            .as_ref()
-            .is_some_and(|tx| tx.send(job).is_ok())
-    }
-}
-
-impl Drop for Workers {
-    fn drop(&mut self) {
-        self.tx.lock().take();
-    }
-}
-
-/// A write waiting for the replica's I/O worker.
-struct WriteJob {
-    vol: Arc<Volume>,
-    write: BatchWrite,
-    done: Completer<()>,
-}
-
-/// The replica's I/O worker: takes every queued write (up to a batch's limits), commits them
-/// with one [`Volume::write_batch`] — one log sync — and completes them all.
-struct IoWorker {
-    tx: Mutex<Option<crossbeam_channel::Sender<WriteJob>>>,
-}
-
-impl IoWorker {
-    fn new(name: &str, in_flight: Arc<InFlight>) -> Self {
-        let (tx, rx) = crossbeam_channel::unbounded::<WriteJob>();
-        let spawned = std::thread::Builder::new()
-            .name(format!("{name}-io"))
-            .spawn(move || {
-                while let Ok(first) = rx.recv() {
-                    let mut bytes = first.write.len;
-                    let mut jobs = vec![first];
-                    while jobs.len() < MAX_BATCH_WRITES && bytes < MAX_BATCH_BYTES {
-                        match rx.try_recv() {
-                            Ok(job) => {
-                                bytes += job.write.len;
-                                jobs.push(job);
-                            }
-                            Err(_) => break,
-                        }
-                    }
-                    run_batch(jobs, &in_flight);
-                }
-            });
-        if let Err(e) = spawned {
-            tracing::error!("cannot start the replica I/O worker: {e}");
-        }
-        Self {
-            tx: Mutex::new(Some(tx)),
-        }
-    }
-
-    /// Queues `job`; gives it back if the worker is shut down.
-    fn queue(&self, job: WriteJob) -> Result<(), WriteJob> {
-        match self.tx.lock().as_ref() {
-            Some(tx) => tx.send(job).map_err(|e| e.into_inner()),
-            None => Err(job),
-        }
-    }
-}
-
-impl Drop for IoWorker {
-    fn drop(&mut self) {
-        self.tx.lock().take();
-    }
-}
-
-/// Commits `jobs` (runs of jobs on the same open volume together) and completes them.
-fn run_batch(mut jobs: Vec<WriteJob>, in_flight: &InFlight) {
-    while !jobs.is_empty() {
-        let same = jobs
-            .iter()
-            .take_while(|j| Arc::ptr_eq(&j.vol, &jobs[0].vol))
-            .count();
-        let rest = jobs.split_off(same);
-        let writes: Vec<BatchWrite> = jobs.iter().map(|j| j.write.clone()).collect();
-        let results = jobs[0].vol.write_batch(&writes);
-        for (job, result) in jobs.into_iter().zip(results) {
-            in_flight.leave();
-            job.done.complete(result.map_err(ReplicaFault::from));
-        }
-        jobs = rest;
-    }
-}
-
-/// Counts operations still running so a reconnect can wait for them.
-#[derive(Default)]
-struct InFlight {
-    count: Mutex<usize>,
-    idle: Condvar,
-}
-
-impl InFlight {
-    fn enter(&self) {
-        *self.count.lock() += 1;
-    }
-    fn leave(&self) {
-        let mut c = self.count.lock();
-        *c -= 1;
-        if *c == 0 {
-            self.idle.notify_all();
-        }
-    }
-    fn wait_idle(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut c = self.count.lock();
-        while *c > 0 {
-            if self.idle.wait_until(&mut c, deadline).timed_out() {
-                return *c == 0;
-            }
-        }
-        true
-    }
-}
-
 /// A replica whose copy lives in a local directory.
 pub struct LocalReplica {
     name: String,
     storage: Arc<dyn Storage>,
     options: VolumeOptions,
     volume: RwLock<Option<Arc<Volume>>>,
-    workers: Workers,
-    io: IoWorker,
+    executor: Option<Arc<Executor>>,
     in_flight: Arc<InFlight>,
 }
 
 impl LocalReplica {
-    /// A replica over `storage` (opened lazily; an empty storage is a new replica).
+    /// A replica over `storage` (opened lazily; an empty storage is a new replica) with an
+    /// executor of its own. Many volumes on one disk should share one
+    /// ([`LocalReplica::with_executor`]).
     pub fn new(name: impl Into<String>, storage: Arc<dyn Storage>, options: VolumeOptions) -> Self {
-        let name = name.into();
-        let in_flight = Arc::new(InFlight::default());
+        let executor = Executor::new("replica", DEFAULT_POOL_THREADS)
+            .inspect_err(|e| tracing::error!("cannot start replica threads: {e}"))
+            .ok();
+        Self::build(name.into(), storage, options, executor)
+    }
+
+    /// A replica over `storage` whose blocking work runs on `executor` (the one of the disk
+    /// `storage` lives on).
+    pub fn with_executor(
+        name: impl Into<String>,
+        storage: Arc<dyn Storage>,
+        options: VolumeOptions,
+        executor: Arc<Executor>,
+    ) -> Self {
+        Self::build(name.into(), storage, options, Some(executor))
+    }
+
+    fn build(
+        name: String,
+        storage: Arc<dyn Storage>,
+        options: VolumeOptions,
+        executor: Option<Arc<Executor>>,
+    ) -> Self {
         Self {
-            workers: Workers::new("replica"),
-            io: IoWorker::new("replica", in_flight.clone()),
             name,
             storage,
             options,
             volume: RwLock::new(None),
-            in_flight,
+            executor,
+            in_flight: Arc::new(InFlight::default()),
         }
     }
 
@@ -261,8 +126,17 @@ impl LocalReplica {
             Err(e) => return Pending::ready(Err(e)),
         };
         let (done, pending) = Pending::new();
+        let Some(executor) = &self.executor else {
+            return Pending::ready(Err(ReplicaFault::Disconnected));
+        };
         self.in_flight.enter();
-        if let Err(job) = self.io.queue(WriteJob { vol, write, done }) {
+        let job = WriteJob {
+            vol,
+            write,
+            done,
+            in_flight: self.in_flight.clone(),
+        };
+        if let Err(job) = executor.queue_write(job) {
             self.in_flight.leave();
             job.done.complete(Err(ReplicaFault::Disconnected));
         }
@@ -277,11 +151,13 @@ impl LocalReplica {
         let (done, pending) = Pending::new();
         let in_flight = self.in_flight.clone();
         in_flight.enter();
-        let queued = self.workers.spawn(Box::new(move || {
-            let result = f();
-            in_flight.leave();
-            done.complete(result);
-        }));
+        let queued = self.executor.as_ref().is_some_and(|e| {
+            e.spawn(Box::new(move || {
+                let result = f();
+                in_flight.leave();
+                done.complete(result);
+            }))
+        });
         if !queued {
             self.in_flight.leave();
             return Pending::ready(Err(ReplicaFault::Disconnected));

@@ -3,7 +3,7 @@
 //! threads, no I/O: the set feeds it outcomes and acts on its answers, and unit tests drive
 //! it directly.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::ids::{PerReplica, ReplicaId};
 use crate::set_state::{Member, SetState};
@@ -40,6 +40,14 @@ pub struct Membership {
     pub state: SetState,
     /// Per replica, the sync in progress.
     pub syncing: PerReplica<Option<SyncProgress>>,
+    /// The activity log: chunks written since the last flush that completed on every
+    /// in-service replica, each with the number of its latest write event. Replicas may hold
+    /// those writes only in volatile caches, so a replica that leaves service misses them
+    /// too (DRBD keeps the same log). Not durable: after a restart of the whole set, opening
+    /// reconciles every chunk.
+    pub unflushed: BTreeMap<u64, u64>,
+    /// Number of the latest write event.
+    pub write_events: u64,
 }
 
 impl Membership {
@@ -48,7 +56,39 @@ impl Membership {
         Self {
             state,
             syncing: PerReplica::default(),
+            unflushed: BTreeMap::new(),
+            write_events: 0,
         }
+    }
+
+    /// Notes a write event on `chunks`: a write about to be sent, or one just answered (so
+    /// a write still in flight when a flush starts stays in the log after that flush).
+    pub fn note_written(&mut self, chunks: &[u64]) {
+        self.write_events += 1;
+        for c in chunks {
+            self.unflushed.insert(*c, self.write_events);
+        }
+    }
+
+    /// The mark a flush starting now covers: every write event up to it.
+    pub fn flush_mark(&self) -> u64 {
+        self.write_events
+    }
+
+    /// Records the outcome of a flush that started at `mark`: failed replicas leave service
+    /// (missing every unflushed chunk); if every in-service replica flushed, the chunks
+    /// written no later than `mark` leave the activity log. Returns (successes among
+    /// in-service replicas, whether the durable state changed).
+    pub fn settle_flush(&mut self, outcome: &PerReplica<Option<bool>>, mark: u64) -> (usize, bool) {
+        let (ok, changed) = self.settle(&[], outcome, false);
+        let all = self
+            .in_service()
+            .iter()
+            .all(|id| outcome[*id] == Some(true));
+        if all && ok >= 2 {
+            self.unflushed.retain(|_, event| *event > mark);
+        }
+        (ok, changed)
     }
 
     /// Replicas holding every acknowledged write.
@@ -94,22 +134,24 @@ impl Membership {
 
     /// Takes `id` out of service (or stops its sync), recording `chunks` as missed and, with
     /// `full`, that it needs a rebuild. Returns whether the durable state changed.
+    /// Every chunk of the activity log is recorded as missed too.
     pub fn take_out(&mut self, id: ReplicaId, chunks: &[u64], full: bool) -> bool {
         if let Some(s) = self.syncing[id].as_mut() {
             s.aborted = true;
         }
+        let missed = chunks.iter().chain(self.unflushed.keys()).copied();
         let changed = match &mut self.state.members[id] {
             m @ Member::InService => {
                 *m = Member::Out {
-                    dirty: chunks.iter().copied().collect(),
+                    dirty: missed.collect(),
                     full,
                 };
                 true
             }
             Member::Out { dirty, full: f } => {
                 let mut grew = false;
-                for c in chunks {
-                    grew |= dirty.insert(*c);
+                for c in missed {
+                    grew |= dirty.insert(c);
                 }
                 let more_full = full && !*f;
                 *f |= full;
@@ -290,6 +332,54 @@ mod tests {
 
     fn outcome(a: Option<bool>, b: Option<bool>, c: Option<bool>) -> PerReplica<Option<bool>> {
         PerReplica([a, b, c])
+    }
+
+    fn dirty_of(m: &Membership, id: ReplicaId) -> Vec<u64> {
+        match &m.state.members[id] {
+            Member::Out { dirty, .. } => dirty.iter().copied().collect(),
+            Member::InService => vec![],
+        }
+    }
+
+    #[test]
+    fn a_replica_leaving_service_misses_every_chunk_written_since_the_last_flush() {
+        let mut m = fresh();
+        m.note_written(&[1, 2]);
+        m.settle_write(&[1, 2], &outcome(Some(true), Some(true), Some(true)));
+        m.note_written(&[7]);
+        m.settle_write(&[9], &outcome(Some(true), Some(true), Some(false)));
+        assert_eq!(dirty_of(&m, R2), vec![1, 2, 7, 9]);
+    }
+
+    #[test]
+    fn a_flush_on_every_in_service_replica_empties_the_activity_log_up_to_its_mark() {
+        let mut m = fresh();
+        m.note_written(&[1]);
+        let mark = m.flush_mark();
+        m.note_written(&[2]); // a write still in flight when the flush started
+        let (ok, changed) = m.settle_flush(&outcome(Some(true), Some(true), Some(true)), mark);
+        assert_eq!((ok, changed), (3, false));
+        assert_eq!(m.unflushed.keys().copied().collect::<Vec<_>>(), vec![2]);
+        m.take_out(R0, &[], false);
+        assert_eq!(dirty_of(&m, R0), vec![2]);
+    }
+
+    #[test]
+    fn a_failed_flush_takes_the_replica_out_with_the_log_and_keeps_it() {
+        let mut m = fresh();
+        m.note_written(&[3, 4]);
+        let mark = m.flush_mark();
+        let (ok, changed) = m.settle_flush(&outcome(Some(true), Some(false), Some(true)), mark);
+        assert_eq!((ok, changed), (2, true));
+        assert_eq!(dirty_of(&m, R1), vec![3, 4]);
+        // R1 is out, the other two flushed: the log may go.
+        assert!(m.unflushed.is_empty());
+        let mut m = fresh();
+        m.note_written(&[5]);
+        let mark = m.flush_mark();
+        let (ok, _) = m.settle_flush(&outcome(Some(true), Some(false), Some(false)), mark);
+        assert_eq!(ok, 1);
+        assert_eq!(m.unflushed.keys().copied().collect::<Vec<_>>(), vec![5]);
     }
 
     #[test]

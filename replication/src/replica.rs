@@ -84,7 +84,12 @@ impl<T> Pending<T> {
 
     /// Waits at most `timeout` for the answer.
     pub fn wait(self, timeout: Duration) -> Result<T, ReplicaFault> {
-        let deadline = Instant::now() + timeout;
+        self.wait_until(Instant::now() + timeout, timeout)
+    }
+
+    /// Waits until `deadline` for the answer (one deadline shared by the replicas of one
+    /// request); a timeout reports `timeout` as the limit that was passed.
+    pub fn wait_until(self, deadline: Instant, timeout: Duration) -> Result<T, ReplicaFault> {
         let mut state = self.slot.state.lock();
         loop {
             if let State::Done(_) = &*state {

@@ -6,7 +6,7 @@
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
@@ -26,6 +26,20 @@ pub struct SetConfig {
     pub io_timeout: Duration,
     /// How long a whole-replica operation (verify, open-time reconciliation) may take.
     pub long_timeout: Duration,
+    /// When writes become durable against power loss.
+    pub durability: Durability,
+}
+
+/// When an acknowledged write is durable against power loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Block-device semantics: at the next [`ReplicaSet::flush`] (NBD FLUSH, or a FUA
+    /// write). What the replicas' stores promise on their own decides the rest: a replica
+    /// whose store syncs every write is durable at once.
+    #[default]
+    Flush,
+    /// Every write is flushed on every replica before it is acknowledged (`durability=sync`).
+    Sync,
 }
 
 impl Default for SetConfig {
@@ -33,6 +47,7 @@ impl Default for SetConfig {
         Self {
             io_timeout: Duration::from_secs(30),
             long_timeout: Duration::from_secs(3600),
+            durability: Durability::Flush,
         }
     }
 }
@@ -199,12 +214,70 @@ impl ReplicaSet {
         self.mutate(offset, len, None)
     }
 
-    /// Every acknowledged write is durable already; fails only without quorum.
+    /// Makes every write acknowledged before this call durable on every in-service replica
+    /// and on at least two (all replicas flush in parallel, under one deadline). A replica
+    /// that fails leaves service, missing every chunk written since the last flush.
     pub fn flush(&self) -> Result<()> {
-        self.membership
-            .lock()
-            .check_quorum()
-            .map_err(|in_service| ReplicationError::NoQuorum { in_service })
+        let _structure = self.structure.read();
+        self.flush_replicas()
+    }
+
+    /// [`ReplicaSet::flush`] without the structure lock (callers hold it).
+    fn flush_replicas(&self) -> Result<()> {
+        let (targets, mark) = {
+            let m = self.membership.lock();
+            m.check_quorum()
+                .map_err(|in_service| ReplicationError::NoQuorum { in_service })?;
+            (m.write_targets(), m.flush_mark())
+        };
+        let replicas = self.replicas.read().clone();
+        let pending: Vec<_> = targets
+            .iter()
+            .map(|id| (*id, replicas[*id].flush()))
+            .collect();
+        let outcome = self.outcome_of(pending, "flush")?;
+        let settled = self.membership.lock().settle_flush(&outcome, mark);
+        self.conclude(settled)
+    }
+
+    /// Persists a changed state, then answers whether `ok` replicas make a quorum.
+    fn conclude(&self, (ok, changed): (usize, bool)) -> Result<()> {
+        if changed {
+            self.persist()?;
+        }
+        if ok >= 2 {
+            Ok(())
+        } else {
+            Err(ReplicationError::NoQuorum { in_service: ok })
+        }
+    }
+
+    /// Waits for every replica's answer under one deadline. A caller error (the same on
+    /// every replica) is returned at once; a fault is logged and counts as a failure.
+    fn outcome_of(
+        &self,
+        pending: Vec<(ReplicaId, Pending<()>)>,
+        what: &str,
+    ) -> Result<PerReplica<Option<bool>>> {
+        let timeout = self.config.io_timeout;
+        let deadline = Instant::now() + timeout;
+        let mut outcome = PerReplica::default();
+        for (id, p) in pending {
+            match p.wait_until(deadline, timeout) {
+                Ok(()) => outcome[id] = Some(true),
+                Err(e) if is_logical(&e) => {
+                    return Err(ReplicationError::Replica {
+                        replica: id,
+                        source: e,
+                    })
+                }
+                Err(e) => {
+                    tracing::warn!(replica = %id, "{what} failed, taking it out of service: {e}");
+                    outcome[id] = Some(false);
+                }
+            }
+        }
+        Ok(outcome)
     }
 
     fn mutate(&self, offset: u64, len: u64, data: Option<Bytes>) -> Result<()> {
@@ -214,13 +287,15 @@ impl ReplicaSet {
             return Ok(());
         }
         let bs = self.geometry.bs();
-        let _order = self
+        let order = self
             .block_locks
             .write(offset / bs, (offset + len).div_ceil(bs));
+        let chunks = self.chunks_of(offset, len);
         let targets = {
-            let m = self.membership.lock();
+            let mut m = self.membership.lock();
             m.check_quorum()
                 .map_err(|in_service| ReplicationError::NoQuorum { in_service })?;
+            m.note_written(&chunks);
             m.write_targets()
         };
         let generation = self.next_generation.fetch_add(1, Ordering::SeqCst);
@@ -236,31 +311,24 @@ impl ReplicaSet {
                 (*id, p)
             })
             .collect();
-        let mut outcome = PerReplica::default();
-        for (id, p) in pending {
-            let result = p.wait(self.config.io_timeout);
-            if let Err(e) = &result {
-                if is_logical(e) {
-                    return Err(ReplicationError::Replica {
-                        replica: id,
-                        source: result.err().unwrap_or(ReplicaFault::Disconnected),
-                    });
-                }
-                tracing::warn!(replica = %id, "write failed, taking it out of service: {e}");
-            }
-            outcome[id] = Some(result.is_ok());
-        }
-        let chunks = self.chunks_of(offset, len);
-        let verdict = self.membership.lock().settle_write(&chunks, &outcome);
+        let outcome = self.outcome_of(pending, "write")?;
+        let verdict = {
+            let mut m = self.membership.lock();
+            m.note_written(&chunks);
+            m.settle_write(&chunks, &outcome)
+        };
         if verdict.changed {
             self.persist()?;
         }
-        if verdict.ack {
-            Ok(())
-        } else {
+        if !verdict.ack {
             let in_service = self.membership.lock().in_service().len();
-            Err(ReplicationError::NoQuorum { in_service })
+            return Err(ReplicationError::NoQuorum { in_service });
         }
+        if self.config.durability == Durability::Sync {
+            drop(order);
+            self.flush_replicas()?;
+        }
+        Ok(())
     }
 
     /// Persists the set state on every in-service replica; replicas that fail to store it
@@ -284,8 +352,9 @@ impl ReplicaSet {
                 })
                 .collect();
             let mut failed = Vec::new();
+            let deadline = Instant::now() + self.config.io_timeout;
             for (id, p) in pending {
-                if let Err(e) = p.wait(self.config.io_timeout) {
+                if let Err(e) = p.wait_until(deadline, self.config.io_timeout) {
                     tracing::warn!(replica = %id, "cannot store the set state: {e}");
                     failed.push(id);
                 }
@@ -323,8 +392,9 @@ impl ReplicaSet {
             .collect();
         let mut outcome = PerReplica::default();
         let mut logical = None;
+        let deadline = Instant::now() + self.config.long_timeout;
         for (id, p) in pending {
-            match p.wait(self.config.long_timeout) {
+            match p.wait_until(deadline, self.config.long_timeout) {
                 Ok(()) => outcome[id] = Some(true),
                 Err(e) if is_logical(&e) => logical = Some((id, e)),
                 Err(e) => {
@@ -346,15 +416,8 @@ impl ReplicaSet {
             }
             outcome[id] = Some(false); // disagrees with the others: rebuild it
         }
-        let (ok, changed) = self.membership.lock().settle_structural(&outcome);
-        if changed {
-            self.persist()?;
-        }
-        if ok >= 2 {
-            Ok(())
-        } else {
-            Err(ReplicationError::NoQuorum { in_service: ok })
-        }
+        let settled = self.membership.lock().settle_structural(&outcome);
+        self.conclude(settled)
     }
 
     /// Takes snapshot `id`: every write acknowledged before is in it on every replica.

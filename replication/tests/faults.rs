@@ -107,6 +107,8 @@ fn a_hanging_replica_times_out_and_resyncs_only_what_it_missed() {
     let rig = Rig::new([FaultPlan::default(); 3]);
     let set = rig.create(64 * BS);
     set.write(0, &[1; 2048]).unwrap();
+    // Flushed: chunk 0 leaves the activity log (unflushed chunks count as missed too).
+    set.flush().unwrap();
     rig.flaky[2].set(Mode::Hang);
     set.write(40 * BS, &[2; 512]).unwrap(); // waits one timeout, then acks on two
     set.write(41 * BS, &[3; 512]).unwrap();

@@ -101,6 +101,7 @@ fn config() -> SetConfig {
     SetConfig {
         io_timeout: Duration::from_secs(5),
         long_timeout: Duration::from_secs(30),
+        ..SetConfig::default()
     }
 }
 

@@ -164,20 +164,23 @@ fn execute(
         },
         CMD_WRITE => {
             let data = payload.unwrap_or_default();
-            device
+            let done = device
                 .write(req.offset, data)
-                .map_or_else(fail, |()| simple(req.handle, 0, None))
+                .and_then(|()| fua(device, req));
+            done.map_or_else(fail, |()| simple(req.handle, 0, None))
         }
         CMD_FLUSH => device
             .flush()
             .map_or_else(fail, |()| simple(req.handle, 0, None)),
         CMD_TRIM => device
             .trim(req.offset, req.len)
+            .and_then(|()| fua(device, req))
             .map_or_else(fail, |()| simple(req.handle, 0, None)),
         CMD_WRITE_ZEROES => {
             let punch = req.flags & CMD_FLAG_NO_HOLE == 0;
             device
                 .write_zeroes(req.offset, req.len, punch)
+                .and_then(|()| fua(device, req))
                 .map_or_else(fail, |()| simple(req.handle, 0, None))
         }
         CMD_BLOCK_STATUS => match device.allocation(req.offset, req.len) {
@@ -185,6 +188,15 @@ fn execute(
             Err(e) => fail(e),
         },
         _ => error_reply(session, req, errno::EINVAL, "unknown command"),
+    }
+}
+
+/// A write with FUA is durable before its reply: the device flushes (which covers it).
+fn fua(device: &dyn BlockDevice, req: &Request) -> Result<(), DeviceError> {
+    if req.flags & CMD_FLAG_FUA != 0 {
+        device.flush()
+    } else {
+        Ok(())
     }
 }
 

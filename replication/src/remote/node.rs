@@ -25,6 +25,7 @@ use tripod_engine::{FileStorage, VolumeOptions};
 use super::auth::{self, AuthError, Challenge, ClusterSecret, Hello};
 use super::wire::{self, Answer, Request, MAX_FRAME};
 use crate::error::ReplicaFault;
+use crate::executor::{Executor, DEFAULT_POOL_THREADS};
 use crate::local::LocalReplica;
 use crate::replica::{Pending, Replica};
 
@@ -66,6 +67,8 @@ pub struct ReplicaNode {
     options: VolumeOptions,
     volumes: Mutex<HashMap<String, Arc<NodeVolume>>>,
     connections: Arc<Semaphore>,
+    /// The disk's threads, shared by every volume on the node (started on first use).
+    executor: Mutex<Option<Arc<Executor>>>,
 }
 
 /// The epoch of a destroyed volume: no connection carries it, so every one is refused.
@@ -80,7 +83,18 @@ impl ReplicaNode {
             options,
             volumes: Mutex::new(HashMap::new()),
             connections: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+            executor: Mutex::new(None),
         }
+    }
+
+    fn executor(&self) -> Result<Arc<Executor>, NodeError> {
+        let mut slot = self.executor.lock();
+        if let Some(e) = slot.as_ref() {
+            return Ok(e.clone());
+        }
+        let e = Executor::new("node-disk", DEFAULT_POOL_THREADS)?;
+        *slot = Some(e.clone());
+        Ok(e)
     }
 
     /// Serves connections from `listener` until `shutdown` resolves; then stops accepting
@@ -135,8 +149,14 @@ impl ReplicaNode {
         }
         let dir = self.dir.join(name);
         let storage = FileStorage::new(&dir)?;
+        let replica = LocalReplica::with_executor(
+            dir.display().to_string(),
+            Arc::new(storage),
+            self.options,
+            self.executor()?,
+        );
         let v = Arc::new(NodeVolume {
-            replica: LocalReplica::new(dir.display().to_string(), Arc::new(storage), self.options),
+            replica,
             epoch: Mutex::new(0),
         });
         volumes.insert(name.to_owned(), v.clone());

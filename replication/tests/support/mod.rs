@@ -145,10 +145,20 @@ pub fn options() -> VolumeOptions {
     }
 }
 
+/// [`options`] with block-device semantics: writes durable at the next flush.
+pub fn write_back_options() -> VolumeOptions {
+    VolumeOptions {
+        write_back: true,
+        write_back_limit: 4 << 10,
+        ..options()
+    }
+}
+
 pub fn config() -> SetConfig {
     SetConfig {
         io_timeout: Duration::from_millis(300),
         long_timeout: Duration::from_secs(2),
+        ..SetConfig::default()
     }
 }
 
@@ -166,8 +176,17 @@ impl Rig {
     }
 
     pub fn over(mems: [MemStorage; 3], plans: [FaultPlan; 3]) -> Self {
+        Self::with_options(mems, plans, options())
+    }
+
+    /// Replicas whose stores use `options` (e.g. write-back).
+    pub fn with_options(
+        mems: [MemStorage; 3],
+        plans: [FaultPlan; 3],
+        options: VolumeOptions,
+    ) -> Self {
         let faulty = [0, 1, 2].map(|i| FaultyStorage::new(Arc::new(mems[i].clone()), plans[i]));
-        let flaky = [0, 1, 2].map(|i| Arc::new(Flaky::new(Arc::new(faulty[i].clone()), options())));
+        let flaky = [0, 1, 2].map(|i| Arc::new(Flaky::new(Arc::new(faulty[i].clone()), options)));
         Self {
             mems,
             faulty,
