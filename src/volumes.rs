@@ -5,6 +5,7 @@
 //! catalog (`crate::backend`) decides which of them are offered.
 
 use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -19,7 +20,7 @@ use tripod_replication::{
 };
 use uuid::Uuid;
 
-use crate::nbd::{BlockDevice, DeviceError, Export, Exports, Run};
+use crate::nbd::{BlockDevice, DeviceError, DeviceFuture, Export, Exports, Run};
 
 /// Errors of the volume directory.
 #[derive(Debug, thiserror::Error)]
@@ -71,9 +72,10 @@ pub struct DataDir {
     replica_roots: [ReplicaRoot; 3],
     options: VolumeOptions,
     config: SetConfig,
-    /// Per directory root, the threads of its disk, shared by every volume there (started
-    /// on first use).
-    executors: Arc<[Mutex<Option<Arc<Executor>>>; 3]>,
+    /// The threads of each disk (file system) holding replica roots, by device number,
+    /// shared by every volume and every root on it (started on first use): threads follow
+    /// disks, and three roots on one disk make one queue, not three.
+    executors: Arc<Mutex<HashMap<u64, Arc<Executor>>>>,
 }
 
 /// Parses a volume id, accepting only the canonical lowercase hyphenated UUID form.
@@ -98,7 +100,7 @@ impl DataDir {
             replica_roots: roots,
             options: VolumeOptions::write_back(),
             config: SetConfig::default(),
-            executors: Arc::new(Default::default()),
+            executors: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -115,29 +117,30 @@ impl DataDir {
         self
     }
 
-    /// The executor of replica root `i`.
-    fn executor(&self, i: usize) -> Result<Arc<Executor>, VolumeError> {
-        let slot = self.executors.get(i).ok_or_else(|| VolumeError::Io {
-            context: "replica root".into(),
-            source: std::io::Error::other("no such replica root"),
-        })?;
-        let mut slot = slot.lock();
-        if let Some(e) = slot.as_ref() {
+    /// The executor of the disk holding directory `root`.
+    fn executor(&self, root: &Path) -> Result<Arc<Executor>, VolumeError> {
+        let io = |source| VolumeError::Io {
+            context: format!("opening {}", root.display()),
+            source,
+        };
+        std::fs::create_dir_all(root).map_err(io)?;
+        let device = std::fs::metadata(root).map_err(io)?.dev();
+        let mut executors = self.executors.lock();
+        if let Some(e) = executors.get(&device) {
             return Ok(e.clone());
         }
-        let e = Executor::new(&format!("disk{i}"), DEFAULT_POOL_THREADS).map_err(|source| {
-            VolumeError::Io {
-                context: "starting the replica threads".into(),
-                source,
-            }
+        let name = format!("disk{}", executors.len());
+        let e = Executor::new(&name, DEFAULT_POOL_THREADS).map_err(|source| VolumeError::Io {
+            context: "starting the replica threads".into(),
+            source,
         })?;
-        *slot = Some(e.clone());
+        executors.insert(device, e.clone());
         Ok(e)
     }
 
     fn replicas_of(&self, id: &Uuid) -> Result<[Arc<dyn Replica>; 3], VolumeError> {
         let mut out: Vec<Arc<dyn Replica>> = Vec::with_capacity(3);
-        for (i, root) in self.replica_roots.iter().enumerate() {
+        for root in &self.replica_roots {
             let name = id.hyphenated().to_string();
             match root {
                 ReplicaRoot::Dir(root) => {
@@ -150,7 +153,7 @@ impl DataDir {
                         dir.display().to_string(),
                         Arc::new(storage),
                         self.options,
-                        self.executor(i)?,
+                        self.executor(root)?,
                     )));
                 }
                 ReplicaRoot::Node(node) => out.push(Arc::new(node.replica(&name))),
@@ -303,6 +306,30 @@ impl BlockDevice for GatedVolume {
     }
     fn allocation(&self, offset: u64, len: u32) -> Result<Vec<Run>, DeviceError> {
         BlockDevice::allocation(self.set.as_ref(), offset, len)
+    }
+    fn read_async(self: Arc<Self>, offset: u64, len: u32) -> DeviceFuture<Bytes> {
+        self.set.clone().read_async(offset, len)
+    }
+    fn write_async(self: Arc<Self>, offset: u64, data: Bytes) -> DeviceFuture<()> {
+        match self.check() {
+            Ok(()) => BlockDevice::write_async(self.set.clone(), offset, data),
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        }
+    }
+    fn write_zeroes_async(self: Arc<Self>, offset: u64, len: u32, punch: bool) -> DeviceFuture<()> {
+        match self.check() {
+            Ok(()) => BlockDevice::write_zeroes_async(self.set.clone(), offset, len, punch),
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        }
+    }
+    fn trim_async(self: Arc<Self>, offset: u64, len: u32) -> DeviceFuture<()> {
+        match self.check() {
+            Ok(()) => BlockDevice::trim_async(self.set.clone(), offset, len),
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        }
+    }
+    fn flush_async(self: Arc<Self>) -> DeviceFuture<()> {
+        BlockDevice::flush_async(self.set.clone())
     }
 }
 

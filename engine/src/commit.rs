@@ -25,7 +25,7 @@
 //! poisons the volume.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -38,6 +38,15 @@ use crate::storage::StorageFile;
 use crate::types::{BlockIndex, ChunkIndex, Geometry, LayerId, Lsn};
 use crate::volume::Volume;
 use crate::wal;
+
+/// Bytes kept in memory by write-back volumes of this process, waiting to go in place.
+static UNAPPLIED_TOTAL: AtomicU64 = AtomicU64::new(0);
+
+/// Past this many bytes waiting in all write-back volumes of the process together, each
+/// volume settles at its next write, whatever its own limit: with a thousand volumes open
+/// their per-volume limits alone would allow tens of GiB. 1 GiB keeps the cache useful
+/// for a few busy volumes and bounded for many.
+const UNAPPLIED_PROCESS_LIMIT: u64 = 1 << 30;
 
 /// One change of block content, always to the head layer, with the generation of the write
 /// it belongs to.
@@ -167,7 +176,9 @@ impl Volume {
             }
         }
         let over = wal.offset >= self.options.wal_limit;
-        if sync || over || wal.unapplied_bytes >= self.options.write_back_limit {
+        let crowded = wal.unapplied_bytes > 0
+            && UNAPPLIED_TOTAL.load(Ordering::Relaxed) >= UNAPPLIED_PROCESS_LIMIT;
+        if sync || over || crowded || wal.unapplied_bytes >= self.options.write_back_limit {
             self.settle(tree, &mut wal)?;
         }
         if over {
@@ -242,6 +253,7 @@ impl Volume {
                     self.record_state(tree, wal, head, *block, state, true);
                     cached.insert((head, block.0), data.clone());
                     wal.unapplied_bytes += data.len() as u64;
+                    UNAPPLIED_TOTAL.fetch_add(data.len() as u64, Ordering::Relaxed);
                     wal.unapplied.push((head, u));
                 }
                 Update::Zero(first, count, g) => {
@@ -272,7 +284,7 @@ impl Volume {
         }
         self.sync_log(wal)?;
         let updates = std::mem::take(&mut wal.unapplied);
-        wal.unapplied_bytes = 0;
+        UNAPPLIED_TOTAL.fetch_sub(std::mem::take(&mut wal.unapplied_bytes), Ordering::Relaxed);
         let mut i = 0;
         while let Some((layer, u)) = updates.get(i) {
             i += 1;
@@ -613,4 +625,13 @@ pub(crate) fn persist_chunks(
         }
     }
     Ok(())
+}
+
+impl Drop for Volume {
+    fn drop(&mut self) {
+        // What waited in memory is in the log (replayed on the next open); it no longer
+        // counts against the process's write-back memory.
+        let waiting = self.wal.get_mut().unapplied_bytes;
+        UNAPPLIED_TOTAL.fetch_sub(waiting, Ordering::Relaxed);
+    }
 }

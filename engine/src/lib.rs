@@ -48,7 +48,7 @@ mod wal;
 
 pub use error::{EngineError, Result};
 pub use format::{FormatVersion, CURRENT_VERSION, MAX_LAYERS, MAX_VOLUME_SIZE};
-pub use locks::{BlockLocks, RangeGuard};
+pub use locks::{BlockLocks, OwnedRangeGuard, RangeGuard};
 pub use scrub::{BadBlock, VerifyReport};
 pub use storage::{
     CrashMode, FaultPlan, FaultyStorage, FileStorage, MemStorage, Storage, StorageFile,

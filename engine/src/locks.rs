@@ -3,7 +3,9 @@
 //! checksum and data disagree and two partial writers never lose each other's bytes. The
 //! replica set uses the same structure to order overlapping writes across its replicas.
 
-use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::Arc;
+
+use parking_lot::{ArcRwLockWriteGuard, RawRwLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// Number of stripes: enough that random 4 KiB I/O from dozens of threads rarely collides,
 /// small enough (a few KiB) to lock all of them for a very large request.
@@ -11,7 +13,13 @@ const STRIPES: u64 = 1024;
 
 /// A fixed set of reader-writer locks, locked in ascending order; block `b` is guarded by stripe `b % STRIPES`.
 pub struct BlockLocks {
-    stripes: Vec<RwLock<()>>,
+    stripes: Vec<Arc<RwLock<()>>>,
+}
+
+/// Exclusive locks on a range that own their stripes: they may outlive the borrow of the
+/// [`BlockLocks`] and be released on another thread (a write waited for asynchronously).
+pub struct OwnedRangeGuard {
+    _held: Vec<ArcRwLockWriteGuard<RawRwLock, ()>>,
 }
 
 /// Guards held for a range of blocks; dropping it unlocks them.
@@ -28,7 +36,7 @@ impl BlockLocks {
     /// A fresh set of unlocked stripes.
     pub fn new() -> Self {
         Self {
-            stripes: (0..STRIPES).map(|_| RwLock::new(())).collect(),
+            stripes: (0..STRIPES).map(|_| Arc::new(RwLock::new(()))).collect(),
         }
     }
 
@@ -69,6 +77,24 @@ impl BlockLocks {
         RangeGuard {
             _held: Held::Write(held),
         }
+    }
+
+    /// [`BlockLocks::write`] as an [`OwnedRangeGuard`].
+    pub fn write_owned(&self, first: u64, end: u64) -> OwnedRangeGuard {
+        let held = Self::stripes_for(first, end)
+            .into_iter()
+            .map(|s| self.stripes[s].write_arc())
+            .collect();
+        OwnedRangeGuard { _held: held }
+    }
+
+    /// [`BlockLocks::write_owned`] without waiting: `None` if any block is locked now.
+    pub fn try_write_owned(&self, first: u64, end: u64) -> Option<OwnedRangeGuard> {
+        let mut held = Vec::new();
+        for s in Self::stripes_for(first, end) {
+            held.push(self.stripes[s].try_write_arc()?);
+        }
+        Some(OwnedRangeGuard { _held: held })
     }
 
     /// Exclusive locks on blocks `first..end`.

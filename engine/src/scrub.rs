@@ -6,7 +6,7 @@ use crate::chunk_meta::BlockState;
 use crate::error::{EngineError, Result};
 use crate::types::{BlockIndex, LayerId, SnapshotId};
 use crate::view::View;
-use crate::volume::Volume;
+use crate::volume::{Access, Volume};
 
 /// One stored block whose content does not match its checksum.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,8 +50,9 @@ impl Volume {
                         continue;
                     };
                     report.blocks_checked += 1;
-                    match self.read_run(&tree, layer.id(), block.0, &[crc], &mut buf) {
-                        Ok(()) => {}
+                    match self.read_run(&tree, layer.id(), (block.0, &[crc]), &mut buf, Access::Any)
+                    {
+                        Ok(_) => {}
                         Err(EngineError::ChecksumMismatch { .. }) => report.bad.push(BadBlock {
                             layer: layer.id(),
                             snapshot: layer.snapshot_id().cloned(),

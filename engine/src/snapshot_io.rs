@@ -7,7 +7,7 @@ use crate::error::{EngineError, Result};
 use crate::layer::{Layer, Tree};
 use crate::storage::Storage;
 use crate::types::{BlockIndex, ChunkIndex, LayerId, SnapshotId};
-use crate::volume::{Volume, VolumeOptions};
+use crate::volume::{Access, Volume, VolumeOptions};
 
 /// Bytes copied per write while cloning: large enough to amortise the log sync, small enough
 /// to keep memory flat.
@@ -64,7 +64,9 @@ impl Volume {
             let dst = &mut out[i * bs..(i + 1) * bs];
             let owner = LayerId(owners[slot]);
             match tree.layers.get(&owner).map(|l| l.state(chunk, slot)) {
-                Some(BlockState::Data(crc)) => self.read_run(tree, owner, b, &[crc], dst)?,
+                Some(BlockState::Data(crc)) => {
+                    self.read_run(tree, owner, (b, &[crc]), dst, Access::Any)?;
+                }
                 _ => dst.fill(0),
             }
         }

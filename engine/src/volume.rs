@@ -133,6 +133,15 @@ pub struct RawBlock {
     pub generation: u64,
 }
 
+/// How a read may reach the files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// Read, waiting for the disk if needed.
+    Any,
+    /// Only what needs no disk I/O.
+    CachedOnly,
+}
+
 /// A validated byte range in blocks.
 struct Span {
     offset: u64,
@@ -187,22 +196,35 @@ impl Volume {
     /// Fills `buf` from byte `offset`. Every block is checked against its CRC; a mismatch is
     /// [`EngineError::ChecksumMismatch`] and no data is returned.
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.read_with(offset, buf, Access::Any).map(|_| ())
+    }
+
+    /// [`Volume::read_at`] only if no disk I/O is needed (everything is in memory or in the
+    /// page cache): `Ok(false)` if some block would have to wait for the disk, and then
+    /// `buf` holds nothing defined. Lets a caller serve cached reads on its own thread.
+    pub fn read_cached(&self, offset: u64, buf: &mut [u8]) -> Result<bool> {
+        self.read_with(offset, buf, Access::CachedOnly)
+    }
+
+    fn read_with(&self, offset: u64, buf: &mut [u8], access: Access) -> Result<bool> {
         self.check_poison()?;
         let tree = self.tree.read();
         let span = self.span(&tree, offset, buf.len() as u64)?;
         if span.len == 0 {
-            return Ok(());
+            return Ok(true);
         }
         let _guard = self.locks.read(span.first, span.end);
         let bs = self.geometry.bs();
         if span.offset % bs == 0 && span.len % bs == 0 {
-            return self.read_blocks(&tree, span.first, buf);
+            return self.read_blocks(&tree, span.first, buf, access);
         }
         let mut tmp = vec![0u8; ((span.end - span.first) * bs) as usize];
-        self.read_blocks(&tree, span.first, &mut tmp)?;
+        if !self.read_blocks(&tree, span.first, &mut tmp, access)? {
+            return Ok(false);
+        }
         let skip = (span.offset - span.first * bs) as usize;
         buf.copy_from_slice(&tmp[skip..skip + buf.len()]);
-        Ok(())
+        Ok(true)
     }
 
     /// Which layer holds `block` for the head, and in which state.
@@ -215,7 +237,14 @@ impl Volume {
 
     /// Reads whole blocks from `first` into `out` (a multiple of the block size), one file
     /// read per run of consecutive blocks held by the same layer. The caller holds the locks.
-    pub(crate) fn read_blocks(&self, tree: &Tree, first: u64, out: &mut [u8]) -> Result<()> {
+    /// `Ok(false)`: `access` is cached-only and some block is not in memory.
+    pub(crate) fn read_blocks(
+        &self,
+        tree: &Tree,
+        first: u64,
+        out: &mut [u8],
+        access: Access,
+    ) -> Result<bool> {
         let bs = self.geometry.block_size as usize;
         let count = out.len() / bs;
         let owners: Vec<Option<(LayerId, BlockState)>> = (0..count)
@@ -239,27 +268,25 @@ impl Volume {
                     _ => 0,
                 })
                 .collect();
-            self.read_run(
-                tree,
-                layer,
-                first + i as u64,
-                &crcs,
-                &mut out[i * bs..j * bs],
-            )?;
+            let run = (first + i as u64, &crcs[..]);
+            if !self.read_run(tree, layer, run, &mut out[i * bs..j * bs], access)? {
+                return Ok(false);
+            }
             i = j;
         }
-        Ok(())
+        Ok(true)
     }
 
-    /// Reads consecutive data blocks of one layer and checks each against `crcs`.
+    /// Reads consecutive data blocks of one layer from `first` and checks each against
+    /// `crcs`. `Ok(false)`: `access` is cached-only and the file read would wait for the disk.
     pub(crate) fn read_run(
         &self,
         tree: &Tree,
         layer: LayerId,
-        first: u64,
-        crcs: &[u32],
+        (first, crcs): (u64, &[u32]),
         out: &mut [u8],
-    ) -> Result<()> {
+        access: Access,
+    ) -> Result<bool> {
         let l = tree
             .layers
             .get(&layer)
@@ -278,9 +305,14 @@ impl Volume {
             }
         };
         if cached.len() < crcs.len() {
-            l.data
-                .read_at(out, self.geometry.byte_offset(BlockIndex(first)))
-                .map_err(EngineError::io("reading a layer data file"))?;
+            let at = self.geometry.byte_offset(BlockIndex(first));
+            let read = match access {
+                Access::Any => l.data.read_at(out, at).map(|()| true),
+                Access::CachedOnly => l.data.read_at_cached(out, at),
+            };
+            if !read.map_err(EngineError::io("reading a layer data file"))? {
+                return Ok(false);
+            }
         }
         for (i, data) in cached {
             if let Some(dst) = out.get_mut(i * bs..(i + 1) * bs) {
@@ -298,7 +330,7 @@ impl Volume {
                 });
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Writes `data` at `offset`; returns when data and checksums are durable. Partial blocks
@@ -521,7 +553,7 @@ impl Volume {
                 })
             } else {
                 let mut old = vec![0u8; bs as usize];
-                self.read_blocks(tree, b, &mut old)?;
+                self.read_blocks(tree, b, &mut old, Access::Any)?;
                 let dst = &mut old[(from - block_start) as usize..(to - block_start) as usize];
                 match &whole {
                     Some(w) => dst.copy_from_slice(

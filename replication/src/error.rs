@@ -73,6 +73,10 @@ pub enum ReplicationError {
     /// A resync or rebuild is already running for this replica.
     #[error("{0} is busy syncing")]
     Busy(ReplicaId),
+    /// Blocking work handed off by an async caller did not finish (the runtime is shutting
+    /// down, or the work panicked).
+    #[error("the request's blocking part did not finish: {0}")]
+    Abandoned(String),
 }
 
 /// Result alias for the replication crate.

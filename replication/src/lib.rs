@@ -26,8 +26,10 @@
 //! Replicas on other machines are [`remote::RemoteReplica`]s served by a
 //! [`remote::ReplicaNode`] (`tripod replica`); the crate holds no HTTP and no NBD.
 
+mod client_io;
 mod error;
 mod executor;
+mod fanout;
 mod ids;
 mod local;
 mod membership;

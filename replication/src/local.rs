@@ -263,6 +263,18 @@ impl Replica for LocalReplica {
         self.run(|v| v.flush())
     }
 
+    fn read_now(&self, offset: u64, len: u64) -> Option<Bytes> {
+        let vol = self.volume.read().clone()?;
+        if len > tripod_engine::MAX_READ_ALLOC {
+            return None;
+        }
+        let mut buf = vec![0u8; len as usize];
+        match vol.read_cached(offset, &mut buf) {
+            Ok(true) => Some(Bytes::from(buf)),
+            _ => None,
+        }
+    }
+
     fn snapshot(&self, id: SnapshotId, size: Option<u64>) -> Pending<()> {
         self.run(move |v| v.snapshot_sized(&id, size))
     }

@@ -178,16 +178,24 @@ pub trait Replica: Send + Sync {
     /// Size, geometry, generation and snapshots.
     fn info(&self) -> Pending<ReplicaInfo>;
 
-    /// Writes `data` at `offset`, stamped with `generation`; answers when durable.
+    /// Writes `data` at `offset`, stamped with `generation`; answers once the replica holds
+    /// it (durable at the next [`Replica::flush`], or at once if its store syncs writes).
     fn write(&self, offset: u64, data: Bytes, generation: u64) -> Pending<()>;
-    /// Makes a range read as zeros, stamped with `generation`; answers when durable.
+    /// Makes a range read as zeros, stamped with `generation` (durable as a write).
     fn write_zeroes(&self, offset: u64, len: u64, generation: u64) -> Pending<()>;
     /// Writes whole blocks from `first`, each with its own generation (region copies).
     fn write_raw(&self, first: BlockIndex, blocks: Vec<RawBlock>) -> Pending<()>;
     /// Reads `len` bytes of `view` at `offset`, checked against the block CRCs.
     fn read(&self, view: View, offset: u64, len: u64) -> Pending<Bytes>;
-    /// Reports an earlier failure; every acknowledged write is already durable.
+    /// Makes every write answered before this call durable.
     fn flush(&self) -> Pending<()>;
+    /// Reads the head on the caller's thread if that needs no waiting (the copy is open and
+    /// the bytes are in memory); `None` otherwise (or on any error: [`Replica::read`] then
+    /// reports it). The default never does.
+    fn read_now(&self, offset: u64, len: u64) -> Option<Bytes> {
+        let _ = (offset, len);
+        None
+    }
 
     /// Takes snapshot `id` of the head; `size` records a smaller snapshot size (rebuilds).
     fn snapshot(&self, id: SnapshotId, size: Option<u64>) -> Pending<()>;

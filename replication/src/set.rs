@@ -58,8 +58,9 @@ pub struct ReplicaSet {
     pub(crate) membership: Mutex<Membership>,
     /// Serialises persisting the set state; holds the epoch last persisted.
     pub(crate) persisted: Mutex<u64>,
-    /// Structural changes take it exclusively, I/O and sync steps shared.
-    pub(crate) structure: RwLock<()>,
+    /// Structural changes take it exclusively, I/O and sync steps shared (a client write
+    /// holds its share, owned, until it is settled).
+    pub(crate) structure: Arc<RwLock<()>>,
     /// Orders overlapping writes (and region copies) the same way on every replica.
     pub(crate) block_locks: BlockLocks,
     pub(crate) size: AtomicU64,
@@ -137,7 +138,7 @@ impl ReplicaSet {
             replicas: RwLock::new(replicas),
             membership: Mutex::new(Membership::new(state)),
             persisted: Mutex::new(0),
-            structure: RwLock::new(()),
+            structure: Arc::new(RwLock::new(())),
             block_locks: BlockLocks::new(),
             size: AtomicU64::new(size),
             geometry,
@@ -177,7 +178,7 @@ impl ReplicaSet {
         (self.chunk_of(offset)..=self.chunk_of(offset + len - 1)).collect()
     }
 
-    fn check_range(&self, offset: u64, len: u64) -> Result<()> {
+    pub(crate) fn check_range(&self, offset: u64, len: u64) -> Result<()> {
         let size = self.size();
         if offset.checked_add(len).is_none_or(|e| e > size) {
             return Err(ReplicationError::Invalid(EngineError::OutOfRange {
@@ -185,148 +186,6 @@ impl ReplicaSet {
                 len,
                 size,
             }));
-        }
-        Ok(())
-    }
-
-    /// Writes `data` at `offset`: durable on every in-service replica and on at least two
-    /// when it returns.
-    pub fn write(&self, offset: u64, data: &[u8]) -> Result<()> {
-        self.mutate(
-            offset,
-            data.len() as u64,
-            Some(Bytes::copy_from_slice(data)),
-        )
-    }
-
-    /// [`ReplicaSet::write`] taking a shared buffer (no copy).
-    pub fn write_bytes(&self, offset: u64, data: Bytes) -> Result<()> {
-        self.mutate(offset, data.len() as u64, Some(data))
-    }
-
-    /// Makes a range read as zeros (and frees whole blocks).
-    pub fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
-        self.mutate(offset, len, None)
-    }
-
-    /// Discards a range: it reads back as zeros.
-    pub fn trim(&self, offset: u64, len: u64) -> Result<()> {
-        self.mutate(offset, len, None)
-    }
-
-    /// Makes every write acknowledged before this call durable on every in-service replica
-    /// and on at least two (all replicas flush in parallel, under one deadline). A replica
-    /// that fails leaves service, missing every chunk written since the last flush.
-    pub fn flush(&self) -> Result<()> {
-        let _structure = self.structure.read();
-        self.flush_replicas()
-    }
-
-    /// [`ReplicaSet::flush`] without the structure lock (callers hold it).
-    fn flush_replicas(&self) -> Result<()> {
-        let (targets, mark) = {
-            let m = self.membership.lock();
-            m.check_quorum()
-                .map_err(|in_service| ReplicationError::NoQuorum { in_service })?;
-            (m.write_targets(), m.flush_mark())
-        };
-        let replicas = self.replicas.read().clone();
-        let pending: Vec<_> = targets
-            .iter()
-            .map(|id| (*id, replicas[*id].flush()))
-            .collect();
-        let outcome = self.outcome_of(pending, "flush")?;
-        let settled = self.membership.lock().settle_flush(&outcome, mark);
-        self.conclude(settled)
-    }
-
-    /// Persists a changed state, then answers whether `ok` replicas make a quorum.
-    fn conclude(&self, (ok, changed): (usize, bool)) -> Result<()> {
-        if changed {
-            self.persist()?;
-        }
-        if ok >= 2 {
-            Ok(())
-        } else {
-            Err(ReplicationError::NoQuorum { in_service: ok })
-        }
-    }
-
-    /// Waits for every replica's answer under one deadline. A caller error (the same on
-    /// every replica) is returned at once; a fault is logged and counts as a failure.
-    fn outcome_of(
-        &self,
-        pending: Vec<(ReplicaId, Pending<()>)>,
-        what: &str,
-    ) -> Result<PerReplica<Option<bool>>> {
-        let timeout = self.config.io_timeout;
-        let deadline = Instant::now() + timeout;
-        let mut outcome = PerReplica::default();
-        for (id, p) in pending {
-            match p.wait_until(deadline, timeout) {
-                Ok(()) => outcome[id] = Some(true),
-                Err(e) if is_logical(&e) => {
-                    return Err(ReplicationError::Replica {
-                        replica: id,
-                        source: e,
-                    })
-                }
-                Err(e) => {
-                    tracing::warn!(replica = %id, "{what} failed, taking it out of service: {e}");
-                    outcome[id] = Some(false);
-                }
-            }
-        }
-        Ok(outcome)
-    }
-
-    fn mutate(&self, offset: u64, len: u64, data: Option<Bytes>) -> Result<()> {
-        let _structure = self.structure.read();
-        self.check_range(offset, len)?;
-        if len == 0 {
-            return Ok(());
-        }
-        let bs = self.geometry.bs();
-        let order = self
-            .block_locks
-            .write(offset / bs, (offset + len).div_ceil(bs));
-        let chunks = self.chunks_of(offset, len);
-        let targets = {
-            let mut m = self.membership.lock();
-            m.check_quorum()
-                .map_err(|in_service| ReplicationError::NoQuorum { in_service })?;
-            m.note_written(&chunks);
-            m.write_targets()
-        };
-        let generation = self.next_generation.fetch_add(1, Ordering::SeqCst);
-        let replicas = self.replicas.read().clone();
-        let pending: Vec<(ReplicaId, Pending<()>)> = targets
-            .iter()
-            .map(|id| {
-                let r = &replicas[*id];
-                let p = match &data {
-                    Some(d) => r.write(offset, d.clone(), generation),
-                    None => r.write_zeroes(offset, len, generation),
-                };
-                (*id, p)
-            })
-            .collect();
-        let outcome = self.outcome_of(pending, "write")?;
-        let verdict = {
-            let mut m = self.membership.lock();
-            m.note_written(&chunks);
-            m.settle_write(&chunks, &outcome)
-        };
-        if verdict.changed {
-            self.persist()?;
-        }
-        if !verdict.ack {
-            let in_service = self.membership.lock().in_service().len();
-            return Err(ReplicationError::NoQuorum { in_service });
-        }
-        if self.config.durability == Durability::Sync {
-            drop(order);
-            self.flush_replicas()?;
         }
         Ok(())
     }
@@ -416,8 +275,15 @@ impl ReplicaSet {
             }
             outcome[id] = Some(false); // disagrees with the others: rebuild it
         }
-        let settled = self.membership.lock().settle_structural(&outcome);
-        self.conclude(settled)
+        let (ok, changed) = self.membership.lock().settle_structural(&outcome);
+        if changed {
+            self.persist()?;
+        }
+        if ok >= 2 {
+            Ok(())
+        } else {
+            Err(ReplicationError::NoQuorum { in_service: ok })
+        }
     }
 
     /// Takes snapshot `id`: every write acknowledged before is in it on every replica.

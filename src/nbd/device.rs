@@ -1,7 +1,11 @@
 //! `BlockDevice`: the narrow interface the NBD server serves, so it can run over a replica
-//! set, a single engine store, or (in tests) anything else. All calls block; the server runs
-//! them off its async threads.
+//! set, a single engine store, or (in tests) anything else. Each I/O call has a blocking
+//! form and an async one; the server uses the async one, whose default runs the blocking
+//! form on the runtime's blocking pool. A replica set answers asynchronously itself, so a
+//! request in flight holds no thread.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -34,22 +38,62 @@ pub struct Run {
     pub data: bool,
 }
 
+/// The answer of an async device call.
+pub type DeviceFuture<T> = Pin<Box<dyn Future<Output = Result<T, DeviceError>> + Send>>;
+
+/// Runs a blocking device call on the runtime's blocking pool.
+fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, DeviceError> + Send + 'static,
+) -> DeviceFuture<T> {
+    Box::pin(async move {
+        tokio::task::spawn_blocking(f)
+            .await
+            .unwrap_or_else(|e| Err(DeviceError::Io(format!("internal error: {e}"))))
+    })
+}
+
 /// A disk the NBD server exports.
 pub trait BlockDevice: Send + Sync + 'static {
     /// Current size in bytes (it may grow while connected).
     fn size(&self) -> u64;
     /// Reads `len` bytes at `offset`.
     fn read(&self, offset: u64, len: u32) -> Result<Bytes, DeviceError>;
-    /// Writes `data` at `offset`; durable when it returns.
+    /// Writes `data` at `offset`; durable at the next flush (or at once, if the device
+    /// promises that).
     fn write(&self, offset: u64, data: Bytes) -> Result<(), DeviceError>;
     /// Makes a range read as zeros (`punch`: may free its space).
     fn write_zeroes(&self, offset: u64, len: u32, punch: bool) -> Result<(), DeviceError>;
     /// Discards a range (reads back as zeros).
     fn trim(&self, offset: u64, len: u32) -> Result<(), DeviceError>;
-    /// Makes every completed write durable (already so here).
+    /// Makes every completed write durable.
     fn flush(&self) -> Result<(), DeviceError>;
     /// The allocation map of a range.
     fn allocation(&self, offset: u64, len: u32) -> Result<Vec<Run>, DeviceError>;
+
+    /// [`BlockDevice::read`], awaited.
+    fn read_async(self: Arc<Self>, offset: u64, len: u32) -> DeviceFuture<Bytes> {
+        blocking(move || self.read(offset, len))
+    }
+    /// [`BlockDevice::write`], awaited.
+    fn write_async(self: Arc<Self>, offset: u64, data: Bytes) -> DeviceFuture<()> {
+        blocking(move || self.write(offset, data))
+    }
+    /// [`BlockDevice::write_zeroes`], awaited.
+    fn write_zeroes_async(self: Arc<Self>, offset: u64, len: u32, punch: bool) -> DeviceFuture<()> {
+        blocking(move || self.write_zeroes(offset, len, punch))
+    }
+    /// [`BlockDevice::trim`], awaited.
+    fn trim_async(self: Arc<Self>, offset: u64, len: u32) -> DeviceFuture<()> {
+        blocking(move || self.trim(offset, len))
+    }
+    /// [`BlockDevice::flush`], awaited.
+    fn flush_async(self: Arc<Self>) -> DeviceFuture<()> {
+        blocking(move || self.flush())
+    }
+    /// [`BlockDevice::allocation`], awaited.
+    fn allocation_async(self: Arc<Self>, offset: u64, len: u32) -> DeviceFuture<Vec<Run>> {
+        blocking(move || self.allocation(offset, len))
+    }
 }
 
 fn from_replication(e: ReplicationError) -> DeviceError {
@@ -104,6 +148,42 @@ impl BlockDevice for ReplicaSet {
             .extents(offset, u64::from(len))
             .map_err(from_replication)?;
         Ok(runs(&extents))
+    }
+    fn read_async(self: Arc<Self>, offset: u64, len: u32) -> DeviceFuture<Bytes> {
+        Box::pin(async move {
+            let read = ReplicaSet::read_async(&self, offset, u64::from(len)).await;
+            read.map_err(from_replication)
+        })
+    }
+    fn write_async(self: Arc<Self>, offset: u64, data: Bytes) -> DeviceFuture<()> {
+        Box::pin(async move {
+            let written = ReplicaSet::write_async(&self, offset, data).await;
+            written.map_err(from_replication)
+        })
+    }
+    fn write_zeroes_async(
+        self: Arc<Self>,
+        offset: u64,
+        len: u32,
+        _punch: bool,
+    ) -> DeviceFuture<()> {
+        Box::pin(async move {
+            let zeroed = ReplicaSet::write_zeroes_async(&self, offset, u64::from(len)).await;
+            zeroed.map_err(from_replication)
+        })
+    }
+    fn trim_async(self: Arc<Self>, offset: u64, len: u32) -> DeviceFuture<()> {
+        Box::pin(async move {
+            let trimmed = ReplicaSet::write_zeroes_async(&self, offset, u64::from(len)).await;
+            trimmed.map_err(from_replication)
+        })
+    }
+    fn flush_async(self: Arc<Self>) -> DeviceFuture<()> {
+        Box::pin(async move {
+            ReplicaSet::flush_async(&self)
+                .await
+                .map_err(from_replication)
+        })
     }
 }
 

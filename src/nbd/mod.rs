@@ -12,6 +12,6 @@ pub mod proto;
 pub mod server;
 pub mod transmission;
 
-pub use device::{BlockDevice, DeviceError, Export, Exports, Run};
+pub use device::{BlockDevice, DeviceError, DeviceFuture, Export, Exports, Run};
 pub use server::{handle_connection, run, ServerConfig};
 pub use transmission::Limits;

@@ -133,9 +133,9 @@ fn validate(
     Ok(())
 }
 
-/// Runs one validated request on the device (blocking).
-fn execute(
-    device: &dyn BlockDevice,
+/// Runs one validated request on the device.
+async fn execute(
+    device: Arc<dyn BlockDevice>,
     session: &Session,
     req: &Request,
     payload: Option<Bytes>,
@@ -144,8 +144,9 @@ fn execute(
         tracing::warn!(export = %session.name, "request {} failed: {e}", req.kind);
         error_reply(session, req, nbd_errno(req.kind, &e), &e.to_string())
     };
+    let done = |r: Result<(), DeviceError>| r.map_or_else(fail, |()| simple(req.handle, 0, None));
     match req.kind {
-        CMD_READ => match device.read(req.offset, req.len) {
+        CMD_READ => match device.read_async(req.offset, req.len).await {
             Ok(data) if session.structured => {
                 let header = chunk_header(
                     req.handle,
@@ -164,26 +165,23 @@ fn execute(
         },
         CMD_WRITE => {
             let data = payload.unwrap_or_default();
-            let done = device
-                .write(req.offset, data)
-                .and_then(|()| fua(device, req));
-            done.map_or_else(fail, |()| simple(req.handle, 0, None))
+            let written = device.clone().write_async(req.offset, data).await;
+            done(fua(device, req, written).await)
         }
-        CMD_FLUSH => device
-            .flush()
-            .map_or_else(fail, |()| simple(req.handle, 0, None)),
-        CMD_TRIM => device
-            .trim(req.offset, req.len)
-            .and_then(|()| fua(device, req))
-            .map_or_else(fail, |()| simple(req.handle, 0, None)),
+        CMD_FLUSH => done(device.flush_async().await),
+        CMD_TRIM => {
+            let trimmed = device.clone().trim_async(req.offset, req.len).await;
+            done(fua(device, req, trimmed).await)
+        }
         CMD_WRITE_ZEROES => {
             let punch = req.flags & CMD_FLAG_NO_HOLE == 0;
-            device
-                .write_zeroes(req.offset, req.len, punch)
-                .and_then(|()| fua(device, req))
-                .map_or_else(fail, |()| simple(req.handle, 0, None))
+            let zeroed = device
+                .clone()
+                .write_zeroes_async(req.offset, req.len, punch)
+                .await;
+            done(fua(device, req, zeroed).await)
         }
-        CMD_BLOCK_STATUS => match device.allocation(req.offset, req.len) {
+        CMD_BLOCK_STATUS => match device.allocation_async(req.offset, req.len).await {
             Ok(runs) => block_status(req, &runs),
             Err(e) => fail(e),
         },
@@ -191,10 +189,16 @@ fn execute(
     }
 }
 
-/// A write with FUA is durable before its reply: the device flushes (which covers it).
-fn fua(device: &dyn BlockDevice, req: &Request) -> Result<(), DeviceError> {
+/// A write with FUA is durable before its reply: after it succeeded, the device flushes
+/// (which covers it).
+async fn fua(
+    device: Arc<dyn BlockDevice>,
+    req: &Request,
+    written: Result<(), DeviceError>,
+) -> Result<(), DeviceError> {
+    written?;
     if req.flags & CMD_FLAG_FUA != 0 {
-        device.flush()
+        device.flush_async().await
     } else {
         Ok(())
     }
@@ -219,6 +223,25 @@ fn block_status(req: &Request, runs: &[Run]) -> Reply {
         payload.len() as u32,
     );
     vec![Bytes::copy_from_slice(&header), Bytes::from(payload)]
+}
+
+/// A future whose panic becomes `None` (the request is answered with EIO and the connection
+/// goes on), as `catch_unwind` does for a closure.
+struct CatchUnwind<F>(std::pin::Pin<Box<F>>);
+
+impl<F: std::future::Future> std::future::Future for CatchUnwind<F> {
+    type Output = Option<F::Output>;
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let inner = self.0.as_mut();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(std::task::Poll::Ready(v)) => std::task::Poll::Ready(Some(v)),
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Err(_) => std::task::Poll::Ready(None),
+        }
+    }
 }
 
 /// Reads and throws away `len` payload bytes without buffering them.
@@ -313,14 +336,14 @@ where
             continue;
         }
         let (session, tx) = (session.clone(), tx.clone());
-        tasks.spawn_blocking(move || {
+        tasks.spawn(async move {
             let device = session.export.device.clone();
-            let run =
-                std::panic::AssertUnwindSafe(|| execute(device.as_ref(), &session, &req, payload));
-            let reply = std::panic::catch_unwind(run)
-                .unwrap_or_else(|_| error_reply(&session, &req, errno::EIO, "internal error"));
+            let run = CatchUnwind(Box::pin(execute(device, &session, &req, payload)));
+            let reply = run
+                .await
+                .unwrap_or_else(|| error_reply(&session, &req, errno::EIO, "internal error"));
             drop(permit);
-            let _ = tx.blocking_send(reply);
+            let _ = tx.send(reply).await;
         });
     };
     // Drain: every accepted request gets its answer before the connection closes.

@@ -1,13 +1,13 @@
 //! [`FileStorage`]: a real directory on a local file system.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, IoSlice};
+use std::io::{self, IoSlice, IoSliceMut};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustix::fs::{fallocate, seek, FallocateFlags, SeekFrom};
-use rustix::io::Errno;
+use rustix::io::{Errno, ReadWriteFlags};
 
 use super::{Storage, StorageFile};
 
@@ -75,6 +75,26 @@ impl StorageFile for DiskFile {
 
     fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
         self.file.write_all_at(data, offset)
+    }
+
+    fn read_at_cached(&self, buf: &mut [u8], offset: u64) -> io::Result<bool> {
+        // RWF_NOWAIT: served from the page cache, or EAGAIN instead of waiting for the disk.
+        let mut done = 0;
+        while done < buf.len() {
+            let at = offset + done as u64;
+            let mut slices = [IoSliceMut::new(&mut buf[done..])];
+            match rustix::io::preadv2(&self.file, &mut slices, at, ReadWriteFlags::NOWAIT) {
+                Ok(0) => {
+                    buf[done..].fill(0);
+                    break;
+                }
+                Ok(n) => done += n,
+                Err(Errno::AGAIN) | Err(Errno::OPNOTSUPP) => return Ok(false),
+                Err(Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(true)
     }
 
     fn write_vectored_at(&self, bufs: &[&[u8]], offset: u64) -> io::Result<()> {

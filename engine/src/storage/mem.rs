@@ -112,6 +112,10 @@ impl StorageFile for MemFile {
         Ok(())
     }
 
+    fn read_at_cached(&self, buf: &mut [u8], offset: u64) -> io::Result<bool> {
+        self.read_at(buf, offset).map(|()| true)
+    }
+
     fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
         let max = self.dir.lock().max_file_size;
         if max.is_some_and(|max| offset.saturating_add(data.len() as u64) > max) {

@@ -21,6 +21,13 @@ pub trait StorageFile: Send + Sync {
     /// Fills `buf` from `offset`. Bytes past the end of the file read as zeros (files are
     /// sparse by design).
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    /// [`StorageFile::read_at`] only if it needs no disk I/O (the bytes are cached in
+    /// memory): `Ok(false)` if it would have to wait for the disk (then `buf` holds
+    /// nothing defined). The default never reads: `Ok(false)`.
+    fn read_at_cached(&self, buf: &mut [u8], offset: u64) -> io::Result<bool> {
+        let _ = (buf, offset);
+        Ok(false)
+    }
     /// Writes all of `data` at `offset`, growing the file if needed. Not durable until
     /// [`StorageFile::sync_data`] returns.
     fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()>;

@@ -1,0 +1,368 @@
+//! Client writes, flushes and reads of a [`ReplicaSet`]: a request is sent to every replica
+//! at once (one shared payload), their answers are gathered under one deadline
+//! ([`Fanout`]) and settled by [`Membership`](crate::Membership). Each request exists in a
+//! blocking form (the thread waits) and an async form (the task waits; no thread is parked
+//! per request), which share everything but the wait.
+//!
+//! A write is acknowledged once it is in every in-service replica and in at least two;
+//! a flush makes everything acknowledged before it durable on them.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parking_lot::{ArcRwLockReadGuard, RawRwLock};
+use tripod_engine::{OwnedRangeGuard, View};
+
+use crate::error::{ReplicationError, Result};
+use crate::fanout::{Answers, Fanout};
+use crate::ids::PerReplica;
+use crate::set::{is_logical, Durability, ReplicaSet};
+
+/// What a submitted request was.
+enum Kind {
+    /// A write of these chunks.
+    Write(Vec<u64>),
+    /// A flush covering every write event up to this mark.
+    Flush(u64),
+}
+
+/// A request sent to the replicas and not yet settled. It holds the set's structure lock
+/// (shared) and, for a write, its blocks (exclusive) until it is dropped, so structural
+/// changes and overlapping writes are ordered after it on every replica.
+struct Submitted {
+    kind: Kind,
+    fanout: Fanout<()>,
+    _order: Option<OwnedRangeGuard>,
+    _structure: ArcRwLockReadGuard<RawRwLock, ()>,
+}
+
+/// How a submission takes the set's locks.
+#[derive(Clone, Copy)]
+enum Lock {
+    /// Waits for them (a blocking caller).
+    Wait,
+    /// Only if free now (an async caller).
+    Try,
+}
+
+/// Why a request was not sent.
+enum Refused {
+    /// A lock is held and the caller asked not to wait.
+    WouldWait,
+    /// It failed.
+    Failed(ReplicationError),
+}
+
+impl Refused {
+    /// The error of a caller that waits (which never sees `WouldWait`).
+    fn into_error(self) -> ReplicationError {
+        match self {
+            Refused::Failed(e) => e,
+            Refused::WouldWait => ReplicationError::Abandoned("lock not taken".into()),
+        }
+    }
+}
+
+impl From<ReplicationError> for Refused {
+    fn from(e: ReplicationError) -> Self {
+        Refused::Failed(e)
+    }
+}
+
+/// How a settled request ends.
+struct Settled {
+    answer: Result<()>,
+    /// The durable set state changed and must be stored before answering.
+    persist: bool,
+}
+
+impl ReplicaSet {
+    /// Writes `data` at `offset`: in every in-service replica and in at least two when it
+    /// returns (durable at the next [`ReplicaSet::flush`], or at once with
+    /// [`Durability::Sync`] or replicas whose stores sync every write).
+    pub fn write(&self, offset: u64, data: &[u8]) -> Result<()> {
+        self.mutate(
+            offset,
+            data.len() as u64,
+            Some(Bytes::copy_from_slice(data)),
+        )
+    }
+
+    /// [`ReplicaSet::write`] taking a shared buffer (no copy).
+    pub fn write_bytes(&self, offset: u64, data: Bytes) -> Result<()> {
+        self.mutate(offset, data.len() as u64, Some(data))
+    }
+
+    /// Makes a range read as zeros (and frees whole blocks).
+    pub fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
+        self.mutate(offset, len, None)
+    }
+
+    /// Discards a range: it reads back as zeros.
+    pub fn trim(&self, offset: u64, len: u64) -> Result<()> {
+        self.mutate(offset, len, None)
+    }
+
+    /// Makes every write acknowledged before this call durable on every in-service replica
+    /// and on at least two (all replicas flush in parallel, under one deadline). A replica
+    /// that fails leaves service, missing every chunk written since the last flush.
+    pub fn flush(&self) -> Result<()> {
+        let submitted = self.submit_flush(Lock::Wait).map_err(Refused::into_error)?;
+        self.finish(submitted)
+    }
+
+    /// [`ReplicaSet::write_bytes`] for async callers: the task waits, no thread does.
+    pub async fn write_async(self: &Arc<Self>, offset: u64, data: Bytes) -> Result<()> {
+        self.mutate_async(offset, data.len() as u64, Some(data))
+            .await
+    }
+
+    /// [`ReplicaSet::write_zeroes`] (and trim) for async callers.
+    pub async fn write_zeroes_async(self: &Arc<Self>, offset: u64, len: u64) -> Result<()> {
+        self.mutate_async(offset, len, None).await
+    }
+
+    /// [`ReplicaSet::flush`] for async callers.
+    pub async fn flush_async(self: &Arc<Self>) -> Result<()> {
+        let submitted = match self.submit_flush(Lock::Try) {
+            Ok(s) => s,
+            Err(Refused::WouldWait) => {
+                // A structural change is under way: wait for it off the async threads.
+                let set = self.clone();
+                return blocking(move || set.flush()).await;
+            }
+            Err(Refused::Failed(e)) => return Err(e),
+        };
+        self.finish_async(submitted).await
+    }
+
+    /// Reads `len` bytes of the head at `offset` for async callers. The common case — the
+    /// chosen copy answers and is good — waits without a thread; anything else (a bad
+    /// copy, a failed replica) takes the blocking path, which tries the other copies,
+    /// repairs and takes failed replicas out of service.
+    pub async fn read_async(self: &Arc<Self>, offset: u64, len: u64) -> Result<Bytes> {
+        if let Some(_structure) = self.structure.try_read_arc() {
+            self.check_range(offset, len)?;
+            let in_service = self.membership.lock().in_service();
+            if in_service.is_empty() {
+                return Err(ReplicationError::NoQuorum { in_service: 0 });
+            }
+            // Each chunk is read from one copy (spread over the copies by chunk), so the
+            // page cache holds one copy of hot data, not three.
+            let id = in_service[self.chunk_of(offset) as usize % in_service.len()];
+            let replica = self.replica(id);
+            // Cached data is served here, without a hand-off.
+            if let Some(data) = replica.read_now(offset, len) {
+                return Ok(data);
+            }
+            let read = replica.read(View::Head, offset, len);
+            let fanout = Fanout::new(vec![(id, read)], self.config.io_timeout);
+            if let Some((_, Ok(data))) = fanout.wait_async().await.pop() {
+                return Ok(data);
+            }
+        }
+        let set = self.clone();
+        blocking(move || set.read(offset, len)).await
+    }
+
+    fn mutate(&self, offset: u64, len: u64, data: Option<Bytes>) -> Result<()> {
+        let submitted = self
+            .submit_mutation(offset, len, &data, Lock::Wait)
+            .map_err(Refused::into_error)?;
+        let Some(submitted) = submitted else {
+            return Ok(());
+        };
+        self.finish(submitted)?;
+        if self.config.durability == Durability::Sync {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    async fn mutate_async(
+        self: &Arc<Self>,
+        offset: u64,
+        len: u64,
+        data: Option<Bytes>,
+    ) -> Result<()> {
+        let submitted = match self.submit_mutation(offset, len, &data, Lock::Try) {
+            Ok(s) => s,
+            Err(Refused::WouldWait) => {
+                // An overlapping write or a structural change holds a lock: wait for it off
+                // the async threads (the holder may need one of them to finish).
+                let set = self.clone();
+                return blocking(move || set.mutate(offset, len, data)).await;
+            }
+            Err(Refused::Failed(e)) => return Err(e),
+        };
+        let Some(submitted) = submitted else {
+            return Ok(());
+        };
+        self.finish_async(submitted).await?;
+        if self.config.durability == Durability::Sync {
+            self.flush_async().await?;
+        }
+        Ok(())
+    }
+
+    /// Sends a write (`data`) or a zeroing (`None`) to every replica that takes writes.
+    /// `Ok(None)` for an empty range. With `Lock::Try`, `Err(WouldWait)` if a lock is held
+    /// now (an async caller must not block its thread: the holder may need it to finish).
+    fn submit_mutation(
+        &self,
+        offset: u64,
+        len: u64,
+        data: &Option<Bytes>,
+        lock: Lock,
+    ) -> std::result::Result<Option<Submitted>, Refused> {
+        let structure = match lock {
+            Lock::Wait => self.structure.read_arc(),
+            Lock::Try => self.structure.try_read_arc().ok_or(Refused::WouldWait)?,
+        };
+        self.check_range(offset, len)?;
+        if len == 0 {
+            return Ok(None);
+        }
+        let bs = self.geometry.bs();
+        let (first, end) = (offset / bs, (offset + len).div_ceil(bs));
+        let order = match lock {
+            Lock::Wait => self.block_locks.write_owned(first, end),
+            Lock::Try => self
+                .block_locks
+                .try_write_owned(first, end)
+                .ok_or(Refused::WouldWait)?,
+        };
+        let chunks = self.chunks_of(offset, len);
+        let targets = {
+            let mut m = self.membership.lock();
+            m.check_quorum()
+                .map_err(|in_service| ReplicationError::NoQuorum { in_service })?;
+            // Noted before it is sent: a replica that fails from now on misses it.
+            m.note_written(&chunks);
+            m.write_targets()
+        };
+        let generation = self.next_generation.fetch_add(1, Ordering::SeqCst);
+        let replicas = self.replicas.read().clone();
+        let pending = targets
+            .iter()
+            .map(|id| {
+                let r = &replicas[*id];
+                let p = match data {
+                    Some(d) => r.write(offset, d.clone(), generation),
+                    None => r.write_zeroes(offset, len, generation),
+                };
+                (*id, p)
+            })
+            .collect();
+        Ok(Some(Submitted {
+            kind: Kind::Write(chunks),
+            fanout: Fanout::new(pending, self.config.io_timeout),
+            _order: Some(order),
+            _structure: structure,
+        }))
+    }
+
+    /// Sends a flush to every replica that takes writes (`lock` as for writes).
+    fn submit_flush(&self, lock: Lock) -> std::result::Result<Submitted, Refused> {
+        let structure = match lock {
+            Lock::Wait => self.structure.read_arc(),
+            Lock::Try => self.structure.try_read_arc().ok_or(Refused::WouldWait)?,
+        };
+        let (targets, mark) = {
+            let m = self.membership.lock();
+            m.check_quorum()
+                .map_err(|in_service| ReplicationError::NoQuorum { in_service })?;
+            (m.write_targets(), m.flush_mark())
+        };
+        let replicas = self.replicas.read().clone();
+        let pending = targets
+            .iter()
+            .map(|id| (*id, replicas[*id].flush()))
+            .collect();
+        Ok(Submitted {
+            kind: Kind::Flush(mark),
+            fanout: Fanout::new(pending, self.config.io_timeout),
+            _order: None,
+            _structure: structure,
+        })
+    }
+
+    /// Waits (blocking) and settles.
+    fn finish(&self, submitted: Submitted) -> Result<()> {
+        let Submitted {
+            kind,
+            fanout,
+            _order,
+            _structure,
+        } = submitted;
+        let settled = self.settle_answers(&kind, fanout.wait())?;
+        if settled.persist {
+            self.persist()?;
+        }
+        settled.answer
+    }
+
+    /// Waits (async) and settles; storing a changed set state runs on a blocking thread.
+    async fn finish_async(self: &Arc<Self>, submitted: Submitted) -> Result<()> {
+        let Submitted {
+            kind,
+            fanout,
+            _order,
+            _structure,
+        } = submitted;
+        let answers = fanout.wait_async().await;
+        let settled = self.settle_answers(&kind, answers)?;
+        if settled.persist {
+            let set = self.clone();
+            blocking(move || set.persist()).await?;
+        }
+        settled.answer
+    }
+
+    /// Turns the replicas' answers into an outcome and applies it to the membership. A
+    /// caller error (the same on every replica) is returned at once.
+    fn settle_answers(&self, kind: &Kind, answers: Answers<()>) -> Result<Settled> {
+        let mut outcome = PerReplica::default();
+        for (id, answer) in answers {
+            match answer {
+                Ok(()) => outcome[id] = Some(true),
+                Err(e) if is_logical(&e) => {
+                    return Err(ReplicationError::Replica {
+                        replica: id,
+                        source: e,
+                    })
+                }
+                Err(e) => {
+                    tracing::warn!(replica = %id, "request failed, taking it out of service: {e}");
+                    outcome[id] = Some(false);
+                }
+            }
+        }
+        let mut m = self.membership.lock();
+        let (ok, persist) = match kind {
+            Kind::Write(chunks) => {
+                // Answered: a flush from now on covers it.
+                m.note_written(chunks);
+                let v = m.settle_write(chunks, &outcome);
+                (if v.ack { 2 } else { 0 }, v.changed)
+            }
+            Kind::Flush(mark) => m.settle_flush(&outcome, *mark),
+        };
+        let answer = if ok >= 2 {
+            Ok(())
+        } else {
+            Err(ReplicationError::NoQuorum {
+                in_service: m.in_service().len(),
+            })
+        };
+        Ok(Settled { answer, persist })
+    }
+}
+
+/// Runs blocking set work from an async caller on the runtime's blocking pool.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(ReplicationError::Abandoned(e.to_string())))
+}
