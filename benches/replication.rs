@@ -1,7 +1,10 @@
 //! Criterion benchmarks of the replica set against its parts, in one run: 4 KiB random
 //! durable writes at 1 and 32 concurrent writers on (a) three raw files with
 //! `pwrite` + `fdatasync`, (b) one engine store, (c) a three-replica set of local
-//! directories, (d) a three-replica set of loopback replica nodes (TCP, in this process).
+//! directories, (d) a three-replica set of loopback replica nodes (TCP, in this process);
+//! and block-device semantics (a flush every 32 writes per writer): three raw files written
+//! with `pwrite` (and `fdatasync` at each flush) beside the write-back replica set on one
+//! shared executor, which is the daemon's data path without NBD.
 //! Run: `cargo bench --bench replication` (set `TRIPOD_BENCH_DIR` to a
 //! directory on the disk to measure).
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
@@ -14,7 +17,9 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use tripod_engine::{FileStorage, Geometry, Volume, VolumeOptions};
 use tripod_replication::remote::{ClusterSecret, RemoteNode, ReplicaNode};
-use tripod_replication::{LocalReplica, Replica, ReplicaSet, SetConfig};
+use tripod_replication::{
+    Executor, LocalReplica, Replica, ReplicaSet, SetConfig, DEFAULT_POOL_THREADS,
+};
 
 mod common;
 
@@ -151,5 +156,76 @@ fn bench_set(
     });
 }
 
-criterion_group!(benches, bench_writes);
+/// Writes per flush in the write-back group (fio's `fsync=32`, as the NBD harness runs it).
+const PER_FLUSH: u64 = 32;
+
+fn bench_write_back(c: &mut Criterion) {
+    let mut g = c.benchmark_group("randwrite_4k_flush_every_32");
+    g.throughput(Throughput::Elements(1));
+    g.measurement_time(Duration::from_secs(8));
+    let data = vec![0x5au8; BLOCK as usize];
+    let mut salt = 0u64;
+    for threads in [1u64, 32] {
+        // (a) raw: each write a pwrite on three files, every 32nd also fdatasync on all three.
+        let dir = bench_dir();
+        let files: Vec<File> = (0..3)
+            .map(|i| {
+                let f = File::create(dir.path().join(format!("raw{i}"))).unwrap();
+                f.set_len(VOLUME).unwrap();
+                f
+            })
+            .collect();
+        g.bench_with_input(
+            BenchmarkId::new("raw_3_files", threads),
+            &threads,
+            |b, &t| {
+                b.iter_custom(|iters| {
+                    salt += 1;
+                    spread(t, iters, &|i| {
+                        let at = block_at(i, salt << 32) * BLOCK;
+                        for f in &files {
+                            f.write_all_at(&data, at).unwrap();
+                        }
+                        if (i / t) % PER_FLUSH == PER_FLUSH - 1 {
+                            files.iter().for_each(|f| f.sync_data().unwrap());
+                        }
+                    })
+                })
+            },
+        );
+        // (b) the write-back replica set, its three directories on one executor.
+        let dir = bench_dir();
+        let executor = Executor::new("bench-disk", DEFAULT_POOL_THREADS).unwrap();
+        let replicas = [0, 1, 2].map(|i| {
+            let path = dir.path().join(format!("r{i}"));
+            let storage = Arc::new(FileStorage::new(&path).unwrap());
+            Arc::new(LocalReplica::with_executor(
+                path.display().to_string(),
+                storage,
+                VolumeOptions::write_back(),
+                executor.clone(),
+            )) as Arc<dyn Replica>
+        });
+        let set = ReplicaSet::create(replicas, VOLUME, Geometry::default(), SetConfig::default())
+            .unwrap();
+        g.bench_with_input(
+            BenchmarkId::new("replica_set_write_back", threads),
+            &threads,
+            |b, &t| {
+                b.iter_custom(|iters| {
+                    salt += 1;
+                    spread(t, iters, &|i| {
+                        set.write(block_at(i, salt << 32) * BLOCK, &data).unwrap();
+                        if (i / t) % PER_FLUSH == PER_FLUSH - 1 {
+                            set.flush().unwrap();
+                        }
+                    })
+                })
+            },
+        );
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench_writes, bench_write_back);
 criterion_main!(benches);

@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Scale check for `tripod serve`: many volumes open at once.
 
 Starts a daemon on a fresh data dir, creates N volumes through the admin API, touches each
@@ -44,7 +44,7 @@ def request(method, url, body=None, token=None):
 
 def start(binary, data_dir):
     env = dict(os.environ, TRIPOD_ADMIN_PASSWORD=PASSWORD, RUST_LOG="warn")
-    log = open(os.path.join(data_dir, "..", "serve.log"), "ab")
+    log = open(os.path.join(os.path.dirname(data_dir), "serve.log"), "ab")
     proc = subprocess.Popen(
         [binary, "serve", "--data-dir", data_dir,
          "--api-listen", f"127.0.0.1:{API_PORT}", "--nbd-listen", f"127.0.0.1:{NBD_PORT}"],

@@ -178,8 +178,12 @@ impl Volume {
         let over = wal.offset >= self.options.wal_limit;
         let crowded = wal.unapplied_bytes > 0
             && UNAPPLIED_TOTAL.load(Ordering::Relaxed) >= UNAPPLIED_PROCESS_LIMIT;
-        if sync || over || crowded || wal.unapplied_bytes >= self.options.write_back_limit {
+        if over || crowded || wal.unapplied_bytes >= self.options.write_back_limit {
             self.settle(tree, &mut wal)?;
+        } else if sync {
+            // A flush needs durability only: what waits in memory goes in place later (at
+            // the limit, a checkpoint or a structural change), off the flush's latency.
+            self.make_durable(tree, &mut wal)?;
         }
         if over {
             self.checkpoint(tree, &mut wal)?;
@@ -271,10 +275,9 @@ impl Volume {
         }
     }
 
-    /// Makes everything logged so far durable and applies what write-back kept in memory:
-    /// placed data files synced, the log synced, then the logged updates written in place
-    /// (their data leaves the read cache only once it is in the file).
-    pub(crate) fn settle(&self, tree: &Tree, wal: &mut WalState) -> Result<()> {
+    /// Makes everything logged so far durable: the data files holding unsynced placed
+    /// blocks, then the log. What waits in memory stays there (durable in the log).
+    fn make_durable(&self, tree: &Tree, wal: &mut WalState) -> Result<()> {
         for id in std::mem::take(&mut wal.unsynced_placed) {
             if let Some(l) = tree.layers.get(&id) {
                 l.data
@@ -282,7 +285,14 @@ impl Volume {
                     .map_err(EngineError::io("syncing a layer data file"))?;
             }
         }
-        self.sync_log(wal)?;
+        self.sync_log(wal)
+    }
+
+    /// Makes everything logged so far durable and applies what write-back kept in memory:
+    /// placed data files synced, the log synced, then the logged updates written in place
+    /// (their data leaves the read cache only once it is in the file).
+    pub(crate) fn settle(&self, tree: &Tree, wal: &mut WalState) -> Result<()> {
+        self.make_durable(tree, wal)?;
         let updates = std::mem::take(&mut wal.unapplied);
         UNAPPLIED_TOTAL.fetch_sub(std::mem::take(&mut wal.unapplied_bytes), Ordering::Relaxed);
         let mut i = 0;

@@ -2,10 +2,12 @@
 //! every volume kept there. Threads follow disks, not volumes: a daemon with a thousand
 //! volumes on three disks runs three executors.
 //!
-//! An executor has one writer thread and a small pool. The writer takes every queued write
-//! (of any volume on the disk) and commits each volume's share with one engine call; the
-//! pool runs reads, flushes and everything else, so a read never waits behind a write batch
-//! and the syncs of different volumes can overlap.
+//! An executor has a few writer threads and a small pool. Each replica is bound to one
+//! writer (so its writes stay in order); a writer takes every write queued for it (of any
+//! volume) and commits each volume's share with one engine call. Three writers let the three
+//! copies of a write proceed in parallel when the three replica roots share a disk. The pool
+//! runs reads, flushes and everything else, so a read never waits behind a write batch and
+//! the syncs of different volumes can overlap.
 //!
 //! It owns threads and queues only; what the jobs do is [`LocalReplica`](crate::LocalReplica)'s.
 
@@ -22,6 +24,11 @@ use crate::replica::Completer;
 /// are CPU-bound, misses wait on the disk). Four keeps a 2-core machine busy with the three
 /// roots of a set without a thread per request.
 pub const DEFAULT_POOL_THREADS: usize = 4;
+
+/// Writer threads per executor: one per copy of a set, so the three copies of a write are
+/// applied in parallel when their roots share a disk (the writes are CPU work: in write-back
+/// mode nothing waits for the disk).
+const WRITERS: usize = 3;
 
 /// Most writes the writer takes into one batch, and most bytes: enough to amortise one
 /// hand-off over a full NBD queue, small enough that a batch never holds the writer long.
@@ -72,7 +79,9 @@ impl InFlight {
 /// One disk's threads: a batching writer and a pool.
 pub struct Executor {
     pool: Mutex<Option<crossbeam_channel::Sender<Job>>>,
-    writer: Mutex<Option<crossbeam_channel::Sender<WriteJob>>>,
+    writers: Mutex<Vec<crossbeam_channel::Sender<WriteJob>>>,
+    /// The writer the next bound replica gets.
+    next_writer: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for Executor {
@@ -96,14 +105,26 @@ impl Executor {
                     }
                 })?;
         }
-        let (write_tx, write_rx) = crossbeam_channel::unbounded::<WriteJob>();
-        std::thread::Builder::new()
-            .name(format!("{name}-w"))
-            .spawn(move || writer_loop(&write_rx))?;
+        let mut writers = Vec::with_capacity(WRITERS);
+        for i in 0..WRITERS {
+            let (write_tx, write_rx) = crossbeam_channel::unbounded::<WriteJob>();
+            std::thread::Builder::new()
+                .name(format!("{name}-w{i}"))
+                .spawn(move || writer_loop(&write_rx))?;
+            writers.push(write_tx);
+        }
         Ok(Arc::new(Self {
             pool: Mutex::new(Some(pool_tx)),
-            writer: Mutex::new(Some(write_tx)),
+            writers: Mutex::new(writers),
+            next_writer: std::sync::atomic::AtomicUsize::new(0),
         }))
+    }
+
+    /// The writer a new replica is bound to (round robin).
+    pub(crate) fn bind_writer(&self) -> usize {
+        self.next_writer
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            % WRITERS
     }
 
     /// Queues `job` on the pool; `false` if the executor is shut down.
@@ -114,9 +135,9 @@ impl Executor {
             .is_some_and(|tx| tx.send(job).is_ok())
     }
 
-    /// Queues a write for the writer; gives it back if the executor is shut down.
-    pub(crate) fn queue_write(&self, job: WriteJob) -> Result<(), WriteJob> {
-        match self.writer.lock().as_ref() {
+    /// Queues a write for writer `writer`; gives it back if the executor is shut down.
+    pub(crate) fn queue_write(&self, writer: usize, job: WriteJob) -> Result<(), WriteJob> {
+        match self.writers.lock().get(writer) {
             Some(tx) => tx.send(job).map_err(|e| e.into_inner()),
             None => Err(job),
         }
@@ -125,7 +146,7 @@ impl Executor {
     /// Stops taking jobs; the threads end once their queues are drained.
     pub fn shutdown(&self) {
         self.pool.lock().take();
-        self.writer.lock().take();
+        self.writers.lock().clear();
     }
 }
 

@@ -31,6 +31,8 @@ pub struct LocalReplica {
     options: VolumeOptions,
     volume: RwLock<Option<Arc<Volume>>>,
     executor: Option<Arc<Executor>>,
+    /// This replica's writer in the executor (its writes stay in submission order).
+    writer: usize,
     in_flight: Arc<InFlight>,
 }
 
@@ -62,12 +64,14 @@ impl LocalReplica {
         options: VolumeOptions,
         executor: Option<Arc<Executor>>,
     ) -> Self {
+        let writer = executor.as_ref().map_or(0, |e| e.bind_writer());
         Self {
             name,
             storage,
             options,
             volume: RwLock::new(None),
             executor,
+            writer,
             in_flight: Arc::new(InFlight::default()),
         }
     }
@@ -136,7 +140,7 @@ impl LocalReplica {
             done,
             in_flight: self.in_flight.clone(),
         };
-        if let Err(job) = executor.queue_write(job) {
+        if let Err(job) = executor.queue_write(self.writer, job) {
             self.in_flight.leave();
             job.done.complete(Err(ReplicaFault::Disconnected));
         }
