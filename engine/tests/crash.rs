@@ -9,6 +9,7 @@ mod support;
 
 use std::sync::Arc;
 
+use support::ops::{apply_model, apply_volume, ops_for, Op};
 use support::{Model, Rng};
 use tripod_engine::{
     CrashMode, FaultPlan, FaultyStorage, Geometry, MemStorage, SnapshotId, Storage, Volume,
@@ -27,76 +28,6 @@ const OPTIONS: VolumeOptions = VolumeOptions {
     write_back: false,
     write_back_limit: 32 << 20,
 };
-
-#[derive(Debug, Clone)]
-enum Op {
-    Write(u64, Vec<u8>),
-    Zeroes(u64, u64),
-    Snapshot(String),
-    Delete(String),
-    Rollback(String),
-    Expand(u64),
-}
-
-/// A reproducible op sequence; snapshot names refer to ones that exist at that point.
-fn ops_for(seed: u64, blocks: u64, n: usize) -> Vec<Op> {
-    let mut rng = Rng(seed);
-    let mut model = Model::new(blocks * BS);
-    let mut out = Vec::new();
-    let mut next_snap = 0;
-    for _ in 0..n {
-        let size = model.size();
-        let at = rng.below(size);
-        let len = rng.below((size - at).min(6 * BS)) + 1;
-        let op = match rng.below(12) {
-            0..=5 => Op::Write(at, rng.bytes(len as usize)),
-            6 => Op::Zeroes(at, len),
-            7 => {
-                next_snap += 1;
-                Op::Snapshot(format!("s{next_snap}"))
-            }
-            8 | 9 if !model.snaps.is_empty() => {
-                let names: Vec<_> = model.snaps.keys().cloned().collect();
-                let name = names[rng.below(names.len() as u64) as usize].clone();
-                if rng.below(2) == 0 {
-                    Op::Delete(name)
-                } else {
-                    Op::Rollback(name)
-                }
-            }
-            10 => Op::Expand(size + (rng.below(4) + 1) * BS),
-            _ => Op::Write(at, rng.bytes(len as usize)),
-        };
-        apply_model(&mut model, &op);
-        out.push(op);
-    }
-    out
-}
-
-fn apply_model(m: &mut Model, op: &Op) {
-    match op {
-        Op::Write(at, data) => m.write(*at, data),
-        Op::Zeroes(at, len) => m.zero(*at, *len),
-        Op::Snapshot(s) => m.snapshot(s),
-        Op::Delete(s) => {
-            m.snaps.remove(s);
-        }
-        Op::Rollback(s) => m.rollback(s),
-        Op::Expand(n) => m.expand(*n),
-    }
-}
-
-fn apply_volume(v: &Volume, op: &Op) -> tripod_engine::Result<()> {
-    let id = |s: &str| SnapshotId::new(s).unwrap();
-    match op {
-        Op::Write(at, data) => v.write(*at, data),
-        Op::Zeroes(at, len) => v.write_zeroes(*at, *len),
-        Op::Snapshot(s) => v.snapshot(&id(s)),
-        Op::Delete(s) => v.delete_snapshot(&id(s)),
-        Op::Rollback(s) => v.rollback(&id(s)),
-        Op::Expand(n) => v.expand(*n),
-    }
-}
 
 /// Runs `ops` over a storage that dies per `plan`; returns the memory underneath, the model
 /// of everything acknowledged and the first unacknowledged op, if any.
@@ -215,7 +146,7 @@ fn check(mem: &MemStorage, acked: Option<&Model>, pending: Option<&Op>, what: &s
 fn power_loss_at_every_sync_point_keeps_the_crash_contract() {
     for seed in 0..48u64 {
         let blocks = 24 + seed % 16;
-        let ops = ops_for(seed, blocks, 40);
+        let ops = ops_for(seed, blocks, BS, 40, false);
         let (_, _, _, total_syncs) = run_until_failure(blocks, &ops, FaultPlan::default(), OPTIONS);
         for k in 0..total_syncs {
             let plan = FaultPlan {
@@ -256,7 +187,7 @@ fn power_loss_at_random_operations_with_torn_writes_keeps_the_crash_contract() {
     for (mode, options) in [("placed", OPTIONS), ("log only", log_only)] {
         for seed in 100..3000u64 {
             let blocks = 32;
-            let ops = ops_for(seed, blocks, 50);
+            let ops = ops_for(seed, blocks, BS, 50, false);
             let mut rng = Rng(seed);
             let plan = FaultPlan {
                 die_at_op: Some(rng.below(2000)),

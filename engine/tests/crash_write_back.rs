@@ -15,6 +15,7 @@ mod support;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use support::ops::{apply_model, apply_volume, ops_for, Op};
 use support::{Model, Rng};
 use tripod_engine::{
     CrashMode, FaultPlan, FaultyStorage, Geometry, MemStorage, SnapshotId, Storage, Volume,
@@ -35,17 +36,6 @@ const OPTIONS: VolumeOptions = VolumeOptions {
     write_back: true,
     write_back_limit: 3 << 10,
 };
-
-#[derive(Debug, Clone)]
-enum Op {
-    Write(u64, Vec<u8>),
-    Zeroes(u64, u64),
-    Flush,
-    Snapshot(String),
-    Delete(String),
-    Rollback(String),
-    Expand(u64),
-}
 
 /// What may be read after a power loss: the content at the last durable point plus, per
 /// block, every value written since.
@@ -71,34 +61,14 @@ impl Expect {
         self.since = vec![BTreeSet::new(); self.durable.len() / BS as usize];
     }
 
-    /// Adds the blocks of `op` as allowed outcomes and applies it to the acknowledged model.
+    /// Adds the blocks of `op` as allowed outcomes and applies it to the acknowledged model;
+    /// a flush or a structural change (which flushes first) makes everything durable.
     fn apply(&mut self, op: &Op) {
+        apply_model(&mut self.acked, op);
         match op {
-            Op::Write(at, data) => {
-                self.acked.write(*at, data);
-                self.note(*at, data.len() as u64);
-            }
-            Op::Zeroes(at, len) => {
-                self.acked.zero(*at, *len);
-                self.note(*at, *len);
-            }
-            Op::Flush => self.settle(),
-            Op::Snapshot(s) => {
-                self.acked.snapshot(s);
-                self.settle();
-            }
-            Op::Delete(s) => {
-                self.acked.snaps.remove(s);
-                self.settle();
-            }
-            Op::Rollback(s) => {
-                self.acked.rollback(s);
-                self.settle();
-            }
-            Op::Expand(n) => {
-                self.acked.expand(*n);
-                self.settle();
-            }
+            Op::Write(at, data) => self.note(*at, data.len() as u64),
+            Op::Zeroes(at, len) => self.note(*at, *len),
+            _ => self.settle(),
         }
     }
 
@@ -107,64 +77,6 @@ impl Expect {
             let block = self.acked.head[(b * BS) as usize..((b + 1) * BS) as usize].to_vec();
             self.since[b as usize].insert(block);
         }
-    }
-}
-
-fn ops_for(seed: u64, blocks: u64, n: usize) -> Vec<Op> {
-    let mut rng = Rng(seed);
-    let mut model = Model::new(blocks * BS);
-    let mut out = Vec::new();
-    let mut next_snap = 0;
-    for _ in 0..n {
-        let size = model.size();
-        let at = rng.below(size);
-        let len = rng.below((size - at).min(6 * BS)) + 1;
-        let op = match rng.below(16) {
-            0..=7 => Op::Write(at, rng.bytes(len as usize)),
-            8 => Op::Zeroes(at, len),
-            9 | 10 => Op::Flush,
-            11 => {
-                next_snap += 1;
-                Op::Snapshot(format!("s{next_snap}"))
-            }
-            12 | 13 if !model.snaps.is_empty() => {
-                let names: Vec<_> = model.snaps.keys().cloned().collect();
-                let name = names[rng.below(names.len() as u64) as usize].clone();
-                if rng.below(2) == 0 {
-                    Op::Delete(name)
-                } else {
-                    Op::Rollback(name)
-                }
-            }
-            14 => Op::Expand(size + (rng.below(4) + 1) * BS),
-            _ => Op::Write(at, rng.bytes(len as usize)),
-        };
-        match &op {
-            Op::Write(at, d) => model.write(*at, d),
-            Op::Zeroes(at, len) => model.zero(*at, *len),
-            Op::Snapshot(s) => model.snapshot(s),
-            Op::Delete(s) => {
-                model.snaps.remove(s);
-            }
-            Op::Rollback(s) => model.rollback(s),
-            Op::Expand(n) => model.expand(*n),
-            Op::Flush => {}
-        }
-        out.push(op);
-    }
-    out
-}
-
-fn apply_volume(v: &Volume, op: &Op) -> tripod_engine::Result<()> {
-    let id = |s: &str| SnapshotId::new(s).unwrap();
-    match op {
-        Op::Write(at, data) => v.write(*at, data),
-        Op::Zeroes(at, len) => v.write_zeroes(*at, *len),
-        Op::Flush => v.flush(),
-        Op::Snapshot(s) => v.snapshot(&id(s)),
-        Op::Delete(s) => v.delete_snapshot(&id(s)),
-        Op::Rollback(s) => v.rollback(&id(s)),
-        Op::Expand(n) => v.expand(*n),
     }
 }
 
@@ -254,7 +166,7 @@ fn check_power_loss(mem: &MemStorage, expect: Option<&Expect>, pending: Option<&
 fn power_loss_at_every_sync_point_keeps_what_was_flushed() {
     for seed in 0..48u64 {
         let blocks = 24 + seed % 16;
-        let ops = ops_for(seed, blocks, 50);
+        let ops = ops_for(seed, blocks, BS, 50, true);
         let (_, _, _, total_syncs) = run(blocks, &ops, FaultPlan::default());
         for k in 0..total_syncs {
             let plan = FaultPlan {
@@ -286,7 +198,7 @@ fn power_loss_at_every_sync_point_keeps_what_was_flushed() {
 fn power_loss_at_random_operations_with_torn_writes_keeps_what_was_flushed() {
     for seed in 100..1600u64 {
         let blocks = 32;
-        let ops = ops_for(seed, blocks, 60);
+        let ops = ops_for(seed, blocks, BS, 60, true);
         let mut rng = Rng(seed);
         let plan = FaultPlan {
             die_at_op: Some(rng.below(2000)),
@@ -309,7 +221,7 @@ fn power_loss_at_random_operations_with_torn_writes_keeps_what_was_flushed() {
 fn process_crash_at_random_operations_loses_no_acknowledged_write() {
     for seed in 2000..2600u64 {
         let blocks = 32;
-        let ops = ops_for(seed, blocks, 60);
+        let ops = ops_for(seed, blocks, BS, 60, true);
         let mut rng = Rng(seed);
         let plan = FaultPlan {
             die_at_op: Some(rng.below(2000)),

@@ -7,75 +7,10 @@
 
 mod support;
 
+use support::ops::{apply_model, apply_set, next_op, Op};
 use support::*;
 use tripod_engine::{CrashMode, FaultPlan, SnapshotId};
 use tripod_replication::{ReplicaId, ReplicaSet, ReplicationError};
-
-#[derive(Debug, Clone)]
-enum Op {
-    Write(u64, Vec<u8>),
-    Zeroes(u64, u64),
-    Snapshot(String),
-    Delete(String),
-    Rollback(String),
-    Expand(u64),
-}
-
-fn apply_model(m: &mut Model, op: &Op) {
-    match op {
-        Op::Write(at, d) => m.head[*at as usize..*at as usize + d.len()].copy_from_slice(d),
-        Op::Zeroes(at, len) => m.head[*at as usize..(*at + *len) as usize].fill(0),
-        Op::Snapshot(s) => {
-            m.snaps.insert(s.clone(), m.head.clone());
-        }
-        Op::Delete(s) => {
-            m.snaps.remove(s);
-        }
-        Op::Rollback(s) => {
-            let mut c = m.snaps[s].clone();
-            c.resize(m.head.len(), 0);
-            m.head = c;
-        }
-        Op::Expand(n) => m.head.resize(*n as usize, 0),
-    }
-}
-
-fn apply_set(set: &ReplicaSet, op: &Op) -> Result<(), ReplicationError> {
-    let id = |s: &str| SnapshotId::new(s).unwrap();
-    match op {
-        Op::Write(at, d) => set.write(*at, d),
-        Op::Zeroes(at, len) => set.write_zeroes(*at, *len),
-        Op::Snapshot(s) => set.snapshot(&id(s)),
-        Op::Delete(s) => set.delete_snapshot(&id(s)),
-        Op::Rollback(s) => set.rollback(&id(s)),
-        Op::Expand(n) => set.expand(*n),
-    }
-}
-
-fn next_op(rng: &mut Rng, m: &Model, n: &mut u32) -> Op {
-    let size = m.size();
-    let at = rng.below(size);
-    let len = 1 + rng.below((size - at).min(5 * BS));
-    match rng.below(12) {
-        0..=6 => Op::Write(at, rng.bytes(len as usize)),
-        7 => Op::Zeroes(at, len),
-        8 => {
-            *n += 1;
-            Op::Snapshot(format!("s{n}"))
-        }
-        9 | 10 if !m.snaps.is_empty() => {
-            let names: Vec<_> = m.snaps.keys().cloned().collect();
-            let pick = names[rng.below(names.len() as u64) as usize].clone();
-            if rng.below(2) == 0 {
-                Op::Delete(pick)
-            } else {
-                Op::Rollback(pick)
-            }
-        }
-        11 => Op::Expand(size + (1 + rng.below(3)) * BS),
-        _ => Op::Write(at, rng.bytes(len as usize)),
-    }
-}
 
 fn check(set: &ReplicaSet, acked: &Model, pending: Option<&Op>, what: &str) {
     let mut with = acked.clone();
@@ -154,7 +89,7 @@ fn power_loss_at_random_points_keeps_the_contract_for_the_set() {
         let mut pending = None;
         let mut n = 0;
         for _ in 0..(10 + rng.below(80)) {
-            let op = next_op(&mut rng, &acked, &mut n);
+            let op = next_op(&mut rng, &acked, &mut n, false);
             match apply_set(&set, &op) {
                 Ok(()) => apply_model(&mut acked, &op),
                 Err(ReplicationError::Invalid(e)) => panic!("seed {seed}: {e}"),

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::RwLock;
+use support::ops::{apply_model, apply_set, next_op, Op};
 use support::*;
 use tripod_engine::{
     BlockIndex, BlockInfo, ChunkIndex, CrashMode, FaultPlan, Geometry, MemStorage, RawBlock,
@@ -27,17 +28,6 @@ use tripod_replication::{
     LocalReplica, Pending, Replica, ReplicaFault, ReplicaId, ReplicaInfo, ReplicaSet,
     ReplicationError,
 };
-
-#[derive(Debug, Clone)]
-enum Op {
-    Write(u64, Vec<u8>),
-    Zeroes(u64, u64),
-    Flush,
-    Snapshot(String),
-    Delete(String),
-    Rollback(String),
-    Expand(u64),
-}
 
 /// What may be read after a power loss (see the module doc).
 #[derive(Debug, Clone)]
@@ -68,76 +58,15 @@ impl Expect {
         }
     }
 
+    /// Adds the blocks of `op` as allowed outcomes and applies it to the acknowledged
+    /// model; a flush or a structural change makes everything durable.
     fn apply(&mut self, op: &Op) {
-        let m = &mut self.acked;
+        apply_model(&mut self.acked, op);
         match op {
-            Op::Write(at, d) => {
-                m.head[*at as usize..*at as usize + d.len()].copy_from_slice(d);
-                self.note(*at, d.len() as u64);
-            }
-            Op::Zeroes(at, len) => {
-                m.head[*at as usize..(*at + *len) as usize].fill(0);
-                self.note(*at, *len);
-            }
-            Op::Flush => self.settle(),
-            Op::Snapshot(s) => {
-                m.snaps.insert(s.clone(), m.head.clone());
-                self.settle();
-            }
-            Op::Delete(s) => {
-                m.snaps.remove(s);
-                self.settle();
-            }
-            Op::Rollback(s) => {
-                let mut c = m.snaps[s].clone();
-                c.resize(m.head.len(), 0);
-                m.head = c;
-                self.settle();
-            }
-            Op::Expand(n) => {
-                m.head.resize(*n as usize, 0);
-                self.settle();
-            }
+            Op::Write(at, d) => self.note(*at, d.len() as u64),
+            Op::Zeroes(at, len) => self.note(*at, *len),
+            _ => self.settle(),
         }
-    }
-}
-
-fn apply_set(set: &ReplicaSet, op: &Op) -> Result<(), ReplicationError> {
-    let id = |s: &str| SnapshotId::new(s).unwrap();
-    match op {
-        Op::Write(at, d) => set.write(*at, d),
-        Op::Zeroes(at, len) => set.write_zeroes(*at, *len),
-        Op::Flush => set.flush(),
-        Op::Snapshot(s) => set.snapshot(&id(s)),
-        Op::Delete(s) => set.delete_snapshot(&id(s)),
-        Op::Rollback(s) => set.rollback(&id(s)),
-        Op::Expand(n) => set.expand(*n),
-    }
-}
-
-fn next_op(rng: &mut Rng, m: &Model, n: &mut u32) -> Op {
-    let size = m.size();
-    let at = rng.below(size);
-    let len = 1 + rng.below((size - at).min(5 * BS));
-    match rng.below(14) {
-        0..=6 => Op::Write(at, rng.bytes(len as usize)),
-        7 => Op::Zeroes(at, len),
-        8 | 9 => Op::Flush,
-        10 => {
-            *n += 1;
-            Op::Snapshot(format!("s{n}"))
-        }
-        11 | 12 if !m.snaps.is_empty() => {
-            let names: Vec<_> = m.snaps.keys().cloned().collect();
-            let pick = names[rng.below(names.len() as u64) as usize].clone();
-            if rng.below(2) == 0 {
-                Op::Delete(pick)
-            } else {
-                Op::Rollback(pick)
-            }
-        }
-        13 => Op::Expand(size + (1 + rng.below(3)) * BS),
-        _ => Op::Write(at, rng.bytes(len as usize)),
     }
 }
 
@@ -206,7 +135,7 @@ fn power_loss_of_every_replica_keeps_what_was_flushed_and_the_copies_converge() 
         let mut pending = None;
         let mut n = 0;
         for _ in 0..(10 + rng.below(80)) {
-            let op = next_op(&mut rng, &expect.acked, &mut n);
+            let op = next_op(&mut rng, &expect.acked, &mut n, true);
             match apply_set(&set, &op) {
                 Ok(()) => expect.apply(&op),
                 Err(ReplicationError::Invalid(e)) => panic!("seed {seed}: {e}"),

@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+pub mod ops;
+
 /// What a volume should contain: the head's bytes and each snapshot's bytes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Model {

@@ -2,6 +2,8 @@
 //! given disk faults, and a plain model of the volume.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod ops;
+
 use std::any::Any;
 use std::collections::BTreeMap;
 use std::sync::Arc;
