@@ -113,17 +113,29 @@ impl ReplicaSet {
     }
 
     /// [`ReplicaSet::write_bytes`] for async callers: the task waits, no thread does.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: dropped before it completes, the write still reaches the replicas but
+    /// is never settled, so a replica that failed it stays in service until its next failure
+    /// (its chunks stay in the activity log). Run it to completion (the NBD server does).
     pub async fn write_async(self: &Arc<Self>, offset: u64, data: Bytes) -> Result<()> {
         self.mutate_async(offset, data.len() as u64, Some(data))
             .await
     }
 
     /// [`ReplicaSet::write_zeroes`] (and trim) for async callers.
+    ///
+    /// # Cancel safety
+    /// As [`ReplicaSet::write_async`].
     pub async fn write_zeroes_async(self: &Arc<Self>, offset: u64, len: u64) -> Result<()> {
         self.mutate_async(offset, len, None).await
     }
 
     /// [`ReplicaSet::flush`] for async callers.
+    ///
+    /// # Cancel safety
+    /// As [`ReplicaSet::write_async`]: dropped early, a replica that failed the flush is not
+    /// taken out by it.
     pub async fn flush_async(self: &Arc<Self>) -> Result<()> {
         let submitted = match self.submit_flush(Lock::Try) {
             Ok(s) => s,
@@ -141,6 +153,9 @@ impl ReplicaSet {
     /// chosen copy answers and is good — waits without a thread; anything else (a bad
     /// copy, a failed replica) takes the blocking path, which tries the other copies,
     /// repairs and takes failed replicas out of service.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a read changes nothing.
     pub async fn read_async(self: &Arc<Self>, offset: u64, len: u64) -> Result<Bytes> {
         if let Some(_structure) = self.structure.try_read_arc() {
             self.check_range(offset, len)?;
