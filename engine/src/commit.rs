@@ -167,12 +167,12 @@ impl Volume {
         let mut wal = self.wal.lock();
         if !batch.is_empty() {
             self.place_blocks(tree, &mut wal, &batch)?;
-            self.append(tree, &mut wal, &batch)?;
+            let crcs = self.append(tree, &mut wal, &batch)?;
             if write_back {
-                self.take_states(tree, &mut wal, batch);
+                self.take_states(tree, &mut wal, batch, &crcs);
             } else {
                 self.sync_log(&mut wal)?;
-                self.apply_batch(tree, &mut wal, &batch)?;
+                self.apply_batch(tree, &mut wal, &batch, &crcs)?;
             }
         }
         let over = wal.offset >= self.options.wal_limit;
@@ -191,12 +191,14 @@ impl Volume {
         Ok(())
     }
 
-    /// Appends one record per update to the log (no sync).
-    fn append(&self, tree: &Tree, wal: &mut WalState, batch: &[Update]) -> Result<()> {
+    /// Appends one record per update to the log (no sync). Returns each update's data CRC
+    /// (0 for zeros), computed once here for the log and the block state alike.
+    fn append(&self, tree: &Tree, wal: &mut WalState, batch: &[Update]) -> Result<Vec<u32>> {
         let bs = self.geometry.block_size as usize;
         let mut buf = Vec::with_capacity(batch.len() * (wal::HEADER_LEN + bs));
         let first_lsn = wal.next_lsn;
         let unsynced_placed = self.options.write_back;
+        let mut crcs = Vec::with_capacity(batch.len());
         for u in batch {
             let lsn = wal.next_lsn;
             wal.next_lsn = Lsn(lsn.0 + 1);
@@ -209,13 +211,17 @@ impl Volume {
             };
             match u {
                 Update::Data(block, data, g) => {
-                    wal::encode(&mut buf, target(*block, *g), wal::Body::Data(data))
+                    let crc = crc32fast::hash(data);
+                    crcs.push(crc);
+                    wal::encode(&mut buf, target(*block, *g), wal::Body::Data(data, crc))
                 }
                 Update::Zero(first, count, g) => {
+                    crcs.push(0);
                     wal::encode(&mut buf, target(*first, *g), wal::Body::Zero(*count))
                 }
                 Update::Placed(block, data, g) => {
                     let crc = crc32fast::hash(data);
+                    crcs.push(crc);
                     let body = if unsynced_placed {
                         wal::Body::PlacedUnsynced(crc)
                     } else {
@@ -232,7 +238,7 @@ impl Volume {
         }
         wal.offset += buf.len() as u64;
         wal.unsynced = true;
-        Ok(())
+        Ok(crcs)
     }
 
     fn sync_log(&self, wal: &mut WalState) -> Result<()> {
@@ -247,13 +253,13 @@ impl Volume {
 
     /// Write-back: gives the head the batch's block states now and keeps its data readable
     /// from memory until [`Volume::settle`] writes it in place.
-    fn take_states(&self, tree: &Tree, wal: &mut WalState, batch: Vec<Update>) {
+    fn take_states(&self, tree: &Tree, wal: &mut WalState, batch: Vec<Update>, crcs: &[u32]) {
         let head = tree.head;
         let mut cached = self.unapplied.write();
-        for u in batch {
+        for (u, crc) in batch.into_iter().zip(crcs) {
             match &u {
                 Update::Data(block, data, g) => {
-                    let state = (BlockState::Data(crc32fast::hash(data)), *g);
+                    let state = (BlockState::Data(*crc), *g);
                     self.record_state(tree, wal, head, *block, state, true);
                     cached.insert((head, block.0), data.clone());
                     wal.unapplied_bytes += data.len() as u64;
@@ -267,8 +273,8 @@ impl Volume {
                     }
                     wal.unapplied.push((head, u));
                 }
-                Update::Placed(block, data, g) => {
-                    let state = (BlockState::Data(crc32fast::hash(data)), *g);
+                Update::Placed(block, _, g) => {
+                    let state = (BlockState::Data(*crc), *g);
                     self.apply_placed(tree, wal, head, *block, state, true);
                 }
             }
@@ -373,7 +379,14 @@ impl Volume {
     }
 
     /// Applies a durable batch in place, writing runs of consecutive blocks with one call.
-    fn apply_batch(&self, tree: &Tree, wal: &mut WalState, batch: &[Update]) -> Result<()> {
+    /// `crcs` are the updates' CRCs as [`Volume::append`] computed them.
+    fn apply_batch(
+        &self,
+        tree: &Tree,
+        wal: &mut WalState,
+        batch: &[Update],
+        crcs: &[u32],
+    ) -> Result<()> {
         let head = tree.head;
         let mut i = 0;
         while i < batch.len() {
@@ -382,8 +395,9 @@ impl Volume {
                     self.apply_zero(tree, wal, head, *first, *count, *g, true)?;
                     i += 1;
                 }
-                Update::Placed(block, data, g) => {
-                    let state = (BlockState::Data(crc32fast::hash(data)), *g);
+                Update::Placed(block, _, g) => {
+                    let crc = crcs.get(i).copied().unwrap_or_default();
+                    let state = (BlockState::Data(crc), *g);
                     self.apply_placed(tree, wal, head, *block, state, true);
                     i += 1;
                 }

@@ -47,8 +47,8 @@ pub(crate) enum RecordKind {
 /// What a record carries.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Body<'a> {
-    /// One block of data.
-    Data(&'a [u8]),
+    /// One block of data, with its CRC32 (computed once by the caller, who needs it too).
+    Data(&'a [u8], u32),
     /// A run of this many zero blocks.
     Zero(u64),
     /// One block already in place, with its CRC32.
@@ -72,7 +72,7 @@ pub(crate) struct Target {
 pub(crate) fn encode(out: &mut Vec<u8>, t: Target, body: Body<'_>) {
     let start = out.len();
     let (kind, version, payload, payload_crc, count) = match body {
-        Body::Data(p) => (KIND_DATA, CURRENT_VERSION as u16, Some(p), crc(p), 1),
+        Body::Data(p, c) => (KIND_DATA, CURRENT_VERSION as u16, Some(p), c, 1),
         Body::Zero(count) => (KIND_ZERO, CURRENT_VERSION as u16, None, 0, count),
         Body::Placed(c) => (KIND_PLACED, PLACED_VERSION, None, c, 1),
         Body::PlacedUnsynced(c) => (KIND_PLACED_UNSYNCED, UNSYNCED_PLACED_VERSION, None, c, 1),
@@ -278,7 +278,7 @@ mod tests {
                 generation: lsn,
             };
             let body = match &data {
-                Some(d) => Body::Data(d),
+                Some(d) => Body::Data(d, crc(d)),
                 None => Body::Zero(1),
             };
             encode(&mut out, t, body);
@@ -315,7 +315,7 @@ mod tests {
         };
         let mut out = Vec::new();
         encode(&mut out, t(1), Body::Placed(0xdead_beef));
-        encode(&mut out, t(2), Body::Data(&[5; 512]));
+        encode(&mut out, t(2), Body::Data(&[5; 512], crc(&[5; 512])));
         assert_eq!(
             out.len(),
             2 * HEADER_LEN + 512,
