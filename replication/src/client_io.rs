@@ -21,8 +21,8 @@ use crate::set::{is_logical, Durability, ReplicaSet};
 
 /// What a submitted request was.
 enum Kind {
-    /// A write of these chunks.
-    Write(Vec<u64>),
+    /// A write of these chunks; `logged`: noted in the activity log.
+    Write { chunks: Vec<u64>, logged: bool },
     /// A flush covering every write event up to this mark.
     Flush(u64),
 }
@@ -249,16 +249,20 @@ impl ReplicaSet {
                 .ok_or(Refused::WouldWait)?,
         };
         let chunks = self.chunks_of(offset, len);
+        let replicas = self.replicas.read().clone();
+        // Only a replica whose store caches writes can lose acknowledged ones.
+        let logged = replicas.iter().any(|(_, r)| r.caches_writes());
         let targets = {
             let mut m = self.membership.lock();
             m.check_quorum()
                 .map_err(|in_service| ReplicationError::NoQuorum { in_service })?;
             // Noted before it is sent: a replica that fails from now on misses it.
-            m.note_written(&chunks);
+            if logged {
+                m.note_written(&chunks);
+            }
             m.write_targets()
         };
         let generation = self.next_generation.fetch_add(1, Ordering::SeqCst);
-        let replicas = self.replicas.read().clone();
         let pending = targets
             .iter()
             .map(|id| {
@@ -271,7 +275,7 @@ impl ReplicaSet {
             })
             .collect();
         Ok(Some(Submitted {
-            kind: Kind::Write(chunks),
+            kind: Kind::Write { chunks, logged },
             fanout: Fanout::new(pending, self.config.io_timeout),
             _order: Some(order),
             _structure: structure,
@@ -356,9 +360,11 @@ impl ReplicaSet {
         }
         let mut m = self.membership.lock();
         let (ok, persist) = match kind {
-            Kind::Write(chunks) => {
+            Kind::Write { chunks, logged } => {
                 // Answered: a flush from now on covers it.
-                m.note_written(chunks);
+                if *logged {
+                    m.note_written(chunks);
+                }
                 let v = m.settle_write(chunks, &outcome);
                 (if v.ack { 2 } else { 0 }, v.changed)
             }

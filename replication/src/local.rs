@@ -267,6 +267,10 @@ impl Replica for LocalReplica {
         self.run(|v| v.flush())
     }
 
+    fn caches_writes(&self) -> bool {
+        self.options.write_back
+    }
+
     fn read_now(&self, offset: u64, len: u64) -> Option<Bytes> {
         let vol = self.volume.read().clone()?;
         if len > tripod_engine::MAX_READ_ALLOC {

@@ -189,6 +189,12 @@ pub trait Replica: Send + Sync {
     fn read(&self, view: View, offset: u64, len: u64) -> Pending<Bytes>;
     /// Makes every write answered before this call durable.
     fn flush(&self) -> Pending<()>;
+    /// Whether an answered write may still be lost to a power cut until the next
+    /// [`Replica::flush`] (the store caches writes). The set keeps its activity log only for
+    /// such replicas. The default assumes it may.
+    fn caches_writes(&self) -> bool {
+        true
+    }
     /// Reads the head on the caller's thread if that needs no waiting (the copy is open and
     /// the bytes are in memory); `None` otherwise (or on any error: [`Replica::read`] then
     /// reports it). The default never does.

@@ -88,6 +88,9 @@ impl Replica for Flaky {
     fn flush(&self) -> Pending<()> {
         self.gate(|| self.inner.flush())
     }
+    fn caches_writes(&self) -> bool {
+        self.inner.caches_writes()
+    }
     fn snapshot(&self, id: SnapshotId, size: Option<u64>) -> Pending<()> {
         self.gate(|| self.inner.snapshot(id, size))
     }
