@@ -312,7 +312,12 @@ fn run(blocks: u64, ops: &[Op], plans: [FaultPlan; 3]) {
     for f in &h.rig.flaky {
         f.set(Mode::Up);
     }
-    let report = h.set.heal_now();
+    let mut report = h.set.heal_now();
+    if !report.still_out.is_empty() {
+        // A one-shot injected fault (the plans' `fail_once_at_op`) may land in this heal
+        // itself; the supervisor would pass again one period later, and so does the test.
+        report = h.set.heal_now();
+    }
     assert!(report.still_out.is_empty(), "{report:?}");
     let scrub = h.set.scrub().unwrap();
     assert!(scrub.unrepairable.is_empty(), "{scrub:?}");
