@@ -284,14 +284,40 @@ impl Volume {
     /// Makes everything logged so far durable: the data files holding unsynced placed
     /// blocks, then the log. What waits in memory stays there (durable in the log).
     fn make_durable(&self, tree: &Tree, wal: &mut WalState) -> Result<()> {
-        for id in std::mem::take(&mut wal.unsynced_placed) {
-            if let Some(l) = tree.layers.get(&id) {
+        let placed = std::mem::take(&mut wal.unsynced_placed);
+        for id in &placed {
+            if let Some(l) = tree.layers.get(id) {
                 l.data
                     .sync_data()
                     .map_err(EngineError::io("syncing a layer data file"))?;
             }
         }
+        if !placed.is_empty() {
+            // Say so in the log (synced with it): replay then trusts those blocks, so one
+            // that rots later reads as a checksum error, not as its old content.
+            self.append_mark(tree, wal)?;
+        }
         self.sync_log(wal)
+    }
+
+    /// Appends a `synced` mark to the log (no sync).
+    fn append_mark(&self, tree: &Tree, wal: &mut WalState) -> Result<()> {
+        let mut buf = Vec::with_capacity(wal::HEADER_LEN);
+        let target = wal::Target {
+            epoch: wal.epoch,
+            lsn: wal.next_lsn,
+            layer: tree.head,
+            block: crate::types::BlockIndex(0),
+            generation: 0,
+        };
+        wal::encode(&mut buf, target, wal::Body::Synced);
+        wal.file
+            .write_at(&buf, wal.offset)
+            .map_err(EngineError::io("writing the write-ahead log"))?;
+        wal.next_lsn = Lsn(wal.next_lsn.0 + 1);
+        wal.offset += buf.len() as u64;
+        wal.unsynced = true;
+        Ok(())
     }
 
     /// Makes everything logged so far durable and applies what write-back kept in memory:

@@ -212,7 +212,18 @@ impl Volume {
             source,
         };
         let position = (epoch, wal.next_lsn, g.block_size);
+        // Placed blocks logged before the last `synced` mark were flushed: trusted.
+        let mut synced_before = Lsn(0);
+        wal::scan(file.as_ref(), position, io_error, |e| {
+            if e.kind == RecordKind::Synced {
+                synced_before = e.lsn;
+            }
+            Ok(())
+        })?;
         let end = wal::scan(file.as_ref(), position, io_error, |e| {
+            if e.kind == RecordKind::Synced {
+                return Ok(());
+            }
             if e.block
                 .0
                 .checked_add(e.count)
@@ -242,9 +253,18 @@ impl Volume {
                     }
                     Ok(())
                 }
+                RecordKind::PlacedUnsynced(crc) if e.lsn < synced_before => {
+                    // Flushed since: present, whatever the file holds now (a copy that rotted
+                    // since fails its checksum when read).
+                    let state = (BlockState::Data(crc), e.generation);
+                    if tree.layers.contains_key(&e.layer) {
+                        self.apply_placed(tree, wal, e.layer, e.block, state, false);
+                    }
+                    Ok(())
+                }
                 RecordKind::PlacedUnsynced(crc) => {
-                    // Written in place without a sync first: present only if the data made
-                    // it to the file whole (it did if it was ever flushed).
+                    // Written in place without a sync first and never flushed: present only
+                    // if the data made it to the file whole.
                     let Some(l) = tree.layers.get(&e.layer) else {
                         return Ok(());
                     };
@@ -258,6 +278,7 @@ impl Volume {
                     }
                     Ok(())
                 }
+                RecordKind::Synced => Ok(()),
             }
         })?;
         if let End::FutureVersion(found) = end.end {

@@ -17,6 +17,7 @@ const KIND_DATA: u8 = 1;
 const KIND_ZERO: u8 = 2;
 const KIND_PLACED: u8 = 3;
 const KIND_PLACED_UNSYNCED: u8 = 4;
+const KIND_SYNCED: u8 = 5;
 
 /// Record version of `placed` records (data and zero records stay version 1, so a log
 /// without placed records is still read by builds that predate them, and a build that does
@@ -26,6 +27,9 @@ pub(crate) const PLACED_VERSION: u16 = 2;
 /// Record version of `placed-unsynced` records (write-back volumes); builds that predate them
 /// refuse the log rather than stop at the first one.
 pub(crate) const UNSYNCED_PLACED_VERSION: u16 = 3;
+
+/// Record version of `synced` marks; builds that predate them refuse the log.
+pub(crate) const SYNCED_VERSION: u16 = 4;
 
 /// What a record sets a block to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +46,10 @@ pub(crate) enum RecordKind {
     /// write never reached the disk whole, was never flushed, and the slot keeps its old
     /// (absent) state.
     PlacedUnsynced(u32),
+    /// Every `PlacedUnsynced` block before this record was synced in place (a flush): replay
+    /// trusts those as it trusts `Placed`, so a copy that rots later fails its checksum
+    /// instead of silently taking the block back to its old state.
+    Synced,
 }
 
 /// What a record carries.
@@ -55,6 +63,8 @@ pub(crate) enum Body<'a> {
     Placed(u32),
     /// One block put in place without a sync first, with its CRC32.
     PlacedUnsynced(u32),
+    /// The placed blocks logged before are synced (no target block; block 0 is recorded).
+    Synced,
 }
 
 /// Where a record applies and which write it belongs to.
@@ -76,6 +86,7 @@ pub(crate) fn encode(out: &mut Vec<u8>, t: Target, body: Body<'_>) {
         Body::Zero(count) => (KIND_ZERO, CURRENT_VERSION as u16, None, 0, count),
         Body::Placed(c) => (KIND_PLACED, PLACED_VERSION, None, c, 1),
         Body::PlacedUnsynced(c) => (KIND_PLACED_UNSYNCED, UNSYNCED_PLACED_VERSION, None, c, 1),
+        Body::Synced => (KIND_SYNCED, SYNCED_VERSION, None, 0, 1),
     };
     out.put_u32(WAL_MAGIC);
     out.put_u16(version);
@@ -223,15 +234,15 @@ fn parse(buf: &[u8], epoch: u64, expected: Lsn, block_size: u32) -> Parsed<'_> {
     if rec_epoch != epoch || lsn != expected.0 {
         return Parsed::End(End::Tail);
     }
-    if version > u64::from(UNSYNCED_PLACED_VERSION) {
+    if version > u64::from(SYNCED_VERSION) {
         return Parsed::End(End::FutureVersion(version as u32));
     }
     let payload_len = match kind as u8 {
         KIND_DATA if len == u64::from(block_size) && count == 1 => len as usize,
-        KIND_ZERO | KIND_PLACED | KIND_PLACED_UNSYNCED if len == 0 && count >= 1 => 0,
+        KIND_ZERO | KIND_PLACED | KIND_PLACED_UNSYNCED | KIND_SYNCED if len == 0 && count >= 1 => 0,
         _ => return Parsed::End(End::Tail),
     };
-    if matches!(kind as u8, KIND_PLACED | KIND_PLACED_UNSYNCED) && count != 1 {
+    if matches!(kind as u8, KIND_PLACED | KIND_PLACED_UNSYNCED | KIND_SYNCED) && count != 1 {
         return Parsed::End(End::Tail);
     }
     if buf.len() < HEADER_LEN + payload_len {
@@ -247,6 +258,7 @@ fn parse(buf: &[u8], epoch: u64, expected: Lsn, block_size: u32) -> Parsed<'_> {
         }
         KIND_PLACED => RecordKind::Placed(pcrc as u32),
         KIND_PLACED_UNSYNCED => RecordKind::PlacedUnsynced(pcrc as u32),
+        KIND_SYNCED => RecordKind::Synced,
         _ => RecordKind::Zero,
     };
     let entry = Entry {
@@ -316,10 +328,11 @@ mod tests {
         let mut out = Vec::new();
         encode(&mut out, t(1), Body::Placed(0xdead_beef));
         encode(&mut out, t(2), Body::Data(&[5; 512], crc(&[5; 512])));
+        encode(&mut out, t(3), Body::Synced);
         assert_eq!(
             out.len(),
-            2 * HEADER_LEN + 512,
-            "no payload for a placed record"
+            3 * HEADER_LEN + 512,
+            "no payload for a placed record or a mark"
         );
         let s = MemStorage::new();
         let f = s.create_file("wal").unwrap();
@@ -340,18 +353,19 @@ mod tests {
             kinds,
             [
                 (41, RecordKind::Placed(0xdead_beef), 1, 0),
-                (42, RecordKind::Data(crc(&[5; 512])), 1, 512)
+                (42, RecordKind::Data(crc(&[5; 512])), 1, 512),
+                (43, RecordKind::Synced, 1, 0)
             ]
         );
         // Version 2 marks placed records; a newer version is refused, not skipped.
         assert_eq!(u16::from_le_bytes([out[4], out[5]]), PLACED_VERSION);
         let mut newer = out[..HEADER_LEN].to_vec();
-        newer[4] = (UNSYNCED_PLACED_VERSION + 1) as u8;
+        newer[4] = (SYNCED_VERSION + 1) as u8;
         let c = crc(&newer[..HEADER_LEN - 4]);
         newer[HEADER_LEN - 4..].copy_from_slice(&c.to_le_bytes());
         f.write_at(&newer, 0).unwrap();
         let end = scan(f.as_ref(), (7, Lsn(1), 512), |e| e, |_| Ok(())).unwrap();
-        let newer_version = u32::from(UNSYNCED_PLACED_VERSION) + 1;
+        let newer_version = u32::from(SYNCED_VERSION) + 1;
         assert_eq!(end.end, End::FutureVersion(newer_version));
     }
 

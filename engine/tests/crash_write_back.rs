@@ -274,3 +274,30 @@ fn unflushed_writes_read_back_and_survive_a_flush_then_power_loss() {
     assert_eq!(after.read(0, 512).unwrap(), vec![3; 512]);
     assert_eq!(after.read(BS, 1024).unwrap(), vec![2; 1024]);
 }
+
+#[test]
+fn a_flushed_placed_block_that_decays_reads_as_a_checksum_error_not_as_old_content() {
+    let mem = MemStorage::new();
+    let vol = Volume::create(Arc::new(mem.clone()), 64 * BS, GEOMETRY, OPTIONS).unwrap();
+    vol.write(4 * BS, &[7; 1024]).unwrap(); // placed: fresh blocks 4 and 5
+    vol.flush().unwrap();
+    drop(vol);
+    // Still only in the log (no checkpoint yet); now block 4 decays on the disk.
+    let name = mem
+        .list()
+        .unwrap()
+        .into_iter()
+        .find(|n| n.ends_with(".data"))
+        .unwrap();
+    mem.flip_bits(&name, 4 * BS + 3, 0x01).unwrap();
+    let vol = Volume::open(Arc::new(mem.clone()), OPTIONS).unwrap();
+    assert!(
+        matches!(
+            vol.read(4 * BS, BS),
+            Err(tripod_engine::EngineError::ChecksumMismatch { .. })
+        ),
+        "a flushed block that decayed must not read as its old (absent) content"
+    );
+    assert_eq!(vol.read(5 * BS, BS).unwrap(), vec![7; 512]);
+    assert_eq!(vol.verify().unwrap().bad.len(), 1);
+}
