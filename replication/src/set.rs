@@ -237,6 +237,15 @@ impl ReplicaSet {
     /// Runs one structural change on every replica that takes writes, in order with
     /// respect to all writes.
     pub(crate) fn structural(&self, op: impl Fn(&dyn Replica) -> Pending<()>) -> Result<()> {
+        match self.structural_applied(op)? {
+            ok if ok >= 2 => Ok(()),
+            ok => Err(ReplicationError::NoQuorum { in_service: ok }),
+        }
+    }
+
+    /// [`Self::structural`], answering how many in-service replicas applied the change (the
+    /// ones left in service afterwards) instead of failing below two.
+    fn structural_applied(&self, op: impl Fn(&dyn Replica) -> Pending<()>) -> Result<usize> {
         let _structure = self.structure.write();
         let targets = {
             let m = self.membership.lock();
@@ -279,11 +288,7 @@ impl ReplicaSet {
         if changed {
             self.persist()?;
         }
-        if ok >= 2 {
-            Ok(())
-        } else {
-            Err(ReplicationError::NoQuorum { in_service: ok })
-        }
+        Ok(ok)
     }
 
     /// Takes snapshot `id`: every write acknowledged before is in it on every replica.
@@ -302,10 +307,21 @@ impl ReplicaSet {
     }
 
     /// Grows the volume to `new_size` bytes online.
+    ///
+    /// An expand that did not reach two replicas is not acknowledged, but when any replica
+    /// left in service applied it the set takes the new size anyway: the copies it serves
+    /// from have it, the others catch up when they rejoin, and a retry is a no-op (as
+    /// [`ReplicaSet::open`] takes the largest size it finds).
     pub fn expand(&self, new_size: u64) -> Result<()> {
-        self.structural(|r| r.expand(new_size))?;
-        self.size.fetch_max(new_size, Ordering::SeqCst);
-        Ok(())
+        let ok = self.structural_applied(|r| r.expand(new_size))?;
+        if ok >= 1 {
+            self.size.fetch_max(new_size, Ordering::SeqCst);
+        }
+        if ok >= 2 {
+            Ok(())
+        } else {
+            Err(ReplicationError::NoQuorum { in_service: ok })
+        }
     }
 
     /// The snapshots, oldest first, as an in-service replica reports them.

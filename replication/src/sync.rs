@@ -243,10 +243,22 @@ impl ReplicaSet {
                 .format(size, self.geometry)
                 .wait(self.config.io_timeout)
                 .map_err(fault(id))?,
-            Ok(info) if info.geometry != self.geometry || info.size > size => {
+            Ok(info) if info.geometry != self.geometry => {
                 return Err(ReplicationError::Open(format!(
                     "{id} holds a volume of another shape; wipe it to rebuild"
                 )))
+            }
+            Ok(info) if info.size > size => {
+                // Only an expand grows a copy, so this one applied an expand whose answer
+                // was lost while the copies in service refused it: unacknowledged, so
+                // either size is right. Adopt it (as opening the set would), rather than
+                // strand a copy that can never shrink.
+                tracing::warn!(
+                    replica = %id,
+                    size = info.size,
+                    "rebuild target is larger than the set; adopting its size"
+                );
+                self.expand(info.size)?;
             }
             Ok(info) if info.size < size => target
                 .expand(size)

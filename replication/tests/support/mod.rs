@@ -6,6 +6,7 @@ pub mod ops;
 
 use std::any::Any;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +35,8 @@ pub enum Mode {
 pub struct Flaky {
     pub inner: LocalReplica,
     pub mode: Mutex<Mode>,
+    /// Fails `expand` calls (as a disk that cannot grow its files would) while set.
+    pub refuse_expand: AtomicBool,
     parked: Mutex<Vec<Box<dyn Any + Send>>>,
 }
 
@@ -42,6 +45,7 @@ impl Flaky {
         Self {
             inner: LocalReplica::new("flaky", storage, options),
             mode: Mutex::new(Mode::Up),
+            refuse_expand: AtomicBool::new(false),
             parked: Mutex::new(Vec::new()),
         }
     }
@@ -101,6 +105,9 @@ impl Replica for Flaky {
         self.gate(|| self.inner.rollback(id))
     }
     fn expand(&self, size: u64) -> Pending<()> {
+        if self.refuse_expand.load(Ordering::SeqCst) {
+            return Pending::ready(Err(ReplicaFault::Disconnected));
+        }
         self.gate(|| self.inner.expand(size))
     }
     fn verify(&self) -> Pending<VerifyReport> {
