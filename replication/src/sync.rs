@@ -34,6 +34,29 @@ fn fault(replica: ReplicaId) -> impl FnOnce(ReplicaFault) -> ReplicationError {
     move |source| ReplicationError::Replica { replica, source }
 }
 
+/// Replica `who`'s block summary of `chunk` in `view`, checked to hold one entry per block
+/// of a chunk: what a replica (a node over the network) answers is untrusted input.
+fn summary(
+    (who, r): (ReplicaId, &dyn Replica),
+    view: &View,
+    chunk: ChunkIndex,
+    chunk_blocks: u32,
+    timeout: std::time::Duration,
+) -> Result<Vec<BlockInfo>> {
+    let s = r
+        .chunk_summary(view.clone(), chunk)
+        .wait(timeout)
+        .map_err(fault(who))?;
+    if s.len() != chunk_blocks as usize {
+        return Err(fault(who)(ReplicaFault::Remote(format!(
+            "summary of chunk {} has {} entries, not {chunk_blocks}",
+            chunk.0,
+            s.len()
+        ))));
+    }
+    Ok(s)
+}
+
 impl ReplicaSet {
     /// Opens an existing set: picks the newest set state, reconciles the replicas that were
     /// in service (a crash may have left an unacknowledged write on some of them), and
@@ -63,16 +86,31 @@ impl ReplicaSet {
                 }
             }
         }
-        let live: Vec<ReplicaId> = ReplicaId::ALL
-            .into_iter()
-            .filter(|id| infos[*id].is_some())
-            .collect();
-        if live.is_empty() {
-            return Err(ReplicationError::Open(
-                "no in-service replica is readable".into(),
-            ));
-        }
-        reconcile(&replicas, &live, &infos, &config)?;
+        let live = loop {
+            let live: Vec<ReplicaId> = ReplicaId::ALL
+                .into_iter()
+                .filter(|id| infos[*id].is_some())
+                .collect();
+            if live.is_empty() {
+                return Err(ReplicationError::Open(
+                    "no in-service replica is readable".into(),
+                ));
+            }
+            match reconcile(&replicas, &live, &infos, &config) {
+                Ok(()) => break live,
+                // One copy failing (or answering nonsense) costs that copy, not the volume:
+                // it leaves service for a rebuild and the others are reconciled again.
+                Err(ReplicationError::Replica { replica, source }) if live.len() > 1 => {
+                    tracing::warn!(%replica, "failed while reconciling at open ({source}); rebuild needed");
+                    infos[replica] = None;
+                    state.members[replica] = Member::Out {
+                        dirty: BTreeSet::new(),
+                        full: true,
+                    };
+                }
+                Err(e) => return Err(e),
+            }
+        };
         let mut size = 0;
         let mut generation = 0;
         for id in &live {
@@ -343,15 +381,10 @@ impl ReplicaSet {
                 .map_err(fault(who))?;
             chunks.extend(list);
         }
+        let cb = self.geometry.chunk_blocks;
         for chunk in chunks {
-            let a = src
-                .chunk_summary(view.clone(), chunk)
-                .wait(timeout)
-                .map_err(fault(src_id))?;
-            let b = target
-                .chunk_summary(view.clone(), chunk)
-                .wait(timeout)
-                .map_err(fault(id))?;
+            let a = summary((src_id, src.as_ref()), &view, chunk, cb, timeout)?;
+            let b = summary((id, target.as_ref()), &view, chunk, cb, timeout)?;
             if a.iter().zip(&b).any(|(x, y)| !x.same_content(y)) {
                 return Ok(false);
             }
@@ -400,14 +433,9 @@ impl ReplicaSet {
         let (src_id, src) = self.source_for(id)?;
         let target = self.replica(id);
         let timeout = self.config.io_timeout;
-        let want = src
-            .chunk_summary(from.clone(), chunk)
-            .wait(timeout)
-            .map_err(fault(src_id))?;
-        let have = target
-            .chunk_summary(to.clone(), chunk)
-            .wait(timeout)
-            .map_err(fault(id))?;
+        let cb = g.chunk_blocks;
+        let want = summary((src_id, src.as_ref()), from, chunk, cb, timeout)?;
+        let have = summary((id, target.as_ref()), to, chunk, cb, timeout)?;
         let differing: Vec<(u64, BlockInfo)> = want
             .iter()
             .zip(&have)
@@ -571,14 +599,14 @@ fn reconcile_chunk(
     config: &SetConfig,
 ) -> Result<()> {
     let timeout = config.io_timeout;
-    let mut sums: Vec<(ReplicaId, Vec<BlockInfo>)> = Vec::new();
-    for id in live {
-        let s = replicas[*id].chunk_summary(View::Head, chunk).wait(timeout);
-        sums.push((*id, s.map_err(fault(*id))?));
-    }
     let Some(geometry) = infos[live[0]].as_ref().map(|i| i.geometry) else {
         return Ok(());
     };
+    let mut sums: Vec<(ReplicaId, Vec<BlockInfo>)> = Vec::new();
+    for id in live {
+        let r = (*id, replicas[*id].as_ref());
+        sums.push((*id, summary(r, &View::Head, chunk, geometry.chunk_blocks, timeout)?));
+    }
     let bs = geometry.bs();
     let first = chunk.0 * u64::from(geometry.chunk_blocks);
     for slot in 0..sums[0].1.len() {

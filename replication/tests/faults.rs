@@ -461,3 +461,43 @@ fn a_block_bad_on_every_copy_fails_alone_and_the_volume_still_opens() {
     assert_eq!(&set.read(bad * BS, BS).unwrap()[..], &[3; BS as usize]);
     assert!(set.read(0, blocks * BS).is_ok());
 }
+
+#[test]
+fn short_block_summaries_cost_the_replica_that_sent_them_never_a_panic() {
+    let rig = Rig::new([FaultPlan::default(); 3]);
+    let set = rig.create(32 * BS);
+    set.write(0, &[1; 2048]).unwrap();
+    rig.flaky[2].set(Mode::Down);
+    set.write(20 * BS, &[2; 1024]).unwrap();
+    // Resync compares summaries: the short answer is an error for replica 2 alone.
+    rig.flaky[2].set(Mode::Up);
+    rig.flaky[2].short_summaries.store(true, Ordering::SeqCst);
+    let report = set.heal_now();
+    assert_eq!(report.still_out.len(), 1, "{report:?}");
+    assert_eq!(report.still_out[0].0, ReplicaId::ALL[2]);
+    assert_eq!(&set.read(20 * BS, 1024).unwrap()[..], &[2; 1024]);
+    rig.flaky[2].short_summaries.store(false, Ordering::SeqCst);
+    assert!(set.heal_now().still_out.is_empty());
+    drop(set);
+
+    // At open, reconciling reads every copy's summaries: a replica answering short ones
+    // leaves service for a rebuild and the volume opens from the other two.
+    let mems = rig.mems.clone();
+    drop(rig);
+    let rig = Rig::over(mems, [FaultPlan::default(); 3]);
+    rig.flaky[1].short_summaries.store(true, Ordering::SeqCst);
+    let set = ReplicaSet::open(rig.replicas(), config()).unwrap();
+    assert!(matches!(
+        set.status().replicas[R1].health,
+        ReplicaHealth::Degraded { .. }
+    ));
+    assert_eq!(&set.read(0, 2048).unwrap()[..], &[1; 2048]);
+    rig.flaky[1].short_summaries.store(false, Ordering::SeqCst);
+    assert!(set.heal_now().still_out.is_empty());
+    let mut model = Model::new(32 * BS);
+    model.head[..2048].fill(1);
+    model.head[(20 * BS) as usize..(22 * BS) as usize].fill(2);
+    for id in ReplicaId::ALL {
+        assert_replica_matches(&set, id, &model, "after rebuild");
+    }
+}

@@ -37,6 +37,8 @@ pub struct Flaky {
     pub mode: Mutex<Mode>,
     /// Fails `expand` calls (as a disk that cannot grow its files would) while set.
     pub refuse_expand: AtomicBool,
+    /// Answers block summaries one entry short (a node that breaks the protocol) while set.
+    pub short_summaries: AtomicBool,
     parked: Mutex<Vec<Box<dyn Any + Send>>>,
 }
 
@@ -46,6 +48,7 @@ impl Flaky {
             inner: LocalReplica::new("flaky", storage, options),
             mode: Mutex::new(Mode::Up),
             refuse_expand: AtomicBool::new(false),
+            short_summaries: AtomicBool::new(false),
             parked: Mutex::new(Vec::new()),
         }
     }
@@ -117,7 +120,14 @@ impl Replica for Flaky {
         self.gate(|| self.inner.view_chunks(view))
     }
     fn chunk_summary(&self, view: View, chunk: ChunkIndex) -> Pending<Vec<BlockInfo>> {
-        self.gate(|| self.inner.chunk_summary(view, chunk))
+        let answer = self.gate(|| self.inner.chunk_summary(view, chunk));
+        if !self.short_summaries.load(Ordering::SeqCst) {
+            return answer;
+        }
+        Pending::ready(answer.wait(Duration::from_secs(5)).map(|mut s| {
+            s.pop();
+            s
+        }))
     }
     fn repair(&self, view: View, block: BlockIndex, data: Bytes) -> Pending<bool> {
         self.gate(|| self.inner.repair(view, block, data))
