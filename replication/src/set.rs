@@ -426,40 +426,105 @@ impl ReplicaSet {
                 }
             }
         }
+        if n > 1 && bad_copies.len() == n {
+            // Every copy has a bad block somewhere in the range, perhaps not the same one:
+            // put the range together block by block from whichever copy holds each.
+            let data = self.read_by_block(view, offset, len, &in_service)?;
+            for bad in bad_copies {
+                self.heal(bad, view, offset, &data);
+            }
+            return Ok(data);
+        }
         Err(last_error.unwrap_or(ReplicationError::NoQuorum { in_service: 0 }))
     }
 
-    /// Repairs every bad block of replica `id` in `offset..offset+len` of `view` from `good`.
-    fn heal(&self, id: ReplicaId, view: &View, offset: u64, good: &Bytes) {
+    /// Reads `offset..offset+len` one block at a time, each from the first of `from` whose
+    /// copy passes its checksum; a block no copy holds whole fails the read.
+    fn read_by_block(
+        &self,
+        view: &View,
+        offset: u64,
+        len: u64,
+        from: &[ReplicaId],
+    ) -> Result<Bytes> {
         let bs = self.geometry.bs();
-        let replica = self.replica(id);
-        let len = good.len() as u64;
-        // Each failed read names one bad block; repair it and look again.
-        for _ in 0..=len.div_ceil(bs) {
-            match replica
-                .read(view.clone(), offset, len)
-                .wait(self.config.io_timeout)
-            {
-                Ok(_) => return,
-                Err(ReplicaFault::Engine(EngineError::ChecksumMismatch { block, .. })) => {
-                    let at = (block.0 * bs).saturating_sub(offset) as usize;
-                    let Some(data) = good.get(at..at + bs as usize) else {
-                        return;
-                    };
-                    match replica
-                        .repair(view.clone(), block, Bytes::copy_from_slice(data))
-                        .wait(self.config.io_timeout)
-                    {
-                        Ok(true) => {
-                            self.repairs.fetch_add(1, Ordering::Relaxed);
-                            tracing::warn!(replica = %id, %block, "repaired a bad copy from another replica");
-                        }
-                        Ok(false) => return,
-                        Err(e) => {
-                            tracing::warn!(replica = %id, %block, "repair failed: {e}");
-                            return;
+        let end = offset + len;
+        let mut out = bytes::BytesMut::with_capacity(len as usize);
+        let mut at = offset;
+        while at < end {
+            let next = ((at / bs + 1) * bs).min(end);
+            let mut got = None;
+            let mut last_error = ReplicationError::NoGoodCopy {
+                block: tripod_engine::BlockIndex(at / bs),
+            };
+            for id in from {
+                match self
+                    .replica(*id)
+                    .read(view.clone(), at, next - at)
+                    .wait(self.config.io_timeout)
+                {
+                    Ok(data) => {
+                        got = Some(data);
+                        break;
+                    }
+                    Err(ReplicaFault::Engine(EngineError::ChecksumMismatch { .. })) => {}
+                    Err(source) => {
+                        last_error = ReplicationError::Replica {
+                            replica: *id,
+                            source,
                         }
                     }
+                }
+            }
+            out.extend_from_slice(&got.ok_or(last_error)?);
+            at = next;
+        }
+        Ok(out.freeze())
+    }
+
+    /// Repairs every bad block of replica `id` in `offset..offset+len` of `view` from `good`.
+    /// A read stops at the first bad block it meets, so the range is re-read from just after
+    /// each repaired block, one chunk at a time: every byte is read about once, however many
+    /// blocks are bad.
+    fn heal(&self, id: ReplicaId, view: &View, offset: u64, good: &Bytes) {
+        let bs = self.geometry.bs();
+        let chunk_bytes = bs * u64::from(self.geometry.chunk_blocks);
+        let replica = self.replica(id);
+        let end = offset + good.len() as u64;
+        let mut at = offset;
+        while at < end {
+            let piece_end = ((at / chunk_bytes + 1) * chunk_bytes).min(end);
+            match replica
+                .read(view.clone(), at, piece_end - at)
+                .wait(self.config.io_timeout)
+            {
+                Ok(_) => at = piece_end,
+                Err(ReplicaFault::Engine(EngineError::ChecksumMismatch { block, .. })) => {
+                    let (start, next) = (block.0 * bs, (block.0 + 1) * bs);
+                    if next <= at || start >= piece_end {
+                        return; // not a block of this piece: nothing sensible to repair
+                    }
+                    // An edge block only partly inside the request has no full good copy here;
+                    // scrub or a later read covering it repairs it.
+                    if start >= offset && next <= end {
+                        let from = (start - offset) as usize;
+                        let data = good.slice(from..from + bs as usize);
+                        match replica
+                            .repair(view.clone(), block, data)
+                            .wait(self.config.io_timeout)
+                        {
+                            Ok(true) => {
+                                self.repairs.fetch_add(1, Ordering::Relaxed);
+                                tracing::warn!(replica = %id, %block, "repaired a bad copy from another replica");
+                            }
+                            Ok(false) => return,
+                            Err(e) => {
+                                tracing::warn!(replica = %id, %block, "repair failed: {e}");
+                                return;
+                            }
+                        }
+                    }
+                    at = next;
                 }
                 Err(e) => {
                     tracing::warn!(replica = %id, "re-read after repair failed: {e}");

@@ -605,7 +605,10 @@ fn reconcile_chunk(
     let mut sums: Vec<(ReplicaId, Vec<BlockInfo>)> = Vec::new();
     for id in live {
         let r = (*id, replicas[*id].as_ref());
-        sums.push((*id, summary(r, &View::Head, chunk, geometry.chunk_blocks, timeout)?));
+        sums.push((
+            *id,
+            summary(r, &View::Head, chunk, geometry.chunk_blocks, timeout)?,
+        ));
     }
     let bs = geometry.bs();
     let first = chunk.0 * u64::from(geometry.chunk_blocks);

@@ -501,3 +501,77 @@ fn short_block_summaries_cost_the_replica_that_sent_them_never_a_panic() {
         assert_replica_matches(&set, id, &model, "after rebuild");
     }
 }
+
+/// Writes `blocks` distinct non-zero blocks through `set` and returns the model.
+fn fill(set: &ReplicaSet, blocks: u64) -> Model {
+    let mut model = Model::new(blocks * BS);
+    for b in 0..blocks {
+        let data: Vec<u8> = (0..BS).map(|i| (b * 31 + i * 7 + 1) as u8).collect();
+        set.write(b * BS, &data).unwrap();
+        model.head[(b * BS) as usize..((b + 1) * BS) as usize].copy_from_slice(&data);
+    }
+    model
+}
+
+/// Flips a bit of logical block `block` in replica `r`'s data file (found by content).
+fn damage(rig: &Rig, r: usize, model: &Model, block: u64) {
+    let mem = &rig.mems[r];
+    let name = tripod_engine::Storage::list(mem)
+        .unwrap()
+        .into_iter()
+        .find(|n| n.ends_with(".data"))
+        .unwrap();
+    let file = mem.read_file(&name).unwrap();
+    let want = &model.head[(block * BS) as usize..((block + 1) * BS) as usize];
+    let at = file.chunks(BS as usize).position(|c| c == want).unwrap() as u64;
+    mem.flip_bits(&name, at * BS + 5, 0x04).unwrap();
+}
+
+#[test]
+fn a_range_bad_somewhere_on_every_copy_is_served_block_by_block_and_healed() {
+    let rig = Rig::new([FaultPlan::default(); 3]);
+    let set = rig.create(32 * BS);
+    let model = fill(&set, 32);
+    for (r, block) in [(0, 3), (1, 7), (2, 11)] {
+        damage(&rig, r, &model, block);
+    }
+    let got = set.read(0, 32 * BS).unwrap();
+    assert!(got[..] == model.head[..]);
+    assert_eq!(set.repairs(), 3, "each bad copy repaired once");
+    let scrub = set.scrub().unwrap();
+    assert_eq!((scrub.bad, scrub.repaired), (0, 0), "{scrub:?}");
+}
+
+#[test]
+fn healing_many_bad_blocks_reads_the_range_about_once() {
+    let rig = Rig::new([FaultPlan::default(); 3]);
+    let blocks = 256u64;
+    let set = rig.create(blocks * BS);
+    let model = fill(&set, blocks);
+    // Only replica 0 is damaged and only its reads are counted (reads take turns over the
+    // copies, so the loop below reads until replica 0 had its turn).
+    for block in (0..blocks).step_by(6) {
+        damage(&rig, 0, &model, block);
+    }
+    let bad = blocks.div_ceil(6);
+    let mut before = rig.flaky[0].read_bytes.load(Ordering::SeqCst);
+    // Read until replica 0 served (and so healed) the range once.
+    for _ in 0..3 {
+        let got = set.read(0, blocks * BS).unwrap();
+        assert!(got[..] == model.head[..]);
+        if set.repairs() > 0 {
+            break;
+        }
+        before = rig.flaky[0].read_bytes.load(Ordering::SeqCst);
+    }
+    assert_eq!(set.repairs(), bad);
+    let read = rig.flaky[0].read_bytes.load(Ordering::SeqCst) - before;
+    // One failed read of the range, then the healing pass: about the range once more, plus
+    // at most a chunk per bad block (not the whole range per bad block).
+    let range = blocks * BS;
+    let chunk = 8 * BS;
+    assert!(
+        read <= 2 * range + bad * chunk,
+        "read {read} bytes for a {range}-byte range"
+    );
+}

@@ -6,7 +6,7 @@ pub mod ops;
 
 use std::any::Any;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,6 +39,8 @@ pub struct Flaky {
     pub refuse_expand: AtomicBool,
     /// Answers block summaries one entry short (a node that breaks the protocol) while set.
     pub short_summaries: AtomicBool,
+    /// Bytes asked for by `read` calls so far.
+    pub read_bytes: AtomicU64,
     parked: Mutex<Vec<Box<dyn Any + Send>>>,
 }
 
@@ -49,6 +51,7 @@ impl Flaky {
             mode: Mutex::new(Mode::Up),
             refuse_expand: AtomicBool::new(false),
             short_summaries: AtomicBool::new(false),
+            read_bytes: AtomicU64::new(0),
             parked: Mutex::new(Vec::new()),
         }
     }
@@ -90,6 +93,7 @@ impl Replica for Flaky {
         self.gate(|| self.inner.write_raw(first, blocks))
     }
     fn read(&self, view: View, offset: u64, len: u64) -> Pending<Bytes> {
+        self.read_bytes.fetch_add(len, Ordering::SeqCst);
         self.gate(|| self.inner.read(view, offset, len))
     }
     fn flush(&self) -> Pending<()> {
