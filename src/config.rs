@@ -301,7 +301,7 @@ impl ServeConfig {
                 .public_endpoint
                 .map(|e| e.trim_end_matches('/').to_owned()),
             evs_extra_fields: s.evs_extra_fields.unwrap_or(false),
-            supervise_secs: s.supervise_secs.unwrap_or(10).max(1),
+            supervise_secs: s.supervise_secs.unwrap_or(5).max(1),
             quota,
             volume_options: tripod_engine::VolumeOptions {
                 direct_write_min: match s.direct_write_kib {

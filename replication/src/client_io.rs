@@ -276,7 +276,7 @@ impl ReplicaSet {
             .collect();
         Ok(Some(Submitted {
             kind: Kind::Write { chunks, logged },
-            fanout: Fanout::new(pending, self.config.io_timeout),
+            fanout: Fanout::with_lag(pending, self.config.io_timeout, self.config.client_lag()),
             _order: Some(order),
             _structure: structure,
         }))
@@ -301,7 +301,7 @@ impl ReplicaSet {
             .collect();
         Ok(Submitted {
             kind: Kind::Flush(mark),
-            fanout: Fanout::new(pending, self.config.io_timeout),
+            fanout: Fanout::with_lag(pending, self.config.io_timeout, self.config.client_lag()),
             _order: None,
             _structure: structure,
         })

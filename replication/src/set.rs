@@ -6,13 +6,14 @@
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use tripod_engine::{BlockLocks, EngineError, Geometry, SnapshotId, SnapshotInfo, View};
 
 use crate::error::{ReplicaFault, ReplicationError, Result};
+use crate::fanout::{Fanout, Lag};
 use crate::ids::{PerReplica, ReplicaId};
 use crate::membership::Membership;
 use crate::replica::{Pending, Replica};
@@ -26,6 +27,12 @@ pub struct SetConfig {
     pub io_timeout: Duration,
     /// How long a whole-replica operation (verify, open-time reconciliation) may take.
     pub long_timeout: Duration,
+    /// Once two replicas have answered a write or flush, how much longer the third is waited
+    /// for (at least; four times what the two took if that is longer) before it leaves
+    /// service with what it missed recorded: a hung disk or node delays the first request
+    /// by about this much, and later ones not at all. Structural changes (snapshot, rollback,
+    /// expand) give it ten times as long, as a copy that misses one needs a full rebuild.
+    pub lag_timeout: Duration,
     /// When writes become durable against power loss.
     pub durability: Durability,
 }
@@ -47,8 +54,29 @@ impl Default for SetConfig {
         Self {
             io_timeout: Duration::from_secs(30),
             long_timeout: Duration::from_secs(3600),
+            lag_timeout: Duration::from_secs(2),
             durability: Durability::Flush,
         }
+    }
+}
+
+impl SetConfig {
+    /// The wait for a lagging replica after a quorum answered a client request.
+    pub(crate) fn client_lag(&self) -> Option<Lag> {
+        Some(Lag {
+            quorum: 2,
+            grace: self.lag_timeout,
+            factor: 4,
+        })
+    }
+
+    /// The wait for a lagging replica after a quorum applied a structural change.
+    pub(crate) fn structural_lag(&self) -> Option<Lag> {
+        Some(Lag {
+            quorum: 2,
+            grace: self.lag_timeout.saturating_mul(10),
+            factor: 4,
+        })
     }
 }
 
@@ -211,9 +239,10 @@ impl ReplicaSet {
                 })
                 .collect();
             let mut failed = Vec::new();
-            let deadline = Instant::now() + self.config.io_timeout;
-            for (id, p) in pending {
-                if let Err(e) = p.wait_until(deadline, self.config.io_timeout) {
+            let answers =
+                Fanout::with_lag(pending, self.config.io_timeout, self.config.client_lag());
+            for (id, answer) in answers.wait() {
+                if let Err(e) = answer {
                     tracing::warn!(replica = %id, "cannot store the set state: {e}");
                     failed.push(id);
                 }
@@ -260,9 +289,13 @@ impl ReplicaSet {
             .collect();
         let mut outcome = PerReplica::default();
         let mut logical = None;
-        let deadline = Instant::now() + self.config.long_timeout;
-        for (id, p) in pending {
-            match p.wait_until(deadline, self.config.long_timeout) {
+        let answers = Fanout::with_lag(
+            pending,
+            self.config.long_timeout,
+            self.config.structural_lag(),
+        );
+        for (id, answer) in answers.wait() {
+            match answer {
                 Ok(()) => outcome[id] = Some(true),
                 Err(e) if is_logical(&e) => logical = Some((id, e)),
                 Err(e) => {

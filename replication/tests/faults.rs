@@ -575,3 +575,53 @@ fn healing_many_bad_blocks_reads_the_range_about_once() {
         "read {read} bytes for a {range}-byte range"
     );
 }
+
+#[test]
+fn a_hung_replica_delays_one_write_by_the_lag_not_the_io_timeout() {
+    let rig = Rig::new([FaultPlan::default(); 3]);
+    let config = SetConfig {
+        io_timeout: Duration::from_secs(120),
+        lag_timeout: Duration::from_millis(200),
+        ..config()
+    };
+    let set = ReplicaSet::create(rig.replicas(), 64 * BS, GEOMETRY, config).unwrap();
+    set.write(0, &[1; 1024]).unwrap();
+    set.flush().unwrap();
+    rig.flaky[2].set(Mode::Hang);
+    let began = std::time::Instant::now();
+    set.write(40 * BS, &[2; 512]).unwrap();
+    // Far below the two-minute I/O timeout: the hung copy was given the lag only.
+    assert!(
+        began.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        began.elapsed()
+    );
+    // What it missed was recorded before the write was acknowledged.
+    match &set.status().replicas[ReplicaId::ALL[2]].health {
+        ReplicaHealth::Degraded {
+            missing_chunks,
+            needs_rebuild: false,
+        } => assert!(*missing_chunks >= 1),
+        other => panic!("{other:?}"),
+    }
+    // Later writes and flushes do not wait for it at all.
+    set.write(41 * BS, &[3; 512]).unwrap();
+    set.flush().unwrap();
+    // A structural change goes on without it too (it will need a rebuild).
+    set.snapshot(&SnapshotId::new("s").unwrap()).unwrap();
+    assert!(
+        began.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        began.elapsed()
+    );
+    rig.flaky[2].set(Mode::Up);
+    let report = set.heal_now();
+    assert!(report.still_out.is_empty(), "{report:?}");
+    let got = set
+        .replica(ReplicaId::ALL[2])
+        .read(View::Head, 40 * BS, 1024)
+        .wait(Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(&got[..512], &[2; 512]);
+    assert_eq!(&got[512..], &[3; 512]);
+}

@@ -34,6 +34,10 @@ use crate::replica::{Pending, Replica, ReplicaInfo};
 /// How long connecting plus the handshake may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a node may take to answer a health check. A stopped node (SIGSTOP: the socket
+/// open, nobody answering) is noticed in this much plus the supervisor's period.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Largest payload one request carries; longer reads and writes go as several requests
 /// (a frame holds at most [`wire::MAX_FRAME`] bytes).
 const PIECE: usize = 32 << 20;
@@ -553,6 +557,6 @@ impl Replica for RemoteReplica {
     fn check_health(&self) -> Result<(), ReplicaFault> {
         // Unreachable answers `Disconnected` or `Timeout` (the set resyncs the replica when it
         // is back); a node saying the copy is gone answers that (the set rebuilds it).
-        self.call(Request::Health, done).wait(CONNECT_TIMEOUT * 2)
+        self.call(Request::Health, done).wait(HEALTH_TIMEOUT)
     }
 }
