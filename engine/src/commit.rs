@@ -110,6 +110,62 @@ pub(crate) struct Queue {
     next_ticket: u64,
     done_upto: u64,
     failed_from: Option<u64>,
+    /// Batches refused for lack of space before anything was logged (the volume goes on):
+    /// tickets `start..=end`, and how many of their callers have not yet taken the error.
+    no_space: Vec<NoSpaceBatch>,
+}
+
+/// A batch refused for lack of space.
+struct NoSpaceBatch {
+    start: u64,
+    end: u64,
+    untold: u64,
+    context: String,
+}
+
+impl Queue {
+    /// The error for `ticket` if its batch was refused for lack of space (each caller
+    /// takes it once; the record goes when all have).
+    fn take_no_space(&mut self, ticket: u64) -> Option<EngineError> {
+        let i = self
+            .no_space
+            .iter()
+            .position(|b| (b.start..=b.end).contains(&ticket))?;
+        let b = self.no_space.get_mut(i)?;
+        b.untold = b.untold.saturating_sub(1);
+        let context = b.context.clone();
+        if b.untold == 0 {
+            self.no_space.swap_remove(i);
+        }
+        Some(EngineError::NoSpace {
+            context,
+            source: std::io::Error::from(std::io::ErrorKind::StorageFull),
+        })
+    }
+}
+
+/// How a leader's batch failed.
+pub(crate) struct Failed {
+    error: EngineError,
+    /// Some of it reached the log (the volume's state is unknown: it must poison itself).
+    logged: bool,
+}
+
+impl From<EngineError> for Failed {
+    fn from(error: EngineError) -> Self {
+        Failed {
+            error,
+            logged: true,
+        }
+    }
+}
+
+/// A failure before anything of the batch was logged.
+fn before_log(error: EngineError) -> Failed {
+    Failed {
+        error,
+        logged: false,
+    }
 }
 
 impl Volume {
@@ -125,6 +181,9 @@ impl Volume {
         q.sync |= sync;
         loop {
             if q.done_upto >= ticket {
+                if let Some(e) = q.take_no_space(ticket) {
+                    return Err(e);
+                }
                 return match q.failed_from {
                     Some(f) if ticket >= f => Err(EngineError::Poisoned),
                     _ => Ok(()),
@@ -141,19 +200,38 @@ impl Volume {
             let upto = q.next_ticket;
             drop(q);
             let result = if self.is_poisoned() {
-                Err(EngineError::Poisoned)
+                Err(Failed::from(EngineError::Poisoned))
             } else {
                 self.log_and_apply(tree, batch, sync)
             };
             q = self.queue.lock();
             q.leader = false;
             q.done_upto = upto;
-            if let Err(e) = result {
-                self.poison();
-                q.failed_from = Some(q.failed_from.map_or(start, |f| f.min(start)));
-                self.queue_cv.notify_all();
-                drop(q);
-                return Err(e);
+            match result {
+                Ok(()) => {}
+                Err(Failed {
+                    error: EngineError::NoSpace { context, source },
+                    logged: false,
+                }) => {
+                    // Nothing of the batch was recorded: its writers are told, the volume
+                    // goes on unchanged.
+                    q.no_space.push(NoSpaceBatch {
+                        start,
+                        end: upto,
+                        untold: upto - start, // every caller but this one
+                        context: context.clone(),
+                    });
+                    q.no_space.retain(|b| b.untold > 0);
+                    self.queue_cv.notify_all();
+                    return Err(EngineError::NoSpace { context, source });
+                }
+                Err(Failed { error, .. }) => {
+                    self.poison();
+                    q.failed_from = Some(q.failed_from.map_or(start, |f| f.min(start)));
+                    self.queue_cv.notify_all();
+                    drop(q);
+                    return Err(error);
+                }
             }
             self.queue_cv.notify_all();
         }
@@ -162,12 +240,21 @@ impl Volume {
     /// Logs and applies one batch (the leader's work). A write-back volume appends the
     /// records without a sync, takes the new block states at once and keeps the data for
     /// reads until a later sync lets it go in place ([`Volume::settle`]).
-    fn log_and_apply(&self, tree: &Tree, batch: Vec<Update>, sync: bool) -> Result<()> {
+    fn log_and_apply(
+        &self,
+        tree: &Tree,
+        batch: Vec<Update>,
+        sync: bool,
+    ) -> std::result::Result<(), Failed> {
         let write_back = self.options.write_back;
         let mut wal = self.wal.lock();
         if !batch.is_empty() {
-            self.place_blocks(tree, &mut wal, &batch)?;
-            let crcs = self.append(tree, &mut wal, &batch)?;
+            // Everything that needs new space is claimed before the records: a full file
+            // system refuses this batch, not a later write in place that must not fail.
+            self.reserve_space(tree, &batch).map_err(before_log)?;
+            self.place_blocks(tree, &mut wal, &batch)
+                .map_err(before_log)?;
+            let crcs = self.append(tree, &mut wal, &batch).map_err(before_log)?;
             if write_back {
                 self.take_states(tree, &mut wal, batch, &crcs);
             } else {
@@ -186,9 +273,59 @@ impl Volume {
             self.make_durable(tree, &mut wal)?;
         }
         if over {
-            self.checkpoint(tree, &mut wal)?;
+            self.checkpoint_unless_full(tree, &mut wal)?;
         }
         Ok(())
+    }
+
+    /// A checkpoint, put off if the file system is full: a failed one leaves the files as a
+    /// crash during it would (replay covers it) and the next batch over the limit tries
+    /// again, so the log keeps serving in the meantime.
+    pub(crate) fn checkpoint_unless_full(&self, tree: &Tree, wal: &mut WalState) -> Result<()> {
+        match self.checkpoint(tree, wal) {
+            Err(EngineError::NoSpace { .. }) => Ok(()),
+            r => r,
+        }
+    }
+
+    /// Claims the space a batch will need later: data blocks the head's file does not hold
+    /// yet, which are written in place after the records (by a settle that must not fail).
+    /// Metadata needs none claimed: a checkpoint that finds no space is put off.
+    fn reserve_space(&self, tree: &Tree, batch: &[Update]) -> Result<()> {
+        let Some(head) = tree.layers.get(&tree.head) else {
+            return Ok(());
+        };
+        let g = self.geometry;
+        let reserve = |(first, count): (u64, u64)| {
+            head.data
+                .reserve(g.byte_offset(BlockIndex(first)), count * g.bs())
+                .map_err(EngineError::io("reserving space in a layer data file"))
+        };
+        let mut run: Option<(u64, u64)> = None;
+        {
+            let metas = head.chunks.read();
+            for u in batch {
+                let Update::Data(block, ..) = u else {
+                    continue;
+                };
+                let (chunk, slot) = g.locate(*block);
+                let held = metas
+                    .get(&chunk)
+                    .is_some_and(|m| matches!(m.states.get(slot), Some(BlockState::Data(_))));
+                if held {
+                    continue;
+                }
+                run = match run {
+                    Some((f, n)) if f + n == block.0 => Some((f, n + 1)),
+                    Some(done) => {
+                        reserve(done)?;
+                        Some((block.0, 1))
+                    }
+                    None => Some((block.0, 1)),
+                };
+            }
+        }
+        run.map_or(Ok(()), reserve)
     }
 
     /// Appends one record per update to the log (no sync). Returns each update's data CRC

@@ -42,6 +42,17 @@ pub enum EngineError {
         #[source]
         source: io::Error,
     },
+    /// The file system holding the volume is full (or over quota): the request was refused
+    /// before anything was recorded, the volume is unchanged and keeps working, and the
+    /// same request succeeds once space is freed.
+    #[error("no space left on the device while {context}")]
+    NoSpace {
+        /// What the engine was doing.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
     /// A previous write or sync failed: the store refuses everything until it is reopened,
     /// because the state of the failed operation on disk is unknown.
     #[error("the volume is poisoned by an earlier I/O failure; reopen it")]
@@ -117,7 +128,13 @@ impl EngineError {
     /// Wraps an `io::Error` with what the engine was doing.
     pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(io::Error) -> Self {
         let context = context.into();
-        move |source| Self::Io { context, source }
+        move |source| {
+            if is_no_space(&source) {
+                Self::NoSpace { context, source }
+            } else {
+                Self::Io { context, source }
+            }
+        }
     }
 
     /// A corruption report for `file`.
@@ -131,3 +148,9 @@ impl EngineError {
 
 /// Result alias for the engine.
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+/// Whether `e` says the file system is full or the quota exhausted.
+pub(crate) fn is_no_space(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::StorageFull
+        || e.raw_os_error() == Some(rustix::io::Errno::DQUOT.raw_os_error())
+}

@@ -184,7 +184,8 @@ impl Volume {
             }
         }
         tree.rebuild_index(self.geometry);
-        self.checkpoint(&tree, &mut wal)?;
+        // On a full file system the volume opens without one (the log is kept).
+        self.checkpoint_unless_full(&tree, &mut wal)?;
         drop(wal);
         // Finish space reclamation a crash may have interrupted.
         let hidden: Vec<LayerId> = tree

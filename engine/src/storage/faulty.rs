@@ -129,6 +129,10 @@ impl StorageFile for FaultyFile {
         self.inner.punch_hole(offset, len)
     }
 
+    fn reserve(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.inner.reserve(offset, len)
+    }
+
     fn size(&self) -> io::Result<u64> {
         self.inner.size()
     }

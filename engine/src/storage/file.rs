@@ -145,6 +145,17 @@ impl StorageFile for DiskFile {
         }
     }
 
+    fn reserve(&self, offset: u64, len: u64) -> io::Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        match fallocate(&self.file, FallocateFlags::KEEP_SIZE, offset, len) {
+            // Without preallocation a full disk shows at the write itself, as before.
+            Err(e) if e == Errno::OPNOTSUPP => Ok(()),
+            r => r.map_err(io::Error::from),
+        }
+    }
+
     fn size(&self) -> io::Result<u64> {
         Ok(self.file.metadata()?.len())
     }

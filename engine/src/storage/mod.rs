@@ -42,6 +42,13 @@ pub trait StorageFile: Send + Sync {
     }
     /// Makes `offset..offset+len` read as zeros and releases its space where the backend can.
     fn punch_hole(&self, offset: u64, len: u64) -> io::Result<()>;
+    /// Makes sure writing `offset..offset+len` later needs no new space (allocates it now,
+    /// without changing the length), so a full file system refuses the request that needs
+    /// the space instead of a later write that must not fail. Backends that cannot say
+    /// accept it.
+    fn reserve(&self, _offset: u64, _len: u64) -> io::Result<()> {
+        Ok(())
+    }
     /// Current length in bytes.
     fn size(&self) -> io::Result<u64>;
     /// Bytes of backing space the file occupies (less than its length when sparse).
