@@ -268,9 +268,12 @@ impl Manifest {
         storage
             .rename(MANIFEST_TMP_FILE, MANIFEST_FILE)
             .map_err(EngineError::io("renaming the new manifest"))?;
-        storage
-            .sync_dir()
-            .map_err(EngineError::io("syncing the volume directory"))
+        // After the rename the new manifest is in place: a failure now is never "nothing
+        // changed", whatever its errno (callers put the tree back only on `NoSpace`).
+        storage.sync_dir().map_err(|source| EngineError::Io {
+            context: "syncing the volume directory".into(),
+            source,
+        })
     }
 }
 

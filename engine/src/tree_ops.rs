@@ -82,7 +82,21 @@ impl Volume {
         }
         // The head index stays valid: its entries name layers, and the old head's blocks
         // still live in the (now frozen) old head layer.
-        self.publish(&tree)
+        let published = self.publish(&tree);
+        if let Err(EngineError::NoSpace { .. }) = &published {
+            // The manifest on disk still describes the volume without the snapshot: so does
+            // the tree again, and the volume goes on.
+            let new_head = tree.head;
+            tree.layers.remove(&new_head);
+            tree.head = old_head;
+            let size = tree.size;
+            if let Some(l) = tree.layers.get_mut(&old_head) {
+                l.record.role = Role::Head;
+                l.record.size = size;
+            }
+            self.delete_layer_files(&[new_head]);
+        }
+        published
     }
 
     /// Deletes snapshot `id`, online. Its blocks that no later layer reads are freed; if later
@@ -103,7 +117,7 @@ impl Volume {
         let survivor = remove_childless(&mut tree, layer, &mut removed);
         // Publish first: blocks of a layer may only be dropped once no manifest on disk
         // still shows that layer as a visible snapshot.
-        self.publish(&tree)?;
+        self.publish(&tree).inspect_err(|_| self.poison())?;
         self.delete_layer_files(&removed);
         if let Some(h) = survivor {
             self.prune_blocks(&tree, h)?;
@@ -129,7 +143,7 @@ impl Volume {
         let parent = tree.layers.remove(&old_head).and_then(|l| l.record.parent);
         let survivor = parent.and_then(|p| remove_childless(&mut tree, p, &mut removed));
         tree.rebuild_index(self.geometry);
-        self.publish(&tree)?;
+        self.publish(&tree).inspect_err(|_| self.poison())?;
         self.forget_dirty(&removed);
         self.delete_layer_files(&removed);
         if let Some(h) = survivor {
@@ -156,11 +170,20 @@ impl Volume {
         check_capacity(self.storage.as_ref(), new_size)?;
         self.settle_now(&tree)?;
         let head = tree.head;
+        let old_size = tree.size;
         tree.size = new_size;
         if let Some(l) = tree.layers.get_mut(&head) {
             l.record.size = new_size;
         }
-        self.publish(&tree)
+        let published = self.publish(&tree);
+        if let Err(EngineError::NoSpace { .. }) = &published {
+            // Not published: the volume keeps its size.
+            tree.size = old_size;
+            if let Some(l) = tree.layers.get_mut(&head) {
+                l.record.size = old_size;
+            }
+        }
+        published
     }
 
     /// The visible snapshots, oldest first.
@@ -203,14 +226,17 @@ impl Volume {
     }
 
     /// Publishes the tree in a new manifest (same log position); poisons on failure because
-    /// the on-disk state is then unknown.
+    /// the on-disk state is then unknown — except for lack of space, which leaves the old
+    /// manifest in place: the caller puts the tree back as it was (or poisons).
     fn publish(&self, tree: &Tree) -> Result<()> {
         let wal = self.wal.lock();
         let manifest = self.manifest_of(tree, wal.epoch, wal.checkpoint_lsn);
         drop(wal);
-        manifest
-            .store(self.storage.as_ref())
-            .inspect_err(|_| self.poison())
+        manifest.store(self.storage.as_ref()).inspect_err(|e| {
+            if !matches!(e, EngineError::NoSpace { .. }) {
+                self.poison()
+            }
+        })
     }
 
     fn with_wal(

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use small_fs::SmallFs;
 use support::{Model, Rng};
-use tripod_engine::{EngineError, FileStorage, Geometry, Volume, VolumeOptions};
+use tripod_engine::{EngineError, FileStorage, Geometry, SnapshotId, Volume, VolumeOptions};
 
 const BS: u64 = 4096;
 
@@ -94,9 +94,27 @@ fn a_full_file_system_refuses_writes_cleanly_and_they_work_again_once_space_is_f
             Err(EngineError::NoSpace { .. })
         ));
         check(&vol, &model, full_at);
-        // Filling the rest of the disk with another file changes nothing either.
+        // Filling the rest of the disk with another file changes nothing either, and
+        // structural changes are refused whole or done whole.
         let filler = fs.fill();
         check(&vol, &model, full_at);
+        let snap = SnapshotId::new("while-full").unwrap();
+        let snapped = match vol.snapshot(&snap) {
+            Ok(()) => true,
+            Err(EngineError::NoSpace { .. }) => false,
+            Err(e) => panic!("snapshot: {e}"),
+        };
+        assert_eq!(vol.list_snapshots().len(), usize::from(snapped));
+        match vol.expand(size + (1 << 20)) {
+            Ok(()) => {
+                assert_eq!(vol.size(), size + (1 << 20));
+                vol.expand(size + (2 << 20)).ok();
+            }
+            Err(EngineError::NoSpace { .. }) => assert_eq!(vol.size(), size),
+            Err(e) => panic!("expand: {e}"),
+        }
+        check(&vol, &model, full_at);
+        vol.flush().unwrap();
         // A restart in that state opens the volume with everything in it.
         drop(vol);
         let vol = Volume::open(storage.clone(), options(write_back)).unwrap();
@@ -111,9 +129,14 @@ fn a_full_file_system_refuses_writes_cleanly_and_they_work_again_once_space_is_f
         drop(vol);
         let vol = Volume::open(storage, options(write_back)).unwrap();
         check(&vol, &model, full_at + 8 * BS);
+        // And structural changes work again.
+        if !snapped {
+            vol.snapshot(&snap).unwrap();
+        }
+        assert_eq!(vol.list_snapshots().len(), 1);
         assert!(vol.verify().unwrap().bad.is_empty());
         eprintln!(
-            "{} (write-back {write_back}): full after {full_at} bytes",
+            "{} (write-back {write_back}): full after {full_at} bytes, snapshot while full: {snapped}",
             fs.kind
         );
     }

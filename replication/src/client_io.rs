@@ -14,7 +14,7 @@ use bytes::Bytes;
 use parking_lot::{ArcRwLockReadGuard, RawRwLock};
 use tripod_engine::{OwnedRangeGuard, View};
 
-use crate::error::{ReplicationError, Result};
+use crate::error::{is_no_space, ReplicationError, Result};
 use crate::fanout::{Answers, Fanout};
 use crate::ids::PerReplica;
 use crate::set::{is_logical, Durability, ReplicaSet};
@@ -343,9 +343,15 @@ impl ReplicaSet {
     /// caller error (the same on every replica) is returned at once.
     fn settle_answers(&self, kind: &Kind, answers: Answers<()>) -> Result<Settled> {
         let mut outcome = PerReplica::default();
+        let mut refused = PerReplica::default();
         for (id, answer) in answers {
             match answer {
                 Ok(()) => outcome[id] = Some(true),
+                Err(e) if is_no_space(&e) && matches!(kind, Kind::Write { .. }) => {
+                    tracing::warn!(replica = %id, "write refused: {e}");
+                    outcome[id] = Some(false);
+                    refused[id] = true;
+                }
                 Err(e) if is_logical(&e) => {
                     return Err(ReplicationError::Replica {
                         replica: id,
@@ -359,18 +365,25 @@ impl ReplicaSet {
             }
         }
         let mut m = self.membership.lock();
+        let mut no_space = false;
         let (ok, persist) = match kind {
             Kind::Write { chunks, logged } => {
                 // Answered: a flush from now on covers it.
                 if *logged {
                     m.note_written(chunks);
                 }
+                let (outcome, refused) = m.refused_for_space(&outcome, &refused);
+                no_space = refused;
                 let v = m.settle_write(chunks, &outcome);
                 (if v.ack { 2 } else { 0 }, v.changed)
             }
             Kind::Flush(mark) => m.settle_flush(&outcome, *mark),
         };
-        let answer = if ok >= 2 {
+        let answer = if no_space {
+            Err(ReplicationError::NoSpace {
+                in_service: m.in_service().len(),
+            })
+        } else if ok >= 2 {
             Ok(())
         } else {
             Err(ReplicationError::NoQuorum {

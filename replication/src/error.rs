@@ -49,6 +49,14 @@ pub enum ReplicationError {
         /// Replicas in service when the operation was refused or failed.
         in_service: usize,
     },
+    /// The replicas' file systems are full: the change was refused and nothing of it was
+    /// acknowledged; the volume stays readable, and the same request succeeds once space is
+    /// freed.
+    #[error("no space left on the replicas' disks ({in_service} replica(s) in service)")]
+    NoSpace {
+        /// Replicas in service afterwards.
+        in_service: usize,
+    },
     /// No replica holds a good copy of this block.
     #[error("no replica holds a good copy of {block}")]
     NoGoodCopy {
@@ -81,3 +89,11 @@ pub enum ReplicationError {
 
 /// Result alias for the replication crate.
 pub type Result<T, E = ReplicationError> = std::result::Result<T, E>;
+
+/// Whether a replica refused for lack of space (its copy unchanged).
+pub(crate) fn is_no_space(e: &ReplicaFault) -> bool {
+    matches!(
+        e,
+        ReplicaFault::Engine(tripod_engine::EngineError::NoSpace { .. })
+    )
+}

@@ -17,6 +17,7 @@ use tripod_engine::{
 use crate::error::ReplicaFault;
 use crate::executor::{Executor, InFlight, WriteJob, DEFAULT_POOL_THREADS};
 use crate::replica::{Pending, Replica, ReplicaInfo};
+use crate::set_state::SetState;
 
 /// Largest set-state file accepted (a damaged length must not become an allocation).
 const MAX_SET_STATE: u64 = 64 << 20;
@@ -170,12 +171,27 @@ impl LocalReplica {
     }
 }
 
+/// Space kept claimed in the next set-state file, so that the set can still record who is
+/// in service when the disk is full (the one moment it must not fail to).
+const SET_STATE_SPARE: u64 = 64 << 10;
+
 fn store_file(storage: &dyn Storage, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = storage.create_file(SET_STATE_TMP)?;
+    // The spare file left by the last store already holds its space; an older one may be
+    // longer than `bytes` (its header says where the state ends).
+    let tmp = if storage.exists(SET_STATE_TMP)? {
+        storage.open_file(SET_STATE_TMP)?
+    } else {
+        storage.create_file(SET_STATE_TMP)?
+    };
     tmp.write_at(bytes, 0)?;
     tmp.sync_data()?;
     storage.rename(SET_STATE_TMP, SET_STATE_FILE)?;
-    storage.sync_dir()
+    storage.sync_dir()?;
+    // Claim the next one's space now, while the old state's blocks have just been freed.
+    if let Ok(next) = storage.create_file(SET_STATE_TMP) {
+        let _ = next.reserve(0, SET_STATE_SPARE.max(bytes.len() as u64));
+    }
+    Ok(())
 }
 
 fn load_file(storage: &dyn Storage) -> Result<Option<Bytes>, ReplicaFault> {
@@ -195,6 +211,10 @@ fn load_file(storage: &dyn Storage) -> Result<Option<Bytes>, ReplicaFault> {
     }
     let mut buf = vec![0u8; len as usize];
     file.read_at(&mut buf, 0).map_err(io)?;
+    // A reused spare file may be longer than the state written into it.
+    if let Some(n) = SetState::stored_len(&buf) {
+        buf.truncate(n);
+    }
     Ok(Some(Bytes::from(buf)))
 }
 

@@ -207,6 +207,38 @@ impl Membership {
         }
     }
 
+    /// Turns an outcome in which the replicas marked in `refused` refused a change for lack
+    /// of space into the outcome to settle, and says whether the change counts as refused.
+    ///
+    /// If it still succeeded on two in-service replicas it is an ordinary success: the
+    /// refusing replicas missed it and leave service (resynced once they have room). If not,
+    /// nothing is acknowledged and the refusal wins: the in-service replicas that refused
+    /// hold their old content and stay in service (reads go on; writes are refused until
+    /// space is freed), while those that applied it differ from them now and leave service.
+    pub fn refused_for_space(
+        &self,
+        outcome: &PerReplica<Option<bool>>,
+        refused: &PerReplica<bool>,
+    ) -> (PerReplica<Option<bool>>, bool) {
+        let mut settled = outcome.clone();
+        let ok = ReplicaId::ALL
+            .into_iter()
+            .filter(|id| self.is_in_service(*id) && outcome[*id] == Some(true))
+            .count();
+        let any_refused = ReplicaId::ALL.into_iter().any(|id| refused[id]);
+        if ok >= 2 || !any_refused {
+            return (settled, false);
+        }
+        for id in ReplicaId::ALL {
+            if refused[id] && self.is_in_service(id) {
+                settled[id] = None;
+            } else if outcome[id] == Some(true) {
+                settled[id] = Some(false);
+            }
+        }
+        (settled, true)
+    }
+
     /// Applies an outcome: failed replicas leave service, replicas out of service record
     /// what they missed. Returns (successes among in-service replicas, changed).
     fn settle(
@@ -339,6 +371,36 @@ mod tests {
             Member::Out { dirty, .. } => dirty.iter().copied().collect(),
             Member::InService => vec![],
         }
+    }
+
+    #[test]
+    fn a_write_refused_for_space_by_too_many_keeps_the_refusing_copies_in_service() {
+        let mut m = fresh();
+        // All three refused: nobody leaves, the write is refused.
+        let all = PerReplica([true, true, true]);
+        let (o, refused) =
+            m.refused_for_space(&outcome(Some(false), Some(false), Some(false)), &all);
+        assert!(refused);
+        assert_eq!(o, outcome(None, None, None));
+        // One took it, two refused: the one that took it differs now and leaves service.
+        let two = PerReplica([false, true, true]);
+        let (o, refused) =
+            m.refused_for_space(&outcome(Some(true), Some(false), Some(false)), &two);
+        assert!(refused);
+        assert_eq!(o, outcome(Some(false), None, None));
+        let v = m.settle_write(&[7], &o);
+        assert!(!v.ack && v.changed);
+        assert_eq!(m.in_service(), vec![R1, R2]);
+        assert_eq!(dirty_of(&m, R0), vec![7]);
+        // Two took it: an ordinary write, the refusing one misses it.
+        let mut m = fresh();
+        let one = PerReplica([false, false, true]);
+        let o = outcome(Some(true), Some(true), Some(false));
+        let (settled, refused) = m.refused_for_space(&o, &one);
+        assert!(!refused);
+        assert_eq!(settled, o);
+        assert!(m.settle_write(&[3], &settled).ack);
+        assert_eq!(dirty_of(&m, R2), vec![3]);
     }
 
     #[test]

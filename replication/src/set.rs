@@ -12,7 +12,7 @@ use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use tripod_engine::{BlockLocks, EngineError, Geometry, SnapshotId, SnapshotInfo, View};
 
-use crate::error::{ReplicaFault, ReplicationError, Result};
+use crate::error::{is_no_space, ReplicaFault, ReplicationError, Result};
 use crate::fanout::{Fanout, Lag};
 use crate::ids::{PerReplica, ReplicaId};
 use crate::membership::Membership;
@@ -294,10 +294,16 @@ impl ReplicaSet {
             self.config.long_timeout,
             self.config.structural_lag(),
         );
+        let mut refused = PerReplica::default();
         for (id, answer) in answers.wait() {
             match answer {
                 Ok(()) => outcome[id] = Some(true),
                 Err(e) if is_logical(&e) => logical = Some((id, e)),
+                Err(e) if is_no_space(&e) => {
+                    tracing::warn!(replica = %id, "structural change refused: {e}");
+                    outcome[id] = Some(false);
+                    refused[id] = true;
+                }
                 Err(e) => {
                     tracing::warn!(replica = %id, "structural change failed: {e}");
                     outcome[id] = Some(false);
@@ -317,11 +323,19 @@ impl ReplicaSet {
             }
             outcome[id] = Some(false); // disagrees with the others: rebuild it
         }
-        let (ok, changed) = self.membership.lock().settle_structural(&outcome);
+        let (ok, changed, no_space) = {
+            let mut m = self.membership.lock();
+            let (outcome, no_space) = m.refused_for_space(&outcome, &refused);
+            let (ok, changed) = m.settle_structural(&outcome);
+            (ok, changed, no_space.then(|| m.in_service().len()))
+        };
         if changed {
             self.persist()?;
         }
-        Ok(ok)
+        match no_space {
+            Some(in_service) => Err(ReplicationError::NoSpace { in_service }),
+            None => Ok(ok),
+        }
     }
 
     /// Takes snapshot `id`: every write acknowledged before is in it on every replica.

@@ -92,6 +92,15 @@ impl SetState {
         out
     }
 
+    /// How many leading bytes of `bytes` an encoded state takes, by its header (`None` if
+    /// the header is cut off or claims more than there is).
+    pub(crate) fn stored_len(bytes: &[u8]) -> Option<usize> {
+        let body_len = bytes.get(12..16)?;
+        let body_len = u32::from_le_bytes(body_len.try_into().ok()?) as usize;
+        let n = HEADER_LEN.checked_add(body_len)?;
+        (n <= bytes.len()).then_some(n)
+    }
+
     /// Decodes a stored state; returns it and the replica it says it was stored in.
     pub fn decode(bytes: &[u8]) -> Result<(SetState, ReplicaId), String> {
         let mut r = Cursor { buf: bytes, pos: 0 };

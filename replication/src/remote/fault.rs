@@ -30,6 +30,7 @@ const E_SNAPSHOT_ID: u8 = 21;
 const E_SNAPSHOT_EXISTS: u8 = 22;
 const E_SNAPSHOT_NOT_FOUND: u8 = 23;
 const E_LAYERS: u8 = 24;
+const E_NO_SPACE: u8 = 25;
 
 /// The reasons the engine gives for an invalid size (its `reason` is a `&'static str`).
 const SIZE_REASONS: [&str; 5] = [
@@ -92,6 +93,10 @@ fn put_engine(out: &mut BytesMut, e: &EngineError) {
         }
         EngineError::Io { context, source } => {
             out.put_u8(E_IO);
+            put_io(out, context, source);
+        }
+        EngineError::NoSpace { context, source } => {
+            out.put_u8(E_NO_SPACE);
             put_io(out, context, source);
         }
         EngineError::Poisoned => out.put_u8(E_POISONED),
@@ -198,6 +203,10 @@ pub(crate) fn read_fault(r: &mut Reader) -> Result<ReplicaFault, WireError> {
         E_IO => {
             let (context, source) = read_io(r)?;
             engine(EngineError::Io { context, source })
+        }
+        E_NO_SPACE => {
+            let (context, source) = read_io(r)?;
+            engine(EngineError::NoSpace { context, source })
         }
         E_POISONED => engine(EngineError::Poisoned),
         E_CORRUPT => engine(EngineError::Corrupt {

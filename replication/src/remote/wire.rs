@@ -924,6 +924,10 @@ mod tests {
             )))),
             Err(ReplicaFault::Engine(EngineError::Io {
                 context: "writing".into(),
+                source: std::io::Error::from_raw_os_error(5),
+            })),
+            Err(ReplicaFault::Engine(EngineError::NoSpace {
+                context: "writing".into(),
                 source: std::io::Error::from_raw_os_error(28),
             })),
         ]

@@ -246,6 +246,9 @@ impl Model {
     pub fn size(&self) -> u64 {
         self.head.len() as u64
     }
+    pub fn write(&mut self, at: u64, data: &[u8]) {
+        self.head[at as usize..at as usize + data.len()].copy_from_slice(data);
+    }
 }
 
 /// Reads the head and every snapshot from replica `id` alone and compares with `model`.
