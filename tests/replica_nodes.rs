@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use support::client::{qemu_io, Http};
-use support::{free_port, tripod, wait_for_port, Daemon};
+use support::{free_port, metric, tripod, wait_for_port, wait_until, Daemon};
 
 const SECRET: &str = "integration-cluster-secret-42";
 
@@ -62,24 +62,6 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         self.kill9();
-    }
-}
-
-fn metric(api: &str, line_start: &str) -> Option<u64> {
-    let out = std::process::Command::new("curl")
-        .args(["-s", &format!("{api}/metrics")])
-        .output()
-        .ok()?;
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix(line_start)?.trim().parse().ok())
-}
-
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
@@ -244,4 +226,50 @@ fn serve_refuses_replica_nodes_without_a_secret() {
         .unwrap();
     assert!(!out.status.success());
     assert!(!Path::new("/nonexistent-never-created").exists());
+}
+
+#[test]
+fn a_stopped_node_delays_one_write_briefly_and_is_resynced_when_it_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let nodes = cluster(tmp.path(), [SECRET; 3]);
+    let d = serve_on(&nodes);
+    let h = Http::login(&d.api());
+    let (s, v) = h.call("POST", "volumes", Some(json!({"volume": {"size": 1}})));
+    assert_eq!(s, 202, "{v}");
+    let id = v["volume"]["id"].as_str().unwrap().to_owned();
+    h.wait(&format!("volumes/{id}"), "volume", "available");
+    let (ok, text) = qemu_io(&d.uri(&id), &["write -P 0x51 0 1M", "flush"]);
+    assert!(ok, "{text}");
+    // SIGSTOP: the node's sockets stay open, nobody answers (a hung node).
+    let pid = nodes[1].child.id().to_string();
+    let signal = |sig: &str| {
+        let _ = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status();
+    };
+    signal("-STOP");
+    let began = Instant::now();
+    let (ok, text) = qemu_io(&d.uri(&id), &["write -P 0x52 1M 1M", "flush"]);
+    let took = began.elapsed();
+    if !ok || took > Duration::from_secs(15) {
+        signal("-CONT");
+        panic!("a stopped node held the write {took:?} (the I/O timeout is 30 s): {text}");
+    }
+    eprintln!("write + flush with one node stopped took {took:?}");
+    let (ok, text) = qemu_io(&d.uri(&id), &["write -P 0x53 2M 1M"]);
+    signal("-CONT");
+    assert!(ok, "{text}");
+    let api = d.api();
+    wait_until("the resumed node to rejoin", || {
+        metric(&api, "tripod_replicas{health=\"in_service\"}") == Some(3)
+    });
+    let (ok, text) = qemu_io(
+        &d.uri(&id),
+        &[
+            "read -P 0x51 0 1M",
+            "read -P 0x52 1M 1M",
+            "read -P 0x53 2M 1M",
+        ],
+    );
+    assert!(ok, "{text}");
 }

@@ -379,7 +379,11 @@ impl ReplicaSet {
             }
             Kind::Flush(mark) => m.settle_flush(&outcome, *mark),
         };
+        if matches!(kind, Kind::Write { .. }) {
+            self.out_of_space.store(no_space, Ordering::Relaxed);
+        }
         let answer = if no_space {
+            self.space_refusals.fetch_add(1, Ordering::Relaxed);
             Err(ReplicationError::NoSpace {
                 in_service: m.in_service().len(),
             })

@@ -4,7 +4,7 @@
 //! one replica and fall back (and heal) when a copy is bad. The decisions are
 //! [`Membership`]'s; this module waits on replicas and applies them.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -96,6 +96,10 @@ pub struct ReplicaSet {
     pub(crate) next_generation: AtomicU64,
     pub(crate) read_turn: AtomicUsize,
     pub(crate) repairs: AtomicU64,
+    /// Writes and changes refused for lack of space so far.
+    pub(crate) space_refusals: AtomicU64,
+    /// The latest write was refused for lack of space (cleared by the next that succeeds).
+    pub(crate) out_of_space: AtomicBool,
     pub(crate) config: SetConfig,
 }
 
@@ -173,6 +177,8 @@ impl ReplicaSet {
             next_generation: AtomicU64::new(next_generation),
             read_turn: AtomicUsize::new(0),
             repairs: AtomicU64::new(0),
+            space_refusals: AtomicU64::new(0),
+            out_of_space: AtomicBool::new(false),
             config,
         }
     }
@@ -333,7 +339,10 @@ impl ReplicaSet {
             self.persist()?;
         }
         match no_space {
-            Some(in_service) => Err(ReplicationError::NoSpace { in_service }),
+            Some(in_service) => {
+                self.space_refusals.fetch_add(1, Ordering::Relaxed);
+                Err(ReplicationError::NoSpace { in_service })
+            }
             None => Ok(ok),
         }
     }

@@ -50,6 +50,11 @@ pub struct SetStatus {
     pub replicas: PerReplica<ReplicaStatus>,
     /// Blocks repaired from another replica so far.
     pub repairs: u64,
+    /// Writes and changes refused so far because the replicas' disks were full.
+    pub space_refusals: u64,
+    /// The latest write was refused for lack of space (the volume reads, but takes no new
+    /// data until space is freed on its replicas' disks).
+    pub out_of_space: bool,
     /// Volume size in bytes.
     pub size: u64,
 }
@@ -87,6 +92,8 @@ impl ReplicaSet {
         SetStatus {
             replicas,
             repairs: self.repairs.load(Ordering::Relaxed),
+            space_refusals: self.space_refusals.load(Ordering::Relaxed),
+            out_of_space: self.out_of_space.load(Ordering::Relaxed),
             size: self.size(),
         }
     }

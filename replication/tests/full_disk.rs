@@ -145,6 +145,11 @@ fn every_disk_full_refuses_writes_keeps_reads_and_recovers_once_space_is_freed()
     // The copies that refused are unchanged and stay in service: reads go on, and a write
     // quorum is kept for when space comes back.
     assert!(in_service(&set) >= 2, "{:?}", set.status());
+    let status = set.status();
+    assert!(
+        status.out_of_space && status.space_refusals >= 4,
+        "{status:?}"
+    );
     assert!(set.read(0, stopped).unwrap()[..] == model.head[..stopped as usize]);
     set.flush().unwrap();
     // A restart in that state opens everything.
@@ -162,6 +167,7 @@ fn every_disk_full_refuses_writes_keeps_reads_and_recovers_once_space_is_freed()
     let data = vec![9u8; 16 * BS as usize];
     set.write(stopped, &data).unwrap();
     model.write(stopped, &data);
+    assert!(!set.status().out_of_space);
     set.flush().unwrap();
     let report = set.heal_now();
     assert!(report.still_out.is_empty(), "{report:?}");

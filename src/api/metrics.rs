@@ -78,12 +78,27 @@ pub async fn render(State(s): State<Arc<ApiState>>) -> ApiResult<Response> {
         let open = s.backend.registry().open_volumes();
         let repairs: u64 = open.iter().map(|(_, set)| set.repairs()).sum();
         let _ = writeln!(out, "tripod_replica_repairs_total {repairs}");
+        let statuses: Vec<_> = open.iter().map(|(_, set)| set.status()).collect();
+        let _ = writeln!(
+            out,
+            "# HELP tripod_space_refusals_total Writes refused because the replicas' disks were full (open volumes)."
+        );
+        let _ = writeln!(out, "# TYPE tripod_space_refusals_total counter");
+        let refusals: u64 = statuses.iter().map(|s| s.space_refusals).sum();
+        let _ = writeln!(out, "tripod_space_refusals_total {refusals}");
+        let _ = writeln!(
+            out,
+            "# HELP tripod_volumes_out_of_space Open volumes whose latest write was refused for lack of space."
+        );
+        let _ = writeln!(out, "# TYPE tripod_volumes_out_of_space gauge");
+        let full = statuses.iter().filter(|s| s.out_of_space).count();
+        let _ = writeln!(out, "tripod_volumes_out_of_space {full}");
         let mut health: BTreeMap<&str, u64> =
             [("in_service", 0), ("degraded", 0), ("resyncing", 0), ("rebuilding", 0)]
                 .into_iter()
                 .collect();
-        for (_, set) in &open {
-            for (_, r) in set.status().replicas.iter() {
+        for status in &statuses {
+            for (_, r) in status.replicas.iter() {
                 let state = match r.health {
                     ReplicaHealth::InService => "in_service",
                     ReplicaHealth::Degraded { .. } => "degraded",

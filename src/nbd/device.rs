@@ -24,6 +24,9 @@ pub enum DeviceError {
     /// The device cannot serve it now (no quorum, all copies bad, I/O failure).
     #[error("I/O error: {0}")]
     Io(String),
+    /// The disks underneath are full: the write was refused, nothing of it stored.
+    #[error("no space left: {0}")]
+    NoSpace(String),
     /// Writes are not allowed (the volume became read-only while connected).
     #[error("the volume is read-only")]
     ReadOnly,
@@ -100,6 +103,7 @@ fn from_replication(e: ReplicationError) -> DeviceError {
     match e {
         ReplicationError::Invalid(EngineError::OutOfRange { .. }) => DeviceError::OutOfRange,
         ReplicationError::Invalid(e) => DeviceError::Invalid(e.to_string()),
+        e @ ReplicationError::NoSpace { .. } => DeviceError::NoSpace(e.to_string()),
         other => DeviceError::Io(other.to_string()),
     }
 }
@@ -107,6 +111,7 @@ fn from_replication(e: ReplicationError) -> DeviceError {
 fn from_engine(e: EngineError) -> DeviceError {
     match e {
         EngineError::OutOfRange { .. } => DeviceError::OutOfRange,
+        e @ EngineError::NoSpace { .. } => DeviceError::NoSpace(e.to_string()),
         other => DeviceError::Io(other.to_string()),
     }
 }

@@ -46,6 +46,7 @@ pub fn nbd_errno(kind: u16, e: &DeviceError) -> u32 {
         DeviceError::OutOfRange if matches!(kind, CMD_WRITE | CMD_WRITE_ZEROES) => errno::ENOSPC,
         DeviceError::OutOfRange | DeviceError::Invalid(_) => errno::EINVAL,
         DeviceError::Io(_) => errno::EIO,
+        DeviceError::NoSpace(_) => errno::ENOSPC,
         DeviceError::ReadOnly => errno::EPERM,
     }
 }

@@ -31,6 +31,27 @@ pub fn wait_for_port(port: u16) {
     }
 }
 
+/// The value of the first line of the daemon's `/metrics` at `api` that starts with
+/// `line_start` (a metric name with its labels).
+pub fn metric(api: &str, line_start: &str) -> Option<u64> {
+    let out = Command::new("curl")
+        .args(["-s", &format!("{api}/metrics")])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix(line_start)?.trim().parse().ok())
+}
+
+/// Polls `done` until it holds; fails the test after a minute.
+pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// The tripod binary under test.
 pub fn tripod() -> Command {
     Command::new(env!("CARGO_BIN_EXE_tripod"))
@@ -129,6 +150,17 @@ impl Daemon {
 
     pub fn data_dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Sends SIGTERM, checks that it exits cleanly and returns its data directory.
+    pub fn stop_keeping_data(mut self) -> tempfile::TempDir {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "{status:?}");
+        let dir = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self.dir, dir)
     }
 
     /// Sends SIGTERM and waits for a clean exit.
