@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use tripod::nbd::{self, Export, Exports, ServerConfig};
 
 pub mod client;
+pub mod nbd_client;
 
 /// A free loopback port (bound then released).
 pub fn free_port() -> u16 {
