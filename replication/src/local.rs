@@ -361,6 +361,23 @@ impl Replica for LocalReplica {
         }
     }
 
+    fn discard(&self, timeout: Duration) -> Result<(), ReplicaFault> {
+        if !self.close(timeout) {
+            return Err(ReplicaFault::Timeout(timeout));
+        }
+        let io = |source| ReplicaFault::Io {
+            context: "discarding a damaged copy",
+            source,
+        };
+        // Everything but the lock (held by this process for the directory's lifetime).
+        for name in self.storage.list().map_err(io)? {
+            if name != "lock" {
+                self.storage.remove_file(&name).map_err(io)?;
+            }
+        }
+        self.storage.sync_dir().map_err(io)
+    }
+
     fn check_health(&self) -> Result<(), ReplicaFault> {
         let present = self
             .storage

@@ -234,6 +234,14 @@ pub trait Replica: Send + Sync {
     /// `Disconnected`/`Timeout` if it cannot be reached (it keeps what it had), any other
     /// fault if the copy itself is gone or broken.
     fn check_health(&self) -> Result<(), ReplicaFault>;
+    /// Removes this copy's store so it can be rebuilt from nothing. The set calls it only for
+    /// a copy that cannot be opened at all (its metadata damaged) while two other copies are
+    /// in service. Replicas that cannot do it refuse.
+    fn discard(&self, _timeout: Duration) -> Result<(), ReplicaFault> {
+        Err(ReplicaFault::Remote(
+            "this replica cannot discard its copy".into(),
+        ))
+    }
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tripod_engine::{BlockIndex, BlockInfo, ChunkIndex, RawBlock, SnapshotId, View};
+use tripod_engine::{BlockIndex, BlockInfo, ChunkIndex, EngineError, RawBlock, SnapshotId, View};
 
 use crate::error::{ReplicaFault, ReplicationError, Result};
 use crate::ids::{PerReplica, ReplicaId};
@@ -188,9 +188,21 @@ impl ReplicaSet {
     fn try_sync(&self, id: ReplicaId) -> Result<bool> {
         let replica = self.replica(id);
         replica.check_health().map_err(fault(id))?;
-        replica
-            .reconnect(self.config.io_timeout)
-            .map_err(fault(id))?;
+        match replica.reconnect(self.config.io_timeout) {
+            Ok(()) => {}
+            Err(ReplicaFault::Engine(e @ EngineError::Corrupt { .. }))
+                if self.others_in_service(id) >= 2 =>
+            {
+                // A copy that cannot even be opened is worth nothing while two good ones
+                // serve: start it again from nothing rather than leave it out for good.
+                tracing::warn!(replica = %id, "copy cannot be opened ({e}); discarding it for a rebuild");
+                replica.discard(self.config.io_timeout).map_err(fault(id))?;
+                if self.membership.lock().take_out(id, &[], true) {
+                    self.persist()?;
+                }
+            }
+            Err(e) => return Err(fault(id)(e)),
+        }
         self.check_identity(id, replica.as_ref())?;
         // A replica that came back empty (a node whose disk was replaced, a directory
         // recreated) cannot be resynced chunk by chunk: it needs the whole volume.
@@ -216,6 +228,12 @@ impl ReplicaSet {
             tracing::info!(replica = %id, "back in service");
         }
         result.map(|_| changed)
+    }
+
+    /// How many replicas other than `id` are in service.
+    fn others_in_service(&self, id: ReplicaId) -> usize {
+        let m = self.membership.lock();
+        m.in_service().into_iter().filter(|r| *r != id).count()
     }
 
     /// Refuses a replica that holds another volume's set state.

@@ -554,6 +554,12 @@ impl Replica for RemoteReplica {
             .wait(timeout + CONNECT_TIMEOUT)
     }
 
+    fn discard(&self, timeout: Duration) -> Result<(), ReplicaFault> {
+        // The node removes the copy and forgets it; a fresh connection finds it empty.
+        self.call(Request::Destroy, done).wait(timeout)?;
+        self.reconnect(timeout)
+    }
+
     fn check_health(&self) -> Result<(), ReplicaFault> {
         // Unreachable answers `Disconnected` or `Timeout` (the set resyncs the replica when it
         // is back); a node saying the copy is gone answers that (the set rebuilds it).

@@ -148,6 +148,12 @@ impl Replica for Flaky {
             _ => Err(ReplicaFault::Disconnected),
         }
     }
+    fn discard(&self, timeout: Duration) -> Result<(), ReplicaFault> {
+        match *self.mode.lock() {
+            Mode::Up => self.inner.discard(timeout),
+            _ => Err(ReplicaFault::Disconnected),
+        }
+    }
     fn check_health(&self) -> Result<(), ReplicaFault> {
         match *self.mode.lock() {
             Mode::Up => self.inner.check_health(),
