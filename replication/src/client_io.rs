@@ -16,7 +16,7 @@ use tripod_engine::{OwnedRangeGuard, View};
 
 use crate::error::{is_no_space, ReplicationError, Result};
 use crate::fanout::{Answers, Fanout};
-use crate::ids::PerReplica;
+use crate::ids::{spread, PerReplica};
 use crate::set::{is_logical, Durability, ReplicaSet};
 
 /// What a submitted request was.
@@ -165,7 +165,9 @@ impl ReplicaSet {
             }
             // Each chunk is read from one copy (spread over the copies by chunk), so the
             // page cache holds one copy of hot data, not three.
-            let id = in_service[self.chunk_of(offset) as usize % in_service.len()];
+            let Some(&id) = in_service.get(spread(self.chunk_of(offset), in_service.len())) else {
+                return Err(ReplicationError::NoQuorum { in_service: 0 });
+            };
             let replica = self.replica(id);
             // Cached data is served here, without a hand-off.
             if let Some(data) = replica.read_now(offset, len) {

@@ -16,7 +16,7 @@ impl ReplicaId {
 
     /// The id for `n`, if `n < 3`.
     pub fn new(n: usize) -> Option<Self> {
-        (n < REPLICAS).then_some(Self(n as u8))
+        u8::try_from(n).ok().filter(|_| n < REPLICAS).map(Self)
     }
 
     /// Index into a `[T; 3]`.
@@ -49,13 +49,28 @@ impl<T> PerReplica<T> {
 
 impl<T> std::ops::Index<ReplicaId> for PerReplica<T> {
     type Output = T;
+    #[expect(
+        clippy::indexing_slicing,
+        reason = "a ReplicaId is below REPLICAS by construction"
+    )]
     fn index(&self, id: ReplicaId) -> &T {
         &self.0[id.index()]
     }
 }
 
 impl<T> std::ops::IndexMut<ReplicaId> for PerReplica<T> {
+    #[expect(
+        clippy::indexing_slicing,
+        reason = "a ReplicaId is below REPLICAS by construction"
+    )]
     fn index_mut(&mut self, id: ReplicaId) -> &mut T {
         &mut self.0[id.index()]
     }
+}
+
+/// Which of `len` items the number `n` falls on (`n` modulo `len`; 0 when `len` is 0): how
+/// requests are spread over replicas.
+pub(crate) fn spread(n: u64, len: usize) -> usize {
+    let len = len.max(1);
+    usize::try_from(n % len as u64).unwrap_or(0)
 }

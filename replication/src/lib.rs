@@ -26,6 +26,13 @@
 //! Replicas on other machines are [`remote::RemoteReplica`]s served by a
 //! [`remote::ReplicaNode`] (`tripod replica`); the crate holds no HTTP and no NBD.
 
+// What replicas send is untrusted input: no index or narrowing cast that could panic or
+// wrap unnoticed outside tests.
+#![cfg_attr(
+    not(test),
+    deny(clippy::indexing_slicing, clippy::cast_possible_truncation)
+)]
+
 mod client_io;
 mod error;
 mod executor;

@@ -209,7 +209,8 @@ fn load_file(storage: &dyn Storage) -> Result<Option<Bytes>, ReplicaFault> {
             "{len} bytes is too large"
         )));
     }
-    let mut buf = vec![0u8; len as usize];
+    let len = usize::try_from(len).map_err(|_| ReplicaFault::BadSetState("too large".into()))?;
+    let mut buf = vec![0u8; len];
     file.read_at(&mut buf, 0).map_err(io)?;
     // A reused spare file may be longer than the state written into it.
     if let Some(n) = SetState::stored_len(&buf) {
@@ -270,14 +271,15 @@ impl Replica for LocalReplica {
 
     fn read(&self, view: View, offset: u64, len: u64) -> Pending<Bytes> {
         self.run(move |v| {
+            let out_of_range = EngineError::OutOfRange {
+                offset,
+                len,
+                size: v.size(),
+            };
             if len > tripod_engine::MAX_READ_ALLOC {
-                return Err(EngineError::OutOfRange {
-                    offset,
-                    len,
-                    size: v.size(),
-                });
+                return Err(out_of_range);
             }
-            let mut buf = vec![0u8; len as usize];
+            let mut buf = vec![0u8; usize::try_from(len).map_err(|_| out_of_range)?];
             v.read_view_at(&view, offset, &mut buf)?;
             Ok(Bytes::from(buf))
         })
@@ -296,7 +298,7 @@ impl Replica for LocalReplica {
         if len > tripod_engine::MAX_READ_ALLOC {
             return None;
         }
-        let mut buf = vec![0u8; len as usize];
+        let mut buf = vec![0u8; usize::try_from(len).ok()?];
         match vol.read_cached(offset, &mut buf) {
             Ok(true) => Some(Bytes::from(buf)),
             _ => None,

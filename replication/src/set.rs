@@ -439,7 +439,9 @@ impl ReplicaSet {
         let mut bad_copies = Vec::new();
         let mut last_error = None;
         for i in 0..n {
-            let id = in_service[(start + i) % n];
+            let Some(&id) = in_service.get((start + i) % n) else {
+                break;
+            };
             let replica = self.replica(id);
             match replica
                 .read(view.clone(), offset, len)
@@ -505,7 +507,7 @@ impl ReplicaSet {
     ) -> Result<Bytes> {
         let bs = self.geometry.bs();
         let end = offset + len;
-        let mut out = bytes::BytesMut::with_capacity(len as usize);
+        let mut out = bytes::BytesMut::with_capacity(usize::try_from(len).unwrap_or(0));
         let mut at = offset;
         while at < end {
             let next = ((at / bs + 1) * bs).min(end);
@@ -562,9 +564,8 @@ impl ReplicaSet {
                     }
                     // An edge block only partly inside the request has no full good copy here;
                     // scrub or a later read covering it repairs it.
-                    if start >= offset && next <= end {
-                        let from = (start - offset) as usize;
-                        let data = good.slice(from..from + bs as usize);
+                    if let Some(within) = block_in(good, start.checked_sub(offset), bs) {
+                        let data = good.slice(within);
                         match replica
                             .repair(view.clone(), block, data)
                             .wait(self.config.io_timeout)
@@ -589,4 +590,11 @@ impl ReplicaSet {
             }
         }
     }
+}
+
+/// Where a block that starts `at` bytes into `data` lies in it, if wholly inside.
+fn block_in(data: &Bytes, at: Option<u64>, bs: u64) -> Option<std::ops::Range<usize>> {
+    let from = usize::try_from(at?).ok()?;
+    let to = from.checked_add(usize::try_from(bs).ok()?)?;
+    (to <= data.len()).then_some(from..to)
 }

@@ -64,7 +64,7 @@ impl SetState {
     pub fn encode(&self, me: ReplicaId) -> Vec<u8> {
         let mut body = Vec::new();
         body.extend_from_slice(&self.volume_id);
-        body.push(me.index() as u8);
+        body.push(u8::try_from(me.index()).unwrap_or(u8::MAX));
         body.extend_from_slice(&self.epoch.to_le_bytes());
         body.extend_from_slice(&self.block_size.to_le_bytes());
         body.extend_from_slice(&self.chunk_blocks.to_le_bytes());
@@ -75,16 +75,20 @@ impl SetState {
                 Member::Out { dirty, full: true } => (2, Some(dirty)),
             };
             body.push(tag);
-            let count = dirty.map_or(0, |d| d.len().min(MAX_DIRTY as usize));
-            body.extend_from_slice(&(count as u32).to_le_bytes());
-            for c in dirty.into_iter().flatten().take(count) {
+            // At most MAX_DIRTY (a u32) entries are stored; more than that is a full rebuild
+            // in all but name, and the decoder refuses larger counts.
+            let count = dirty.map_or(0, |d| {
+                u32::try_from(d.len()).unwrap_or(MAX_DIRTY).min(MAX_DIRTY)
+            });
+            body.extend_from_slice(&count.to_le_bytes());
+            for c in dirty.into_iter().flatten().take(count as usize) {
                 body.extend_from_slice(&c.to_le_bytes());
             }
         }
         let mut out = Vec::with_capacity(HEADER_LEN + body.len());
         out.extend_from_slice(&MAGIC);
         out.extend_from_slice(&VERSION.to_le_bytes());
-        out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        out.extend_from_slice(&u32::try_from(body.len()).unwrap_or(u32::MAX).to_le_bytes());
         out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
         let hcrc = crc32fast::hash(&out);
         out.extend_from_slice(&hcrc.to_le_bytes());
@@ -111,7 +115,7 @@ impl SetState {
         let body_len = r.u32()?;
         let body_crc = r.u32()?;
         let hcrc = r.u32()?;
-        if crc32fast::hash(&bytes[..HEADER_LEN - 4]) != hcrc {
+        if crc32fast::hash(bytes.get(..HEADER_LEN - 4).ok_or("truncated")?) != hcrc {
             return Err("header checksum mismatch".into());
         }
         if version != VERSION {
@@ -119,20 +123,20 @@ impl SetState {
                 "format version {version}; this build reads {VERSION}"
             ));
         }
-        let body = r.take(body_len as usize)?;
+        let body = r.take(usize::try_from(body_len).map_err(|_| "body too large")?)?;
         if r.pos != bytes.len() || crc32fast::hash(body) != body_crc {
             return Err("body damaged".into());
         }
         let mut r = Cursor { buf: body, pos: 0 };
         let mut volume_id = [0u8; 16];
         volume_id.copy_from_slice(r.take(16)?);
-        let me = ReplicaId::new(usize::from(r.take(1)?[0])).ok_or("bad replica index")?;
+        let me = ReplicaId::new(usize::from(r.u8()?)).ok_or("bad replica index")?;
         let epoch = r.u64()?;
         let block_size = r.u32()?;
         let chunk_blocks = r.u32()?;
         let mut members = Vec::with_capacity(3);
         for _ in 0..3 {
-            let tag = r.take(1)?[0];
+            let tag = r.u8()?;
             let count = r.u32()?;
             if count > MAX_DIRTY || count as usize > r.remaining() / 8 {
                 return Err(format!("{count} dirty chunks do not fit"));
@@ -181,6 +185,12 @@ impl<'a> Cursor<'a> {
         let s = self.buf.get(self.pos..end).ok_or("truncated")?;
         self.pos = end;
         Ok(s)
+    }
+    fn u8(&mut self) -> Result<u8, String> {
+        self.take(1)?
+            .first()
+            .copied()
+            .ok_or_else(|| "truncated".into())
     }
     fn u32(&mut self) -> Result<u32, String> {
         let mut b = [0u8; 4];

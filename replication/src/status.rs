@@ -152,7 +152,7 @@ impl ReplicaSet {
                 .wait(self.config.io_timeout)
                 .map_err(fault)?;
             while at < chunk_end {
-                let slot = ((at % chunk_bytes) / bs) as usize;
+                let slot = usize::try_from((at % chunk_bytes) / bs).unwrap_or(usize::MAX);
                 let block_end = ((at / bs + 1) * bs).min(chunk_end);
                 let data = summary.get(slot).is_some_and(|b| !b.content.is_zero());
                 push(at, block_end, data);

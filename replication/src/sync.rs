@@ -474,29 +474,21 @@ impl ReplicaSet {
         blocks: &[(u64, BlockInfo)],
     ) -> Result<()> {
         let bs = self.geometry.bs();
-        let mut i = 0;
-        while i < blocks.len() {
-            let mut j = i + 1;
-            while j < blocks.len() && blocks[j].0 == blocks[j - 1].0 + 1 {
-                j += 1;
-            }
-            let run = &blocks[i..j];
+        // Runs of consecutive blocks.
+        for run in blocks.chunk_by(|a, b| b.0 == a.0 + 1) {
+            let Some(&(first, _)) = run.first() else {
+                continue;
+            };
             let data = if run.iter().any(|(_, b)| !b.content.is_zero()) {
-                Some(self.read_healing(
-                    from,
-                    run[0].0 * bs,
-                    run.len() as u64 * bs,
-                    Some(target_id),
-                )?)
+                Some(self.read_healing(from, first * bs, run.len() as u64 * bs, Some(target_id))?)
             } else {
                 None
             };
             let raw = raw_blocks(run, data.as_ref(), bs);
             target
-                .write_raw(BlockIndex(run[0].0), raw)
+                .write_raw(BlockIndex(first), raw)
                 .wait(self.config.io_timeout)
                 .map_err(fault(target_id))?;
-            i = j;
         }
         Ok(())
     }
@@ -504,11 +496,15 @@ impl ReplicaSet {
 
 /// The raw blocks for a run: data sliced from `data` for data blocks, zeros otherwise.
 fn raw_blocks(run: &[(u64, BlockInfo)], data: Option<&Bytes>, bs: u64) -> Vec<RawBlock> {
+    let bs = usize::try_from(bs).unwrap_or(usize::MAX);
     run.iter()
         .enumerate()
         .map(|(k, (_, info))| RawBlock {
             data: match (info.content.is_zero(), data) {
-                (false, Some(d)) => Some(d.slice(k * bs as usize..(k + 1) * bs as usize)),
+                (false, Some(d)) => {
+                    let at = k.saturating_mul(bs);
+                    (at.saturating_add(bs) <= d.len()).then(|| d.slice(at..at + bs))
+                }
                 _ => None,
             },
             generation: info.generation,
@@ -573,7 +569,10 @@ fn reconcile(
             .map(|i| i.snapshots.iter().map(|s| s.id.clone()).collect())
             .unwrap_or_default()
     };
-    let mut common = snaps(live[0]);
+    let Some(&first) = live.first() else {
+        return Ok(());
+    };
+    let mut common = snaps(first);
     for id in live {
         common = common.intersection(&snaps(*id)).cloned().collect();
     }
@@ -617,7 +616,11 @@ fn reconcile_chunk(
     config: &SetConfig,
 ) -> Result<()> {
     let timeout = config.io_timeout;
-    let Some(geometry) = infos[live[0]].as_ref().map(|i| i.geometry) else {
+    let Some(geometry) = live
+        .first()
+        .and_then(|id| infos[*id].as_ref())
+        .map(|i| i.geometry)
+    else {
         return Ok(());
     };
     let mut sums: Vec<(ReplicaId, Vec<BlockInfo>)> = Vec::new();
@@ -630,9 +633,14 @@ fn reconcile_chunk(
     }
     let bs = geometry.bs();
     let first = chunk.0 * u64::from(geometry.chunk_blocks);
-    for slot in 0..sums[0].1.len() {
+    for slot in 0..geometry.chunk_blocks {
+        // This block as each copy has it (every summary holds `chunk_blocks` entries).
+        let copies: Vec<(ReplicaId, BlockInfo)> = sums
+            .iter()
+            .filter_map(|(id, s)| Some((*id, *s.get(slot as usize)?)))
+            .collect();
         // Highest generation wins; ties keep the lowest replica id's copy.
-        let Some((winner, best)) = sums.iter().map(|(id, s)| (*id, s[slot])).reduce(|a, b| {
+        let Some((winner, best)) = copies.iter().copied().reduce(|a, b| {
             if b.1.generation > a.1.generation {
                 b
             } else {
@@ -641,10 +649,10 @@ fn reconcile_chunk(
         }) else {
             continue;
         };
-        let block = first + slot as u64;
-        if sums
+        let block = first + u64::from(slot);
+        if copies
             .iter()
-            .all(|(id, s)| *id == winner || s[slot].same_content(&best))
+            .all(|(id, b)| *id == winner || b.same_content(&best))
         {
             continue;
         }
@@ -656,8 +664,8 @@ fn reconcile_chunk(
                 .wait(timeout);
             Some(d.map_err(fault(winner))?)
         };
-        for (id, s) in &sums {
-            if *id != winner && !s[slot].same_content(&best) {
+        for (id, b) in &copies {
+            if *id != winner && !b.same_content(&best) {
                 tracing::warn!(replica = %id, block, "reconciling a block left by a crash");
                 let raw = raw_blocks(&[(block, best)], data.as_ref(), bs);
                 replicas[*id]

@@ -112,7 +112,12 @@ impl ClusterSecret {
         mac.update(label);
         mac.update(first);
         mac.update(second);
-        mac.update(&(volume.len() as u16).to_le_bytes());
+        // Names are short; a longer one is still bound by its bytes below.
+        mac.update(
+            &u16::try_from(volume.len())
+                .unwrap_or(u16::MAX)
+                .to_le_bytes(),
+        );
         mac.update(volume.as_bytes());
         mac
     }

@@ -76,7 +76,9 @@ fn join<T: Send + 'static, U: Send + 'static>(
                     }
                 }
                 Ok(value) => {
-                    s.values[i] = Some(value);
+                    if let Some(slot) = s.values.get_mut(i) {
+                        *slot = Some(value);
+                    }
                     s.left -= 1;
                     if s.left == 0 {
                         if let Some(done) = s.done.take() {
@@ -549,7 +551,7 @@ impl Replica for RemoteReplica {
         if let Some(old) = old {
             old.close();
         }
-        let timeout_ms = timeout.as_millis().min(u64::MAX.into()) as u64;
+        let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
         self.call_on(&fresh, Request::Reconnect { timeout_ms }, done)
             .wait(timeout + CONNECT_TIMEOUT)
     }

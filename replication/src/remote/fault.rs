@@ -51,7 +51,7 @@ pub(crate) fn put_fault(out: &mut BytesMut, fault: &ReplicaFault) {
     match fault {
         ReplicaFault::Timeout(d) => {
             out.put_u8(F_TIMEOUT);
-            out.put_u64_le(d.as_millis().min(u64::MAX.into()) as u64);
+            out.put_u64_le(u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         }
         ReplicaFault::Disconnected => out.put_u8(F_DISCONNECTED),
         ReplicaFault::Empty => out.put_u8(F_EMPTY),

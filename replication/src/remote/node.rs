@@ -137,7 +137,7 @@ impl ReplicaNode {
         }
         // Connections stop reading requests and finish the ones in flight.
         let _ = stop.send(true);
-        let all = MAX_CONNECTIONS as u32;
+        let all = u32::try_from(MAX_CONNECTIONS).unwrap_or(u32::MAX);
         let _ = tokio::time::timeout(drain, self.connections.acquire_many(all)).await;
         Ok(())
     }
@@ -249,7 +249,8 @@ impl ReplicaNode {
             if len > MAX_FRAME {
                 break Err(NodeError::Protocol(format!("frame of {len} bytes")));
             }
-            let cost = ((len >> 10) as u32).clamp(1, (IN_FLIGHT_BYTES >> 10) as u32);
+            let kib = |n: usize| u32::try_from(n >> 10).unwrap_or(u32::MAX);
+            let cost = kib(len).clamp(1, kib(IN_FLIGHT_BYTES));
             let Ok(permit) = budget.clone().acquire_many_owned(cost).await else {
                 break Ok(());
             };
@@ -264,7 +265,9 @@ impl ReplicaNode {
                     // The framing is intact: answer this request with the error and go on.
                     tracing::warn!("bad request: {e}");
                     let mut raw = [0u8; 8];
-                    raw.copy_from_slice(&frame[..8]);
+                    if let Some(head) = frame.get(..8) {
+                        raw.copy_from_slice(head);
+                    }
                     let fault = Err(ReplicaFault::Remote(format!("bad request: {e}")));
                     let answer = wire::encode_answer(u64::from_le_bytes(raw), &fault);
                     if tx.send((answer, permit)).is_err() {

@@ -290,16 +290,17 @@ impl Reader {
 pub(crate) fn put_string(out: &mut BytesMut, s: &str) {
     // Every string sent is short (ids, names, messages); longer ones are cut on a char
     // boundary rather than sent with a wrong length.
-    let mut end = s.len().min(u16::MAX as usize);
+    let mut end = s.len().min(usize::from(u16::MAX));
     while !s.is_char_boundary(end) {
         end -= 1;
     }
-    out.put_u16_le(end as u16);
-    out.put_slice(&s.as_bytes()[..end]);
+    let cut = s.get(..end).unwrap_or_default();
+    out.put_u16_le(u16::try_from(cut.len()).unwrap_or(0));
+    out.put_slice(cut.as_bytes());
 }
 
 fn put_bytes(out: &mut BytesMut, b: &[u8]) {
-    out.put_u32_le(b.len() as u32);
+    put_len(out, b.len());
     out.put_slice(b);
 }
 
@@ -393,7 +394,7 @@ pub fn encode_request(id: u64, req: &Request) -> Bytes {
         Request::WriteRaw { first, blocks } => {
             out.put_u8(OP_WRITE_RAW);
             out.put_u64_le(first.0);
-            out.put_u32_le(blocks.len() as u32);
+            put_len(&mut out, blocks.len());
             for b in blocks {
                 out.put_u64_le(b.generation);
                 match &b.data {
@@ -463,9 +464,18 @@ pub fn encode_request(id: u64, req: &Request) -> Bytes {
 
 /// Fills in the length prefix of a frame built after a zero placeholder.
 pub(crate) fn seal(mut out: BytesMut) -> Bytes {
-    let len = (out.len() - 4) as u32;
-    out[..4].copy_from_slice(&len.to_le_bytes());
+    // Frames are far below 4 GiB (`MAX_FRAME`; longer payloads go in pieces).
+    let len = u32::try_from(out.len().saturating_sub(4)).unwrap_or(u32::MAX);
+    if let Some(prefix) = out.get_mut(..4) {
+        prefix.copy_from_slice(&len.to_le_bytes());
+    }
     out.freeze()
+}
+
+/// Writes a list's length. Lists are bounded by the frame size, far below `u32::MAX`; a
+/// longer one would be cut short by the receiver's checks, never read past.
+fn put_len(out: &mut BytesMut, n: usize) {
+    out.put_u32_le(u32::try_from(n).unwrap_or(u32::MAX));
 }
 
 /// Decodes a request frame body (without its length prefix).
@@ -587,7 +597,7 @@ pub fn encode_answer(id: u64, answer: &Result<Answer, ReplicaFault>) -> Bytes {
             out.put_u32_le(info.geometry.block_size);
             out.put_u32_le(info.geometry.chunk_blocks);
             out.put_u64_le(info.generation);
-            out.put_u32_le(info.snapshots.len() as u32);
+            put_len(&mut out, info.snapshots.len());
             for s in &info.snapshots {
                 put_string(&mut out, s.id.as_str());
                 out.put_u64_le(s.size);
@@ -603,7 +613,7 @@ pub fn encode_answer(id: u64, answer: &Result<Answer, ReplicaFault>) -> Bytes {
         Ok(Answer::Verify(report)) => {
             out.put_u8(ANS_VERIFY);
             out.put_u64_le(report.blocks_checked);
-            out.put_u32_le(report.bad.len() as u32);
+            put_len(&mut out, report.bad.len());
             for b in &report.bad {
                 out.put_u64_le(b.layer.0);
                 match &b.snapshot {
@@ -614,7 +624,7 @@ pub fn encode_answer(id: u64, answer: &Result<Answer, ReplicaFault>) -> Bytes {
                     }
                 }
                 out.put_u64_le(b.block.0);
-                out.put_u32_le(b.views.len() as u32);
+                put_len(&mut out, b.views.len());
                 for v in &b.views {
                     put_view(&mut out, v);
                 }
@@ -622,14 +632,14 @@ pub fn encode_answer(id: u64, answer: &Result<Answer, ReplicaFault>) -> Bytes {
         }
         Ok(Answer::Chunks(chunks)) => {
             out.put_u8(ANS_CHUNKS);
-            out.put_u32_le(chunks.len() as u32);
+            put_len(&mut out, chunks.len());
             for c in chunks {
                 out.put_u64_le(c.0);
             }
         }
         Ok(Answer::Summary(blocks)) => {
             out.put_u8(ANS_SUMMARY);
-            out.put_u32_le(blocks.len() as u32);
+            put_len(&mut out, blocks.len());
             for b in blocks {
                 match b.content {
                     BlockContent::Hole => out.put_u8(0),
@@ -648,7 +658,7 @@ pub fn encode_answer(id: u64, answer: &Result<Answer, ReplicaFault>) -> Bytes {
         }
         Ok(Answer::Names(names)) => {
             out.put_u8(ANS_NAMES);
-            out.put_u32_le(names.len() as u32);
+            put_len(&mut out, names.len());
             for n in names {
                 put_string(&mut out, n);
             }
