@@ -2,6 +2,13 @@
 //! its Keystone-style identity, the catalog, the volume lifecycle that drives the replica
 //! sets, and the NBD export. It holds no storage logic of its own.
 
+// Everything from a socket or a request is untrusted: no index or narrowing cast that could
+// panic or wrap unnoticed outside tests.
+#![cfg_attr(
+    not(test),
+    deny(clippy::indexing_slicing, clippy::cast_possible_truncation)
+)]
+
 pub mod api;
 pub mod backend;
 pub mod catalog;

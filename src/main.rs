@@ -3,6 +3,11 @@
 //! `tripod volume …` manages unmanaged volumes offline, and `tripod engine …`
 //! inspects a single engine store.
 
+#![cfg_attr(
+    not(test),
+    deny(clippy::indexing_slicing, clippy::cast_possible_truncation)
+)]
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -33,14 +38,10 @@ struct DirArgs {
 
 impl DirArgs {
     fn data_dir(&self) -> anyhow::Result<DataDir> {
-        let replicas = match self.replicas.len() {
-            0 => None,
-            3 => Some([
-                self.replicas[0].clone(),
-                self.replicas[1].clone(),
-                self.replicas[2].clone(),
-            ]),
-            n => bail!("--replica must be given three times (got {n})"),
+        let replicas = match self.replicas.as_slice() {
+            [] => None,
+            [a, b, c] => Some([a.clone(), b.clone(), c.clone()]),
+            other => bail!("--replica must be given three times (got {})", other.len()),
         };
         Ok(DataDir::new(&self.data_dir, replicas))
     }

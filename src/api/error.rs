@@ -1,6 +1,7 @@
 //! API errors and the one place they become HTTP: the Cinder fault object (with the EVS
 //! error code) on the block API, Keystone's error object under `/identity`.
 
+use super::set_field;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -133,7 +134,7 @@ impl IntoResponse for ApiError {
                 "error_code": self.evs_code,
             });
             if let Some(secs) = self.retry_after {
-                fault["retryAfter"] = json!(secs.to_string());
+                set_field(&mut fault, "retryAfter", json!(secs.to_string()));
             }
             json!({ self.fault_name(): fault })
         };

@@ -49,8 +49,8 @@ fn type_view(name: &str, id: &str, zone: &str) -> Value {
 pub fn type_record(name: &str) -> Value {
     let id = VOLUME_TYPES
         .iter()
-        .position(|n| *n == name)
-        .map(|i| TYPE_IDS[i])
+        .zip(TYPE_IDS)
+        .find_map(|(n, id)| (*n == name).then_some(id))
         .unwrap_or("");
     json!({
         "id": id,

@@ -2,6 +2,7 @@
 //! password (and token) authentication with project scope, token validation and revocation,
 //! and admin-only projects, users and role grants.
 
+use super::set_field;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
@@ -133,13 +134,21 @@ fn token_body(s: &ApiState, base: &str, issued: &Principal, methods: &[&str]) ->
             .identity
             .project(pid)?
             .ok_or_else(ApiError::unauthorized)?;
-        token["project"] = json!({"id": project.id, "name": project.name, "domain": domain()});
-        token["is_domain"] = json!(false);
-        token["roles"] = json!(issued
-            .roles
-            .iter()
-            .map(|r| json!({"id": role_id(r), "name": r}))
-            .collect::<Vec<_>>());
+        set_field(
+            &mut token,
+            "project",
+            json!({"id": project.id, "name": project.name, "domain": domain()}),
+        );
+        set_field(&mut token, "is_domain", json!(false));
+        set_field(
+            &mut token,
+            "roles",
+            json!(issued
+                .roles
+                .iter()
+                .map(|r| json!({"id": role_id(r), "name": r}))
+                .collect::<Vec<_>>()),
+        );
         let endpoint = |kind: &str, name: &str, url: String| {
             let endpoints: Vec<Value> = ["public", "internal", "admin"]
                 .iter()
@@ -160,16 +169,20 @@ fn token_body(s: &ApiState, base: &str, issued: &Principal, methods: &[&str]) ->
                 "endpoints": endpoints,
             })
         };
-        token["catalog"] = json!([
-            endpoint("volumev2", "cinderv2", format!("{base}/v2/{}", project.id)),
-            endpoint("volumev3", "cinderv3", format!("{base}/v3/{}", project.id)),
-            endpoint(
-                "block-storage",
-                "cinder",
-                format!("{base}/v3/{}", project.id)
-            ),
-            endpoint("identity", "keystone", format!("{base}/identity")),
-        ]);
+        set_field(
+            &mut token,
+            "catalog",
+            json!([
+                endpoint("volumev2", "cinderv2", format!("{base}/v2/{}", project.id)),
+                endpoint("volumev3", "cinderv3", format!("{base}/v3/{}", project.id)),
+                endpoint(
+                    "block-storage",
+                    "cinder",
+                    format!("{base}/v3/{}", project.id)
+                ),
+                endpoint("identity", "keystone", format!("{base}/identity")),
+            ]),
+        );
     }
     Ok(json!({ "token": token }))
 }

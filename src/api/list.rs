@@ -80,7 +80,7 @@ impl ListQuery {
                         format!("limit param must not exceed {MAX_LIMIT}"),
                     ));
                 }
-                n as usize
+                usize::try_from(n).unwrap_or(MAX_LIMIT)
             }
         };
         let offset = match params.get("offset") {

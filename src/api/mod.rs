@@ -64,6 +64,14 @@ pub async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::internal(format!("request handler failed: {e}")))?
 }
 
+/// Sets `key` of the JSON object `obj` (which the caller built as an object; anything else
+/// is left alone rather than indexed into a panic).
+pub(crate) fn set_field(obj: &mut Value, key: &str, value: Value) {
+    if let Some(o) = obj.as_object_mut() {
+        o.insert(key.to_owned(), value);
+    }
+}
+
 /// A JSON answer.
 pub fn reply(status: StatusCode, body: Value) -> Response {
     (status, axum::Json(body)).into_response()

@@ -211,7 +211,7 @@ pub async fn update(
             rec.limits.extend(new);
             w.put(&rec)?;
             let mut body = quota_set(w, &s.config, &p.id, false)?;
-            if let Some(obj) = body["quota_set"].as_object_mut() {
+            if let Some(obj) = body.get_mut("quota_set").and_then(Value::as_object_mut) {
                 obj.remove("id");
             }
             Ok::<_, ApiError>(body)

@@ -1,5 +1,6 @@
 //! Snapshots: create, list, show, update, delete (evs-api.md §4.5) and EVS rollback (§4.7).
 
+use super::set_field;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -51,8 +52,16 @@ pub fn view(x: &SnapshotRecord, detail: bool) -> Value {
         } else {
             "100%"
         };
-        out["os-extended-snapshot-attributes:progress"] = json!(progress);
-        out["os-extended-snapshot-attributes:project_id"] = json!(x.project_id);
+        set_field(
+            &mut out,
+            "os-extended-snapshot-attributes:progress",
+            json!(progress),
+        );
+        set_field(
+            &mut out,
+            "os-extended-snapshot-attributes:project_id",
+            json!(x.project_id),
+        );
     }
     out
 }

@@ -1,6 +1,7 @@
 //! Volume transfers between projects (evs-api.md §4.12): the owner offers a volume and gets a
 //! one-time auth key (stored only salted and hashed); whoever presents id and key takes it.
 
+use super::set_field;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
@@ -34,7 +35,7 @@ fn view(ctx: &Ctx, t: &TransferRecord, detail: bool) -> Value {
         "links": transfer_links(ctx, &t.id),
     });
     if detail {
-        v["created_at"] = json!(t.created_at.cinder());
+        set_field(&mut v, "created_at", json!(t.created_at.cinder()));
     }
     v
 }
@@ -96,7 +97,7 @@ pub async fn create(
             Ok(rec)
         })?;
         let mut body = view(&ctx, &rec, true);
-        body["auth_key"] = json!(auth_key);
+        set_field(&mut body, "auth_key", json!(auth_key));
         Ok(reply(StatusCode::ACCEPTED, json!({ "transfer": body })))
     })
     .await
@@ -160,18 +161,18 @@ pub async fn accept(
 }
 
 async fn list_any(ctx: Ctx, s: Arc<ApiState>, params: Params, detail: bool) -> ApiResult<Response> {
-    let number = |v: &str, max: u64| v.trim().parse::<u64>().ok().filter(|n| *n <= max);
+    let number = |v: &str, max: usize| v.trim().parse::<usize>().ok().filter(|n| *n <= max);
     let limit = match params.get("limit") {
         None => None,
-        Some(l) => Some(number(l, MAX_LIMIT as u64).ok_or_else(|| {
+        Some(l) => Some(number(l, MAX_LIMIT).ok_or_else(|| {
             ApiError::invalid("EVS.1023", "limit param must be an integer 0 to 1000")
-        })? as usize),
+        })?),
     };
     let offset = match params.get("offset") {
         None => 0,
-        Some(o) => number(o, i32::MAX as u64).ok_or_else(|| {
+        Some(o) => number(o, i32::MAX as usize).ok_or_else(|| {
             ApiError::bad_request("offset param must be an integer 0 to 2147483647")
-        })? as usize,
+        })?,
     };
     let all_tenants = ctx.is_admin
         && params
@@ -194,12 +195,16 @@ async fn list_any(ctx: Ctx, s: Arc<ApiState>, params: Params, detail: bool) -> A
         let items: Vec<Value> = page.iter().map(|t| view(&ctx, t, detail)).collect();
         let mut body = json!({ "transfers": items });
         if let Some(l) = limit.filter(|l| *l > 0 && page.len() == *l) {
-            body["transfers_links"] = json!([{"rel": "next", "href": format!(
-                "{}/{}/{}/os-volume-transfer{}?limit={l}&offset={}",
-                ctx.base, ctx.version, ctx.project_id,
-                if detail { "/detail" } else { "" },
-                offset + page.len()
-            )}]);
+            set_field(
+                &mut body,
+                "transfers_links",
+                json!([{"rel": "next", "href": format!(
+                    "{}/{}/{}/os-volume-transfer{}?limit={l}&offset={}",
+                    ctx.base, ctx.version, ctx.project_id,
+                    if detail { "/detail" } else { "" },
+                    offset + page.len()
+                )}]),
+            );
         }
         Ok(reply(StatusCode::OK, body))
     })

@@ -1,6 +1,7 @@
 //! Volumes: create (blank, from a snapshot, or a clone), list, show, update, delete
 //! (evs-api.md §4.2), and the volume views (§2.1, §2.2).
 
+use super::set_field;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -114,18 +115,30 @@ pub fn view(s: &ApiState, ctx: &Ctx, v: &VolumeRecord, shape: Shape) -> Value {
         "attachments": attachments,
     });
     if ctx.is_admin {
-        out["migration_status"] = Value::Null;
+        set_field(&mut out, "migration_status", Value::Null);
         if shape == Shape::Detail {
-            out["os-vol-host-attr:host"] = json!(format!("tripod@replicas#{}", v.volume_type));
-            out["os-vol-tenant-attr:tenant_id"] = json!(v.project_id);
-            out["os-vol-mig-status-attr:migstat"] = Value::Null;
-            out["os-vol-mig-status-attr:name_id"] = Value::Null;
+            set_field(
+                &mut out,
+                "os-vol-host-attr:host",
+                json!(format!("tripod@replicas#{}", v.volume_type)),
+            );
+            set_field(
+                &mut out,
+                "os-vol-tenant-attr:tenant_id",
+                json!(v.project_id),
+            );
+            set_field(&mut out, "os-vol-mig-status-attr:migstat", Value::Null);
+            set_field(&mut out, "os-vol-mig-status-attr:name_id", Value::Null);
         }
     }
     if s.config.evs_extra_fields {
-        out["shareable"] = json!(v.multiattach.to_string());
-        out["storage_cluster_id"] = Value::Null;
-        out["os-volume-replication:extended_status"] = Value::Null;
+        set_field(&mut out, "shareable", json!(v.multiattach.to_string()));
+        set_field(&mut out, "storage_cluster_id", Value::Null);
+        set_field(
+            &mut out,
+            "os-volume-replication:extended_status",
+            Value::Null,
+        );
     }
     out
 }

@@ -60,8 +60,8 @@ async fn reply<S: AsyncWrite + Unpin>(
     kind: u32,
     data: &[u8],
 ) -> io::Result<()> {
-    s.write_all(&option_reply(option, kind, data.len() as u32))
-        .await?;
+    let len = u32::try_from(data.len()).map_err(|_| io::Error::other("option reply too long"))?;
+    s.write_all(&option_reply(option, kind, len)).await?;
     s.write_all(data).await
 }
 
@@ -142,7 +142,10 @@ where
                         .unwrap_or_default()
                 };
                 for name in names {
-                    let mut d = (name.len() as u32).to_be_bytes().to_vec();
+                    let Ok(len) = u32::try_from(name.len()) else {
+                        continue;
+                    };
+                    let mut d = len.to_be_bytes().to_vec();
                     d.extend_from_slice(name.as_bytes());
                     reply(s, option, REP_SERVER, &d).await?;
                 }

@@ -185,18 +185,22 @@ pub const REQUEST_LEN: usize = 28;
 impl Request {
     /// Decodes a request header; `None` when the magic is wrong (the connection must close).
     pub fn decode(b: &[u8; REQUEST_LEN]) -> Option<Self> {
-        let u16_at = |i: usize| u16::from_be_bytes([b[i], b[i + 1]]);
-        let u32_at = |i: usize| u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
-        let u64_at = |i: usize| (u64::from(u32_at(i)) << 32) | u64::from(u32_at(i + 4));
-        if u32_at(0) != REQUEST_MAGIC {
+        // Fixed offsets into a fixed-size array: split it instead of indexing.
+        let (magic, rest) = b.split_first_chunk::<4>()?;
+        let (flags, rest) = rest.split_first_chunk::<2>()?;
+        let (kind, rest) = rest.split_first_chunk::<2>()?;
+        let (handle, rest) = rest.split_first_chunk::<8>()?;
+        let (offset, rest) = rest.split_first_chunk::<8>()?;
+        let (len, _) = rest.split_first_chunk::<4>()?;
+        if u32::from_be_bytes(*magic) != REQUEST_MAGIC {
             return None;
         }
         Some(Self {
-            flags: u16_at(4),
-            kind: u16_at(6),
-            handle: u64_at(8),
-            offset: u64_at(16),
-            len: u32_at(24),
+            flags: u16::from_be_bytes(*flags),
+            kind: u16::from_be_bytes(*kind),
+            handle: u64::from_be_bytes(*handle),
+            offset: u64::from_be_bytes(*offset),
+            len: u32::from_be_bytes(*len),
         })
     }
 }

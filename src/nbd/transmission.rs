@@ -62,14 +62,20 @@ fn simple(handle: u64, error: u32, data: Option<Bytes>) -> Reply {
 
 fn error_reply(session: &Session, req: &Request, error: u32, msg: &str) -> Reply {
     if session.structured && matches!(req.kind, CMD_READ | CMD_BLOCK_STATUS) {
+        // Our messages are short; one that is not is sent without its text.
+        let msg = if u16::try_from(msg.len()).is_ok() {
+            msg
+        } else {
+            ""
+        };
         let mut payload = error.to_be_bytes().to_vec();
-        payload.extend_from_slice(&(msg.len() as u16).to_be_bytes());
+        payload.extend_from_slice(&u16::try_from(msg.len()).unwrap_or(0).to_be_bytes());
         payload.extend_from_slice(msg.as_bytes());
         let header = chunk_header(
             req.handle,
             REPLY_FLAG_DONE,
             REPLY_TYPE_ERROR,
-            payload.len() as u32,
+            payload_len(&payload),
         );
         vec![Bytes::copy_from_slice(&header), Bytes::from(payload)]
     } else {
@@ -205,11 +211,16 @@ async fn fua(
     }
 }
 
+/// A reply payload's length (payloads are built here and stay far below 4 GiB).
+fn payload_len(payload: &[u8]) -> u32 {
+    u32::try_from(payload.len()).unwrap_or(u32::MAX)
+}
+
 fn block_status(req: &Request, runs: &[Run]) -> Reply {
     let mut payload = BASE_ALLOCATION_ID.to_be_bytes().to_vec();
     let one = req.flags & CMD_FLAG_REQ_ONE != 0;
     for run in runs.iter().filter(|r| r.len > 0) {
-        let len = run.len.min(u64::from(u32::MAX)) as u32;
+        let len = u32::try_from(run.len).unwrap_or(u32::MAX);
         let flags = if run.data { 0 } else { STATE_HOLE | STATE_ZERO };
         payload.extend_from_slice(&len.to_be_bytes());
         payload.extend_from_slice(&flags.to_be_bytes());
@@ -221,7 +232,7 @@ fn block_status(req: &Request, runs: &[Run]) -> Reply {
         req.handle,
         REPLY_FLAG_DONE,
         REPLY_TYPE_BLOCK_STATUS,
-        payload.len() as u32,
+        payload_len(&payload),
     );
     vec![Bytes::copy_from_slice(&header), Bytes::from(payload)]
 }
