@@ -1,7 +1,8 @@
 //! Bit-rot soak: while writes, zeroings and reads run, random bits flip in the data files of
-//! one replica at a time (the next replica only after a heal and a scrub). Every read returns exactly
-//! what was written, scrub repairs whatever reads did not meet, and at the end — after a
-//! restart that also finds a damaged metadata record — the three copies are identical.
+//! one replica at a time (the next replica only after a heal and a scrub). Every read
+//! returns exactly what was written, scrub repairs whatever reads did not meet, and at the
+//! end — after a restart that also finds a damaged metadata record — the three copies are
+//! identical.
 //!
 //! `bit_rot_soak` runs `TRIPOD_SOAK_ROUNDS` rounds (40 by default, the CI run); the ignored
 //! `bit_rot_soak_long` runs 2000 (`RELIABILITY.md`).

@@ -1,5 +1,9 @@
 //! Replica failures a user meets: a replica directory deleted mid-workload and rebuilt into
-//! a fresh one, a replica that hangs, bit flips healed by reads and by scrub.
+//! a fresh one, a replica that hangs (one short delay, not the I/O timeout), bit flips
+//! healed by reads and by scrub (each byte re-read about once), a block bad on every copy
+//! (an error for that block alone), a range bad on a different block of each copy (served
+//! block by block), short block summaries from a replica (its fault, never a panic), and
+//! expansions that reached only some replicas (never a stranded copy).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
