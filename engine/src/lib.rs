@@ -39,6 +39,7 @@ mod manifest;
 mod recovery;
 mod scrub;
 mod snapshot_io;
+mod space;
 pub mod storage;
 mod tree_ops;
 mod types;

@@ -151,6 +151,7 @@ impl Volume {
             poisoned: AtomicBool::new(false),
             generation: AtomicU64::new(0),
             unapplied: RwLock::new(Default::default()),
+            room: Default::default(),
         };
         volume.recover(&damaged)?;
         Ok(volume)

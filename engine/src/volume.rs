@@ -110,6 +110,8 @@ pub struct Volume {
     /// Write-back: data of logged blocks not yet written in place, by (layer, block); reads
     /// take a block from here before its data file.
     pub(crate) unapplied: RwLock<HashMap<(LayerId, u64), Bytes>>,
+    /// Whether the file system has room to spare (then new blocks are not claimed early).
+    pub(crate) room: crate::space::Room,
 }
 
 /// One run of the allocation map returned by [`Volume::extents`].

@@ -227,6 +227,11 @@ impl Storage for FileStorage {
         File::open(&self.dir)?.sync_all()
     }
 
+    fn free_space(&self) -> io::Result<Option<u64>> {
+        let st = rustix::fs::statvfs(&self.dir)?;
+        Ok(Some(st.f_bavail.saturating_mul(st.f_frsize)))
+    }
+
     fn can_hold(&self, len: u64) -> io::Result<bool> {
         // A sparse probe: extending a file past the file system's limit fails with EFBIG
         // (rustix's errno table names it; std's `FileTooLarge` kind is still unstable).

@@ -91,6 +91,10 @@ pub trait Storage: Send + Sync {
         let _ = len;
         Ok(true)
     }
+    /// Bytes free for new data on the file system holding the storage (`None`: unknown).
+    fn free_space(&self) -> io::Result<Option<u64>> {
+        Ok(None)
+    }
 
     /// Takes an exclusive lock on the directory for as long as this storage lives, so two
     /// processes never open one volume; fails with `WouldBlock` if another holds it.
