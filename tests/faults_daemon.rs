@@ -17,19 +17,13 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
 use small_fs::SmallFs;
 use support::client::{qemu_io, Http};
 use support::{metric, wait_until, Daemon};
 
 /// Creates a `gib`-GiB volume through the admin API; returns its id.
 fn create(d: &Daemon, gib: u64) -> String {
-    let h = Http::login(&d.api());
-    let (s, v) = h.call("POST", "volumes", Some(json!({"volume": {"size": gib}})));
-    assert_eq!(s, 202, "{v}");
-    let id = v["volume"]["id"].as_str().unwrap().to_owned();
-    h.wait(&format!("volumes/{id}"), "volume", "available");
-    id
+    Http::login(&d.api()).create_volume(gib)
 }
 
 /// `--replica DIR` ×3 for replica directories on `disks`.

@@ -167,10 +167,7 @@ fn a_node_with_another_secret_is_refused_and_deleting_removes_every_copy() {
     let nodes = cluster(tmp.path(), [SECRET; 3]);
     let d = serve_on(&nodes);
     let h = Http::login(&d.api());
-    let (s, v) = h.call("POST", "volumes", Some(json!({"volume": {"size": 1}})));
-    assert_eq!(s, 202, "{v}");
-    let id = v["volume"]["id"].as_str().unwrap().to_owned();
-    h.wait(&format!("volumes/{id}"), "volume", "available");
+    let id = h.create_volume(1);
     let (s, _) = h.call("DELETE", &format!("volumes/{id}"), None);
     assert_eq!(s, 202);
     wait_until("the volume to be deleted", || {
@@ -234,10 +231,7 @@ fn a_stopped_node_delays_one_write_briefly_and_is_resynced_when_it_resumes() {
     let nodes = cluster(tmp.path(), [SECRET; 3]);
     let d = serve_on(&nodes);
     let h = Http::login(&d.api());
-    let (s, v) = h.call("POST", "volumes", Some(json!({"volume": {"size": 1}})));
-    assert_eq!(s, 202, "{v}");
-    let id = v["volume"]["id"].as_str().unwrap().to_owned();
-    h.wait(&format!("volumes/{id}"), "volume", "available");
+    let id = h.create_volume(1);
     let (ok, text) = qemu_io(&d.uri(&id), &["write -P 0x51 0 1M", "flush"]);
     assert!(ok, "{text}");
     // SIGSTOP: the node's sockets stay open, nobody answers (a hung node).

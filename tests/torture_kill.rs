@@ -374,13 +374,7 @@ fn soak(trials: u64, seed: u64) {
                 h.wait(&format!("volumes/{id}"), "volume", "available");
                 id
             }
-            None => {
-                let (s, v) = h.call("POST", "volumes", Some(json!({"volume": {"size": 1}})));
-                assert_eq!(s, 202, "{v}");
-                let id = v["volume"]["id"].as_str().unwrap().to_owned();
-                h.wait(&format!("volumes/{id}"), "volume", "available");
-                vol.insert(id)
-            }
+            None => vol.insert(h.create_volume(1)),
         }
         .clone();
         if rng.below(10) < 6 {

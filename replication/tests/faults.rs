@@ -347,15 +347,7 @@ fn an_expand_that_reached_one_replica_is_adopted_and_the_others_catch_up() {
         assert_replica_matches(&set, id, &model, "after heal");
     }
     set.expand(48 * BS).unwrap();
-    for id in ReplicaId::ALL {
-        let size = set
-            .replica(id)
-            .info()
-            .wait(Duration::from_secs(5))
-            .unwrap()
-            .size;
-        assert_eq!(size, 48 * BS, "{id}");
-    }
+    assert_sizes(&set, 48 * BS);
 }
 
 #[test]
@@ -386,15 +378,7 @@ fn a_replica_that_grew_past_the_set_while_out_is_rebuilt_not_stranded() {
         assert_replica_matches(&set, id, &model, "after rebuild");
     }
     set.expand(40 * BS).unwrap();
-    for id in ReplicaId::ALL {
-        let size = set
-            .replica(id)
-            .info()
-            .wait(Duration::from_secs(5))
-            .unwrap()
-            .size;
-        assert_eq!(size, 40 * BS, "{id}");
-    }
+    assert_sizes(&set, 40 * BS);
 }
 
 #[test]
@@ -628,4 +612,12 @@ fn a_hung_replica_delays_one_write_by_the_lag_not_the_io_timeout() {
         .unwrap();
     assert_eq!(&got[..512], &[2; 512]);
     assert_eq!(&got[512..], &[3; 512]);
+}
+
+/// Every replica alone has the volume at `size` bytes.
+fn assert_sizes(set: &ReplicaSet, size: u64) {
+    for id in ReplicaId::ALL {
+        let info = set.replica(id).info().wait(Duration::from_secs(5)).unwrap();
+        assert_eq!(info.size, size, "{id}");
+    }
 }

@@ -54,6 +54,16 @@ impl Disks {
         })
     }
 
+    fn create(&self) -> ReplicaSet {
+        ReplicaSet::create(
+            self.replicas(),
+            SIZE,
+            Geometry::default(),
+            SetConfig::default(),
+        )
+        .unwrap()
+    }
+
     fn free(&self, i: usize) {
         self.fs[i].free();
         let _ = std::fs::remove_file(self.fs[i].path().join("ballast"));
@@ -88,13 +98,7 @@ fn one_full_replica_leaves_service_and_is_resynced_once_space_is_freed() {
     let Some(disks) = Disks::new() else {
         return;
     };
-    let set = ReplicaSet::create(
-        disks.replicas(),
-        SIZE,
-        Geometry::default(),
-        SetConfig::default(),
-    )
-    .unwrap();
+    let set = disks.create();
     let mut model = Model::new(SIZE);
     let mut rng = Rng(3);
     // Replica 1's disk alone fills up.
@@ -124,13 +128,7 @@ fn every_disk_full_refuses_writes_keeps_reads_and_recovers_once_space_is_freed()
     let Some(disks) = Disks::new() else {
         return;
     };
-    let set = ReplicaSet::create(
-        disks.replicas(),
-        SIZE,
-        Geometry::default(),
-        SetConfig::default(),
-    )
-    .unwrap();
+    let set = disks.create();
     let mut model = Model::new(SIZE);
     let mut rng = Rng(4);
     let stopped = write_until_refused(&set, &mut model, &mut rng, 0);

@@ -78,6 +78,19 @@ impl Http {
         (s, v)
     }
 
+    /// Creates a `gib`-GiB volume and waits until it is available; returns its id.
+    pub fn create_volume(&self, gib: u64) -> String {
+        let (s, v) = self.call(
+            "POST",
+            "volumes",
+            Some(serde_json::json!({"volume": {"size": gib}})),
+        );
+        assert_eq!(s, 202, "{v}");
+        let id = v["volume"]["id"].as_str().unwrap().to_owned();
+        self.wait(&format!("volumes/{id}"), "volume", "available");
+        id
+    }
+
     pub fn wait(&self, rest: &str, key: &str, status: &str) -> Value {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         loop {
