@@ -532,7 +532,7 @@ async fn bad_volume_requests_get_clear_errors() {
     big.extend(b"\"}}");
     let a = api.raw(send(big, "application/json; charset=UTF-8")).await;
     assert_eq!(a.status, StatusCode::PAYLOAD_TOO_LARGE);
-    assert_eq!(a.fault().0, "overLimit");
+    assert_eq!(a.fault(), ("overLimit".into(), 413, "EVS.5413".into()));
     // Unknown routes and methods get fault bodies too.
     let a = api
         .get(&format!("/v2/{}/nothing", admin.project), &admin.token)
@@ -802,6 +802,11 @@ async fn volume_actions() {
     .await;
     assert_eq!(a.status, StatusCode::ACCEPTED);
     assert!(!api.state.backend.registry().lookup(&vol).unwrap().read_only);
+    // The admin key stays once set, now saying "False" (as Cinder).
+    assert_eq!(
+        api.get(&vpath, &admin.token).await.body["volume"]["metadata"]["readonly"],
+        "False"
+    );
     connected
         .write(0, bytes::Bytes::from(vec![0x42; 4096]))
         .unwrap();

@@ -68,6 +68,7 @@ pub async fn action(
             change(ctx, s, p.id, StatusCode::ACCEPTED, move |v| {
                 need(v, &[VolumeStatus::Available])?;
                 v.readonly = readonly;
+                v.readonly_shown = true;
                 Ok(())
             })
             .await

@@ -78,9 +78,9 @@ impl ApiError {
         e
     }
 
-    /// 413 for a request body over the cap.
+    /// 413 for a request body over the cap (a 413-family code, as the status).
     pub fn too_large(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "EVS.5400", message)
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "EVS.5413", message)
     }
 
     /// 500.

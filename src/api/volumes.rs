@@ -71,8 +71,9 @@ pub enum Shape {
 /// The volume detail view.
 pub fn view(s: &ApiState, ctx: &Ctx, v: &VolumeRecord, shape: Shape) -> Value {
     let mut meta: BTreeMap<String, String> = v.metadata.clone();
-    if v.readonly {
-        meta.insert("readonly".into(), "True".into());
+    if v.readonly || v.readonly_shown {
+        let shown = if v.readonly { "True" } else { "False" };
+        meta.insert("readonly".into(), shown.into());
     }
     if let Some(a) = v.attachments.last() {
         meta.insert("attached_mode".into(), a.mode.clone());
@@ -458,6 +459,7 @@ pub async fn create(
                 source_volid: source_volid.clone(),
                 metadata: user_metadata,
                 readonly: false,
+                readonly_shown: false,
                 bootable: false,
                 multiattach,
                 attachments: Vec::new(),

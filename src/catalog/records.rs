@@ -162,6 +162,10 @@ pub struct VolumeRecord {
     /// Read-only flag (admin metadata `readonly`), honoured by the NBD export.
     #[serde(default)]
     pub readonly: bool,
+    /// The read-only flag was set at least once: from then on the volume's `metadata` shows
+    /// `readonly` as "True" or "False" (Cinder keeps the admin key once it exists).
+    #[serde(default)]
+    pub readonly_shown: bool,
     /// Bootable flag.
     pub bootable: bool,
     /// Shared disk.
