@@ -12,7 +12,8 @@ use serde_json::json;
 use support::client::{qemu_io, qemu_io_with, Http};
 use support::{Daemon, ADMIN_PASSWORD};
 
-/// The Python with openstacksdk: `TRIPOD_OPENSTACK_PYTHON`, else the venv `.ci/run` makes.
+/// The Python with openstacksdk: `TRIPOD_OPENSTACK_PYTHON` (set by `scripts/test`), else the
+/// venv `scripts/test` makes as root.
 fn openstack_python() -> Option<PathBuf> {
     let p = std::env::var_os("TRIPOD_OPENSTACK_PYTHON")
         .map(PathBuf::from)
