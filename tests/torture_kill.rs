@@ -26,51 +26,17 @@ use parking_lot::Mutex;
 use serde_json::json;
 use support::client::Http;
 use support::nbd_client::{read_reply, NbdClient};
+use support::soak::{block_data, identify, Rng, BS};
 use support::Daemon;
 use tripod::nbd::proto::{CMD_FLUSH, CMD_TRIM, CMD_WRITE, CMD_WRITE_ZEROES};
 use tripod_engine::{FileStorage, SnapshotId, View, VolumeOptions};
 use tripod_replication::{LocalReplica, Replica, ReplicaSet, SetConfig};
 
-const BS: u64 = 4096;
 const GIB: u64 = 1 << 30;
 /// Blocks the random requests fall in (the first 64 MiB and the last 64 MiB of the volume,
 /// so expansions move the target).
 const SPAN: u64 = 16384;
 const MAX_IN_FLIGHT: usize = 16;
-
-/// A small deterministic generator (SplitMix64).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
-/// The content write `id` puts in `block`: recognisable, different for every pair.
-fn block_data(id: u64, block: u64) -> Vec<u8> {
-    let mut d = vec![((id.wrapping_mul(31) ^ block) as u8) | 1; BS as usize];
-    d[..8].copy_from_slice(&id.to_le_bytes());
-    d[8..16].copy_from_slice(&block.to_le_bytes());
-    d
-}
-
-/// Which write's content `data` (one block at `block`) is: `Some(0)` for zeros, `None` for
-/// anything no write put there.
-fn identify(data: &[u8], block: u64) -> Option<u64> {
-    if data.iter().all(|b| *b == 0) {
-        return Some(0);
-    }
-    let id = u64::from_le_bytes(data[..8].try_into().ok()?);
-    (data == block_data(id, block).as_slice()).then_some(id)
-}
 
 /// What the volume holds: per block, the id of the write whose content it has (absent: 0).
 type Content = HashMap<u64, u64>;

@@ -13,6 +13,7 @@ use tripod::nbd::{self, Export, Exports, ServerConfig};
 
 pub mod client;
 pub mod nbd_client;
+pub mod soak;
 
 /// A free loopback port (bound then released).
 pub fn free_port() -> u16 {
