@@ -254,7 +254,7 @@ impl ReplicaSet {
         let replicas = self.replicas.read().clone();
         // Only a replica whose store caches writes can lose acknowledged ones.
         let logged = replicas.iter().any(|(_, r)| r.caches_writes());
-        let targets = {
+        let (targets, in_service) = {
             let mut m = self.membership.lock();
             m.check_quorum()
                 .map_err(|in_service| ReplicationError::NoQuorum { in_service })?;
@@ -262,7 +262,7 @@ impl ReplicaSet {
             if logged {
                 m.note_written(&chunks);
             }
-            m.write_targets()
+            (m.write_targets(), m.in_service().len())
         };
         let generation = self.next_generation.fetch_add(1, Ordering::SeqCst);
         let pending = targets
@@ -278,7 +278,11 @@ impl ReplicaSet {
             .collect();
         Ok(Some(Submitted {
             kind: Kind::Write { chunks, logged },
-            fanout: Fanout::with_lag(pending, self.config.io_timeout, self.config.client_lag()),
+            fanout: Fanout::with_lag(
+                pending,
+                self.config.io_timeout,
+                self.config.client_lag(in_service),
+            ),
             _order: Some(order),
             _structure: structure,
         }))
@@ -290,11 +294,11 @@ impl ReplicaSet {
             Lock::Wait => self.structure.read_arc(),
             Lock::Try => self.structure.try_read_arc().ok_or(Refused::WouldWait)?,
         };
-        let (targets, mark) = {
+        let (targets, mark, in_service) = {
             let m = self.membership.lock();
             m.check_quorum()
                 .map_err(|in_service| ReplicationError::NoQuorum { in_service })?;
-            (m.write_targets(), m.flush_mark())
+            (m.write_targets(), m.flush_mark(), m.in_service().len())
         };
         let replicas = self.replicas.read().clone();
         let pending = targets
@@ -303,7 +307,11 @@ impl ReplicaSet {
             .collect();
         Ok(Submitted {
             kind: Kind::Flush(mark),
-            fanout: Fanout::with_lag(pending, self.config.io_timeout, self.config.client_lag()),
+            fanout: Fanout::with_lag(
+                pending,
+                self.config.io_timeout,
+                self.config.client_lag(in_service),
+            ),
             _order: None,
             _structure: structure,
         })

@@ -61,18 +61,21 @@ impl Default for SetConfig {
 }
 
 impl SetConfig {
-    /// The wait for a lagging replica after a quorum answered a client request.
-    pub(crate) fn client_lag(&self) -> Option<Lag> {
-        Some(Lag {
+    /// The wait for a lagging replica after a quorum answered a client request. Only when
+    /// all three replicas are in service: with two, both are needed (and a copy still being
+    /// resynced does not count towards the quorum).
+    pub(crate) fn client_lag(&self, in_service: usize) -> Option<Lag> {
+        (in_service == 3).then_some(Lag {
             quorum: 2,
             grace: self.lag_timeout,
             factor: 4,
         })
     }
 
-    /// The wait for a lagging replica after a quorum applied a structural change.
-    pub(crate) fn structural_lag(&self) -> Option<Lag> {
-        Some(Lag {
+    /// The wait for a lagging replica after a quorum applied a structural change (as
+    /// [`SetConfig::client_lag`]).
+    pub(crate) fn structural_lag(&self, in_service: usize) -> Option<Lag> {
+        (in_service == 3).then_some(Lag {
             quorum: 2,
             grace: self.lag_timeout.saturating_mul(10),
             factor: 4,
@@ -245,8 +248,8 @@ impl ReplicaSet {
                 })
                 .collect();
             let mut failed = Vec::new();
-            let answers =
-                Fanout::with_lag(pending, self.config.io_timeout, self.config.client_lag());
+            let lag = self.config.client_lag(targets.len());
+            let answers = Fanout::with_lag(pending, self.config.io_timeout, lag);
             for (id, answer) in answers.wait() {
                 if let Err(e) = answer {
                     tracing::warn!(replica = %id, "cannot store the set state: {e}");
@@ -282,11 +285,11 @@ impl ReplicaSet {
     /// ones left in service afterwards) instead of failing below two.
     fn structural_applied(&self, op: impl Fn(&dyn Replica) -> Pending<()>) -> Result<usize> {
         let _structure = self.structure.write();
-        let targets = {
+        let (targets, in_service) = {
             let m = self.membership.lock();
             m.check_quorum()
                 .map_err(|in_service| ReplicationError::NoQuorum { in_service })?;
-            m.write_targets()
+            (m.write_targets(), m.in_service().len())
         };
         let replicas = self.replicas.read().clone();
         let pending: Vec<_> = targets
@@ -298,7 +301,7 @@ impl ReplicaSet {
         let answers = Fanout::with_lag(
             pending,
             self.config.long_timeout,
-            self.config.structural_lag(),
+            self.config.structural_lag(in_service),
         );
         let mut refused = PerReplica::default();
         for (id, answer) in answers.wait() {
@@ -597,4 +600,17 @@ fn block_in(data: &Bytes, at: Option<u64>, bs: u64) -> Option<std::ops::Range<us
     let from = usize::try_from(at?).ok()?;
     let to = from.checked_add(usize::try_from(bs).ok()?)?;
     (to <= data.len()).then_some(from..to)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_straggler_gets_only_the_lag_when_all_three_are_in_service() {
+        let c = SetConfig::default();
+        assert!(c.client_lag(3).is_some() && c.structural_lag(3).is_some());
+        // With two in service both are needed: no lag, the I/O timeout holds.
+        assert!(c.client_lag(2).is_none() && c.structural_lag(2).is_none());
+    }
 }
