@@ -54,6 +54,26 @@ pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// Waits until something accepts TCP connections on every port, or `child` exits (its exit
+/// status as the error) or a minute passes (then it is killed).
+pub fn wait_for_ports(child: &mut Child, ports: &[u16]) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for port in ports {
+        while std::net::TcpStream::connect(("127.0.0.1", *port)).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(status.to_string());
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("nothing listens on {port} after a minute"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    Ok(())
+}
+
 /// The tripod binary under test.
 pub fn tripod() -> Command {
     Command::new(env!("CARGO_BIN_EXE_tripod"))
@@ -96,30 +116,45 @@ impl Daemon {
         Self::start_with(dir, &[], &[])
     }
 
-    /// Starts `tripod serve` on `dir` with extra flags and environment.
+    /// Starts `tripod serve` on `dir` with extra flags and environment. Its log goes to a
+    /// file shown if it does not come up; a port taken between choosing and binding it
+    /// (another process's connection got it) is retried with fresh ports.
     pub fn start_with(dir: tempfile::TempDir, args: &[&str], env: &[(&str, &str)]) -> Self {
-        let port = free_port();
-        let api_port = free_port();
-        let child = tripod()
-            .args(["serve", "--data-dir"])
-            .arg(dir.path())
-            .args(["--nbd-listen", &format!("127.0.0.1:{port}")])
-            .args(["--api-listen", &format!("127.0.0.1:{api_port}")])
-            .args(args)
-            .env("TRIPOD_ADMIN_PASSWORD", ADMIN_PASSWORD)
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        wait_for_port(port);
-        wait_for_port(api_port);
-        Self {
-            dir,
-            port,
-            api_port,
-            child,
+        for _ in 0..5 {
+            let port = free_port();
+            let api_port = free_port();
+            let log = tempfile::NamedTempFile::new().unwrap();
+            let mut child = tripod()
+                .args(["serve", "--data-dir"])
+                .arg(dir.path())
+                .args(["--nbd-listen", &format!("127.0.0.1:{port}")])
+                .args(["--api-listen", &format!("127.0.0.1:{api_port}")])
+                .args(args)
+                .env("TRIPOD_ADMIN_PASSWORD", ADMIN_PASSWORD)
+                .envs(env.iter().copied())
+                .stdout(Stdio::null())
+                .stderr(log.reopen().unwrap())
+                .spawn()
+                .unwrap();
+            match wait_for_ports(&mut child, &[port, api_port]) {
+                Ok(()) => {
+                    return Self {
+                        dir,
+                        port,
+                        api_port,
+                        child,
+                    }
+                }
+                Err(status) => {
+                    let text = std::fs::read_to_string(log.path()).unwrap_or_default();
+                    if text.contains("Address already in use") {
+                        continue;
+                    }
+                    panic!("tripod serve did not come up ({status}):\n{text}");
+                }
+            }
         }
+        panic!("no free ports for tripod serve after five tries");
     }
 
     /// The admin API's base URL.
