@@ -341,7 +341,7 @@ impl ReplicaSet {
 
     /// One step of a rebuild's snapshot phase; `true` once the target has exactly the
     /// source's snapshots (and then it starts receiving writes). A target snapshot counts
-    /// only once its content is checked equal (an id may have been deleted and reused while
+    /// only once its size and content are checked equal (an id may have been deleted and reused while
     /// the target was away); `verified` remembers the checked ones.
     fn rebuild_snapshot_step(
         &self,
@@ -356,7 +356,9 @@ impl ReplicaSet {
         let tgt_snaps = target.info().wait(timeout).map_err(fault(id))?.snapshots;
         let mut kept = Vec::new();
         for t in &tgt_snaps {
-            let same = src_snaps.iter().any(|s| s.id == t.id)
+            // Same name, size and content: a snapshot deleted and taken again while the
+            // target was away may agree block for block and still differ in size.
+            let same = src_snaps.iter().any(|s| s.id == t.id && s.size == t.size)
                 && (verified.contains(&t.id) || self.same_snapshot(id, &t.id)?);
             if same {
                 verified.insert(t.id.clone());

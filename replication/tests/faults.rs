@@ -382,6 +382,28 @@ fn a_replica_that_grew_past_the_set_while_out_is_rebuilt_not_stranded() {
 }
 
 #[test]
+fn a_snapshot_name_reused_at_another_size_while_a_replica_was_away_is_rebuilt() {
+    // Found by the model test: the old and the new snapshot hold the same blocks (none
+    // written), so their summaries agree, but the new one is larger.
+    let rig = Rig::new([FaultPlan::default(); 3]);
+    let set = rig.create(24 * BS);
+    let s = SnapshotId::new("s").unwrap();
+    set.snapshot(&s).unwrap();
+    set.expand(25 * BS).unwrap();
+    rig.flaky[0].set(Mode::Down);
+    set.delete_snapshot(&s).unwrap();
+    set.snapshot(&s).unwrap();
+    rig.flaky[0].set(Mode::Up);
+    let report = set.heal_now();
+    assert!(report.still_out.is_empty(), "{report:?}");
+    let mut model = Model::new(25 * BS);
+    model.snaps.insert("s".into(), vec![0; 25 * BS as usize]);
+    for id in ReplicaId::ALL {
+        assert_replica_matches(&set, id, &model, "after rebuild");
+    }
+}
+
+#[test]
 fn a_block_bad_on_every_copy_fails_alone_and_the_volume_still_opens() {
     let rig = Rig::new([FaultPlan::default(); 3]);
     let blocks = 64u64;
