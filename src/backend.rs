@@ -21,6 +21,7 @@ use crate::catalog::{
     Catalog, CatalogError, CatalogRead, ImageRecord, PendingOp, SnapshotRecord, SnapshotStatus,
     Timestamp, VolumeRecord, VolumeSource, VolumeStatus,
 };
+use crate::lifecycle::{self, SnapshotOutcome};
 use crate::volumes::{parse_id, Exposure, VolumeError, VolumeRegistry};
 
 /// Bytes per GiB (the API's size unit).
@@ -225,21 +226,6 @@ impl Backend {
             .ok_or_else(|| BackendError::Gone(format!("volume {id}")))
     }
 
-    /// Applies `change` to volume `id` and commits it.
-    fn update_volume(&self, id: &str, change: impl FnOnce(&mut VolumeRecord)) -> Result<()> {
-        let rec = self.catalog.write(|w| {
-            let mut v = w
-                .get::<VolumeRecord>(id)?
-                .ok_or_else(|| BackendError::Gone(format!("volume {id}")))?;
-            change(&mut v);
-            v.updated_at = Some(Timestamp::now());
-            w.put(&v)?;
-            Ok::<_, BackendError>(v)
-        })?;
-        self.expose(&rec);
-        Ok(())
-    }
-
     fn open_set(&self, id: &str) -> Result<Arc<ReplicaSet>> {
         Ok(self.registry.get(id)?)
     }
@@ -263,47 +249,53 @@ impl Backend {
             PendingOp::Rollback(snap) => self.do_rollback(&rec, snap),
             PendingOp::Upload { image_id, .. } => self.do_upload(&rec, image_id),
         };
-        let result = match outcome {
-            Ok(()) => {
-                tracing::info!(volume = id, op = ?op, "lifecycle: done");
-                match op {
-                    PendingOp::Delete => Ok(()),
-                    _ => self.update_volume(id, |v| {
-                        v.status = match &op {
-                            PendingOp::Extend { previous, .. }
-                            | PendingOp::Upload { previous, .. } => *previous,
-                            _ => VolumeStatus::Available,
-                        };
-                        if let PendingOp::Extend { new_size, .. } = op {
-                            v.size = new_size;
-                        }
-                        v.pending = None;
-                    }),
-                }
-            }
-            Err(e) => {
-                tracing::error!(volume = id, op = ?op, "lifecycle: failed: {e}");
-                if let PendingOp::Upload { image_id, .. } = &op {
-                    self.set_image_status(image_id, "killed");
-                }
-                if let PendingOp::Rollback(snap) = &op {
-                    self.set_snapshot_status(snap, SnapshotStatus::Available);
-                }
-                self.update_volume(id, |v| {
-                    v.status = match &op {
-                        PendingOp::Create(_) => VolumeStatus::Error,
-                        PendingOp::Extend { .. } => VolumeStatus::ErrorExtending,
-                        PendingOp::Delete => VolumeStatus::ErrorDeleting,
-                        PendingOp::Rollback(_) => VolumeStatus::ErrorRollbacking,
-                        PendingOp::Upload { previous, .. } => *previous,
-                    };
-                    v.pending = None;
-                })
-            }
-        };
-        if let Err(e) = result {
+        match &outcome {
+            Ok(()) => tracing::info!(volume = id, op = ?op, "lifecycle: done"),
+            Err(e) => tracing::error!(volume = id, op = ?op, "lifecycle: failed: {e}"),
+        }
+        if let Err(e) = self.record_outcome(id, outcome.is_ok()) {
             tracing::error!(volume = id, "lifecycle: recording the outcome: {e}");
         }
+    }
+
+    /// Commits, in one transaction, how volume `id`'s pending operation ended and what
+    /// that means for its image, snapshot or records (the lifecycle decides).
+    fn record_outcome(&self, id: &str, ok: bool) -> std::result::Result<(), CatalogError> {
+        let shown = self.catalog.write(|w| {
+            let Some(mut v) = w.get::<VolumeRecord>(id)? else {
+                return Ok(None);
+            };
+            let after = lifecycle::finish(&mut v, ok);
+            if let Some((image, status)) = &after.image {
+                if let Some(mut i) = w.get::<ImageRecord>(image)? {
+                    i.status = (*status).into();
+                    w.put(&i)?;
+                }
+            }
+            if let Some(snap) = &after.snapshot_available {
+                if let Some(mut x) = w.get::<SnapshotRecord>(snap)? {
+                    x.status = SnapshotStatus::Available;
+                    x.updated_at = Some(Timestamp::now());
+                    w.put(&x)?;
+                }
+            }
+            if after.remove_volume {
+                for x in w.all::<SnapshotRecord>()? {
+                    if x.volume_id == v.id {
+                        w.delete::<SnapshotRecord>(&x.id)?;
+                    }
+                }
+                w.delete::<VolumeRecord>(&v.id)?;
+                return Ok(None);
+            }
+            v.updated_at = Some(Timestamp::now());
+            w.put(&v)?;
+            Ok::<_, CatalogError>(Some(v))
+        })?;
+        if let Some(v) = shown {
+            self.expose(&v);
+        }
+        Ok(())
     }
 
     fn do_create(&self, rec: &VolumeRecord, source: &VolumeSource) -> Result<()> {
@@ -351,22 +343,12 @@ impl Backend {
     fn do_delete(&self, rec: &VolumeRecord) -> Result<()> {
         self.registry.close(&rec.id);
         self.registry.data_dir().remove(&parse_id(&rec.id)?)?;
-        self.catalog.write(|w| {
-            for s in w.all::<SnapshotRecord>()? {
-                if s.volume_id == rec.id {
-                    w.delete::<SnapshotRecord>(&s.id)?;
-                }
-            }
-            w.delete::<VolumeRecord>(&rec.id)?;
-            Ok::<_, CatalogError>(())
-        })?;
         Ok(())
     }
 
     fn do_rollback(&self, rec: &VolumeRecord, snap: &str) -> Result<()> {
         let set = self.open_set(&rec.id)?;
         set.rollback(&SnapshotId::new(snap)?)?;
-        self.set_snapshot_status(snap, SnapshotStatus::Available);
         Ok(())
     }
 
@@ -385,7 +367,6 @@ impl Backend {
         let deleted = set.delete_snapshot(&temp);
         written?;
         deleted?;
-        self.set_image_status(image_id, "active");
         Ok(())
     }
 
@@ -489,25 +470,22 @@ impl Backend {
             }
         };
         let outcome = work();
-        let r = match (rec.status, outcome) {
-            (SnapshotStatus::Creating, Ok(())) => {
-                self.set_snapshot_status(id, SnapshotStatus::Available);
+        if let Err(e) = &outcome {
+            tracing::error!(
+                snapshot = id,
+                "lifecycle: {} failed: {e}",
+                rec.status.as_str()
+            );
+        }
+        let r = match lifecycle::snapshot_finished(rec.status, outcome.is_ok()) {
+            SnapshotOutcome::Becomes(status) => {
+                self.set_snapshot_status(id, status);
                 Ok(())
             }
-            (SnapshotStatus::Deleting, Ok(())) => self
+            SnapshotOutcome::Removed => self
                 .catalog
                 .write(|w| w.delete::<SnapshotRecord>(id).map(|_| ())),
-            (status, Err(e)) => {
-                tracing::error!(snapshot = id, "lifecycle: {} failed: {e}", status.as_str());
-                let failed = if status == SnapshotStatus::Deleting {
-                    SnapshotStatus::ErrorDeleting
-                } else {
-                    SnapshotStatus::Error
-                };
-                self.set_snapshot_status(id, failed);
-                Ok(())
-            }
-            _ => Ok(()),
+            SnapshotOutcome::Unchanged => Ok(()),
         };
         if let Err(e) = r {
             tracing::error!(snapshot = id, "lifecycle: recording the outcome: {e}");

@@ -15,5 +15,6 @@ pub mod catalog;
 pub mod config;
 pub mod daemon;
 pub mod identity;
+pub mod lifecycle;
 pub mod nbd;
 pub mod volumes;

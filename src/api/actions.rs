@@ -7,12 +7,14 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{json, Value};
 
+use super::extract::IdPath;
 use super::extract::JsonBody;
 use super::input::{boolean, integer, is_uuid, only, Obj};
-use super::volumes::{self, IdPath, MAX_SIZE_GIB};
+use super::volumes;
 use super::{blocking, empty, info, quotas, reply, ApiError, ApiResult, ApiState, Ctx};
 use crate::backend::{image_format, qemu_img_available};
-use crate::catalog::{Attachment, ImageRecord, PendingOp, Timestamp, VolumeRecord, VolumeStatus};
+use crate::catalog::{Attachment, ImageRecord, Timestamp, VolumeRecord};
+use crate::lifecycle::{self, Refusal, MAX_SIZE_GIB};
 
 /// `POST P/volumes/{id}/action`.
 pub async fn action(
@@ -53,8 +55,7 @@ pub async fn action(
                 "bootable",
             )?;
             change(ctx, s, p.id, StatusCode::OK, move |v| {
-                v.bootable = bootable;
-                Ok(())
+                lifecycle::set_bootable(v, bootable)
             })
             .await
         }
@@ -66,38 +67,12 @@ pub async fn action(
                 "readonly",
             )?;
             change(ctx, s, p.id, StatusCode::ACCEPTED, move |v| {
-                need(v, &[VolumeStatus::Available])?;
-                v.readonly = readonly;
-                v.readonly_shown = true;
-                Ok(())
+                lifecycle::set_readonly(v, readonly)
             })
             .await
         }
-        "os-reserve" => {
-            change(ctx, s, p.id, StatusCode::ACCEPTED, |v| {
-                if !(v.status == VolumeStatus::Available
-                    || (v.multiattach && v.status == VolumeStatus::InUse))
-                {
-                    return Err(status_error(v, "available"));
-                }
-                v.status = VolumeStatus::Attaching;
-                Ok(())
-            })
-            .await
-        }
-        "os-unreserve" => {
-            change(ctx, s, p.id, StatusCode::ACCEPTED, |v| {
-                if v.status == VolumeStatus::Attaching {
-                    v.status = if v.attachments.is_empty() {
-                        VolumeStatus::Available
-                    } else {
-                        VolumeStatus::InUse
-                    };
-                }
-                Ok(())
-            })
-            .await
-        }
+        "os-reserve" => change(ctx, s, p.id, StatusCode::ACCEPTED, lifecycle::reserve).await,
+        "os-unreserve" => change(ctx, s, p.id, StatusCode::ACCEPTED, lifecycle::unreserve).await,
         "os-attach" => attach(ctx, s, p.id, args).await,
         "os-detach" => {
             only(&args, &["attachment_id"])?;
@@ -107,27 +82,7 @@ pub async fn action(
                 Some(_) => return Err(ApiError::bad_request("Invalid attachment_id.")),
             };
             change(ctx, s, p.id, StatusCode::ACCEPTED, move |v| {
-                need(v, &[VolumeStatus::InUse, VolumeStatus::Detaching])?;
-                let idx = match &attachment_id {
-                    Some(a) => v
-                        .attachments
-                        .iter()
-                        .position(|x| &x.id == a)
-                        .ok_or_else(|| {
-                            ApiError::bad_request(format!(
-                                "Invalid volume: attachment {a} not found."
-                            ))
-                        })?,
-                    None if v.attachments.len() == 1 => 0,
-                    None => return Err(ApiError::bad_request(
-                        "Invalid volume: the volume has several attachments; give attachment_id.",
-                    )),
-                };
-                v.attachments.remove(idx);
-                if v.attachments.is_empty() {
-                    v.status = VolumeStatus::Available;
-                }
-                Ok(())
+                lifecycle::detach(v, attachment_id.as_deref())
             })
             .await
         }
@@ -138,39 +93,20 @@ pub async fn action(
     }
 }
 
-fn status_error(v: &VolumeRecord, wanted: &str) -> ApiError {
-    ApiError::bad_request(format!(
-        "Invalid volume: volume status must be {wanted} (it is {}).",
-        v.status.as_str()
-    ))
-}
-
-fn need(v: &VolumeRecord, statuses: &[VolumeStatus]) -> ApiResult<()> {
-    if statuses.contains(&v.status) {
-        Ok(())
-    } else {
-        let names: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
-        Err(status_error(v, &names.join(" or ")))
-    }
-}
-
-/// Applies a status-only change to the volume and answers `status` with no body.
+/// Applies the lifecycle change `f` to the volume and answers `status` with no body.
 async fn change(
     ctx: Ctx,
     s: Arc<ApiState>,
     id: String,
     status: StatusCode,
-    f: impl FnOnce(&mut VolumeRecord) -> ApiResult<()> + Send + 'static,
+    f: impl FnOnce(&mut VolumeRecord) -> Result<(), Refusal> + Send + 'static,
 ) -> ApiResult<Response> {
     blocking(move || {
         let v = s.catalog.write(|w| {
             let mut v = volumes::load(w, &ctx, &id)?;
-            if v.status == VolumeStatus::Maintenance {
-                return Err(status_error(&v, "anything but maintenance"));
-            }
             f(&mut v)?;
             volumes::save(w, &mut v)?;
-            Ok(v)
+            Ok::<_, ApiError>(v)
         })?;
         s.backend.expose(&v);
         Ok(empty(status))
@@ -196,44 +132,16 @@ async fn extend(ctx: Ctx, s: Arc<ApiState>, id: String, args: Obj) -> ApiResult<
     blocking(move || {
         let v = s.catalog.write(|w| {
             let mut v = volumes::load(w, &ctx, &id)?;
-            let ok = v.status == VolumeStatus::Available
-                || (v.status == VolumeStatus::InUse && !v.multiattach);
-            if !ok {
-                return Err(ApiError::invalid(
-                    if v.multiattach { "EVS.1065" } else { "EVS.1048" },
-                    format!(
-                        "Invalid volume: volume status must be available, or in-use if not shared (it is {}).",
-                        v.status.as_str()
-                    ),
-                ));
-            }
-            if new_size <= v.size {
-                return Err(ApiError::invalid(
-                    "EVS.1015",
-                    format!(
-                        "New size for extend must be greater than current size. (current: {}, extended: {new_size}).",
-                        v.size
-                    ),
-                ));
-            }
-            let grow = i64::try_from(new_size - v.size).unwrap_or(i64::MAX);
+            let grow = lifecycle::begin_extend(&mut v, new_size)?;
             quotas::check(
                 w,
                 &s.config,
                 &v.project_id,
-                &[
-                    ("gigabytes".into(), grow),
-                    (format!("gigabytes_{}", v.volume_type), grow),
-                ],
+                &lifecycle::extend_deltas(grow, &v.volume_type),
                 Some(new_size),
             )?;
-            v.pending = Some(PendingOp::Extend {
-                new_size,
-                previous: v.status,
-            });
-            v.status = VolumeStatus::Extending;
             volumes::save(w, &mut v)?;
-            Ok(v)
+            Ok::<_, ApiError>(v)
         })?;
         s.backend.expose(&v);
         s.backend.start_volume(&v.id);
@@ -274,26 +182,17 @@ async fn attach(ctx: Ctx, s: Arc<ApiState>, id: String, args: Obj) -> ApiResult<
         return Err(ApiError::bad_request("Invalid attach mode: rw or ro."));
     }
     change(ctx, s, id, StatusCode::ACCEPTED, move |v| {
-        let ok = matches!(v.status, VolumeStatus::Available | VolumeStatus::Attaching)
-            || (v.multiattach && v.status == VolumeStatus::InUse);
-        if !ok {
-            return Err(status_error(v, "available or attaching"));
-        }
-        if v.readonly && mode == "rw" {
-            return Err(ApiError::bad_request(
-                "Invalid volume: the volume is read-only; attach it with mode ro.",
-            ));
-        }
-        v.attachments.push(Attachment {
-            id: uuid::Uuid::new_v4().hyphenated().to_string(),
-            server_id: instance,
-            host_name: host,
-            device: mountpoint,
-            mode,
-            attached_at: Timestamp::now(),
-        });
-        v.status = VolumeStatus::InUse;
-        Ok(())
+        lifecycle::attach(
+            v,
+            Attachment {
+                id: uuid::Uuid::new_v4().hyphenated().to_string(),
+                server_id: instance,
+                host_name: host,
+                device: mountpoint,
+                mode,
+                attached_at: Timestamp::now(),
+            },
+        )
     })
     .await
 }
@@ -361,18 +260,7 @@ async fn upload(ctx: Ctx, s: Arc<ApiState>, id: String, args: Obj) -> ApiResult<
         let image_id = uuid::Uuid::new_v4().hyphenated().to_string();
         let v = s.catalog.write(|w| {
             let mut v = volumes::load(w, &ctx, &id)?;
-            let ok =
-                v.status == VolumeStatus::Available || (force && v.status == VolumeStatus::InUse);
-            if !ok {
-                return Err(status_error(
-                    &v,
-                    if force {
-                        "available or in-use"
-                    } else {
-                        "available"
-                    },
-                ));
-            }
+            lifecycle::begin_upload(&mut v, force, &image_id)?;
             let ext = if disk_format == "vhd" {
                 "vhd".into()
             } else {
@@ -389,13 +277,8 @@ async fn upload(ctx: Ctx, s: Arc<ApiState>, id: String, args: Obj) -> ApiResult<
                 status: "saving".into(),
                 created_at: Timestamp::now(),
             })?;
-            v.pending = Some(PendingOp::Upload {
-                image_id: image_id.clone(),
-                previous: v.status,
-            });
-            v.status = VolumeStatus::Uploading;
             volumes::save(w, &mut v)?;
-            Ok(v)
+            Ok::<_, ApiError>(v)
         })?;
         s.backend.expose(&v);
         s.backend.start_volume(&v.id);

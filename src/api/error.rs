@@ -9,6 +9,7 @@ use serde_json::json;
 use crate::backend::BackendError;
 use crate::catalog::CatalogError;
 use crate::identity::IdentityError;
+use crate::lifecycle::Refusal;
 
 /// An error answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,6 +168,15 @@ impl From<BackendError> for ApiError {
     fn from(e: BackendError) -> Self {
         tracing::error!("backend: {e}");
         Self::internal(format!("The storage backend failed: {e}"))
+    }
+}
+
+impl From<Refusal> for ApiError {
+    fn from(e: Refusal) -> Self {
+        match e {
+            Refusal::OverQuota(m) => Self::over_quota(m),
+            other => Self::invalid(other.code(), other.to_string()),
+        }
     }
 }
 

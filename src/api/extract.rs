@@ -13,6 +13,16 @@ use serde_json::Value;
 use super::{ApiError, ApiState};
 use crate::config::AuthMode;
 
+/// Path parameters `{id}` (and `{key}`).
+#[derive(Debug, serde::Deserialize)]
+pub struct IdPath {
+    /// The resource id.
+    pub id: String,
+    /// A metadata key, where the route has one.
+    #[serde(default)]
+    pub key: String,
+}
+
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 1 << 20;
 

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{json, Value};
 
-use super::volumes::IdPath;
+use super::extract::IdPath;
 use super::{reply, ApiError, ApiResult, ApiState, Ctx};
 use crate::config::VOLUME_TYPES;
 

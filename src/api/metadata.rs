@@ -8,9 +8,9 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{json, Value};
 
+use super::extract::IdPath;
 use super::extract::JsonBody;
 use super::input::{metadata, top};
-use super::volumes::IdPath;
 use super::{blocking, empty, reply, snapshots, volumes, ApiError, ApiResult, ApiState, Ctx};
 use crate::catalog::{CatalogRead, VolumeStatus, Writer};
 

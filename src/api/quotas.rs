@@ -9,11 +9,12 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{json, Map, Value};
 
-use super::extract::{JsonBody, Params};
+use super::extract::{IdPath, JsonBody, Params};
 use super::input::{integer, parse_bool, top};
 use super::{blocking, reply, ApiError, ApiResult, ApiState, Ctx};
-use crate::catalog::{CatalogRead, QuotaRecord, SnapshotRecord, VolumeRecord, VolumeStatus};
+use crate::catalog::{CatalogRead, QuotaRecord, SnapshotRecord, VolumeRecord};
 use crate::config::{ServeConfig, VOLUME_TYPES};
+use crate::lifecycle;
 
 /// The resources every quota set shows.
 const BASE: [&str; 7] = [
@@ -52,34 +53,14 @@ pub fn limits(
 
 /// Usage of `project` by resource name.
 pub fn usage(r: &impl CatalogRead, project: &str) -> Result<BTreeMap<String, i64>, ApiError> {
-    let mut out: BTreeMap<String, i64> = resource_names().into_iter().map(|n| (n, 0)).collect();
-    let mut add = |k: String, n: i64| *out.entry(k).or_insert(0) += n;
     let volumes: Vec<VolumeRecord> = r.all()?;
-    let mut type_of = BTreeMap::new();
-    for v in &volumes {
-        type_of.insert(v.id.clone(), v.volume_type.clone());
-        if v.project_id != project || v.status == VolumeStatus::Deleting {
-            continue;
-        }
-        let size = i64::try_from(v.size).unwrap_or(i64::MAX);
-        add("volumes".into(), 1);
-        add("gigabytes".into(), size);
-        add(format!("volumes_{}", v.volume_type), 1);
-        add(format!("gigabytes_{}", v.volume_type), size);
-    }
-    for s in r.all::<SnapshotRecord>()? {
-        if s.project_id != project {
-            continue;
-        }
-        let size = i64::try_from(s.size).unwrap_or(i64::MAX);
-        add("snapshots".into(), 1);
-        add("gigabytes".into(), size);
-        if let Some(t) = type_of.get(&s.volume_id) {
-            add(format!("snapshots_{t}"), 1);
-            add(format!("gigabytes_{t}"), size);
-        }
-    }
-    Ok(out)
+    let snapshots: Vec<SnapshotRecord> = r.all()?;
+    Ok(lifecycle::usage(
+        resource_names(),
+        &volumes,
+        &snapshots,
+        project,
+    ))
 }
 
 /// Refuses (413) if adding `deltas` to `project`'s usage exceeds a limit, or if a volume of
@@ -92,36 +73,13 @@ pub fn check(
     volume_size: Option<u64>,
 ) -> ApiResult<()> {
     let limits = limits(r, config, project)?;
-    if let Some(size) = volume_size {
-        let per = limits.get("per_volume_gigabytes").copied().unwrap_or(-1);
-        if per >= 0 && i64::try_from(size).unwrap_or(i64::MAX) > per {
-            return Err(ApiError::over_quota(format!(
-                "VolumeSizeExceedsLimit: Requested volume size {size}G is larger than maximum allowed limit {per}G."
-            )));
-        }
-    }
     let used = usage(r, project)?;
-    for (resource, add) in deltas {
-        let limit = limits.get(resource).copied().unwrap_or(-1);
-        let now = used.get(resource).copied().unwrap_or(0);
-        if limit >= 0 && now.saturating_add(*add) > limit {
-            return Err(ApiError::over_quota(format!(
-                "Quota exceeded for {resource}: requested {add}, already used {now} of {limit}."
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// The usual deltas of a volume of `size` GiB of type `t`.
-pub fn volume_deltas(size: u64, t: &str) -> Vec<(String, i64)> {
-    let size = i64::try_from(size).unwrap_or(i64::MAX);
-    vec![
-        ("volumes".into(), 1),
-        ("gigabytes".into(), size),
-        (format!("volumes_{t}"), 1),
-        (format!("gigabytes_{t}"), size),
-    ]
+    Ok(lifecycle::within_limits(
+        &limits,
+        &used,
+        deltas,
+        volume_size,
+    )?)
 }
 
 fn quota_set(
@@ -158,7 +116,7 @@ fn quota_set(
 pub async fn show(
     ctx: Ctx,
     State(s): State<Arc<ApiState>>,
-    Path(p): Path<super::volumes::IdPath>,
+    Path(p): Path<IdPath>,
     params: Params,
 ) -> ApiResult<Response> {
     let with_usage = match params.get("usage") {
@@ -182,7 +140,7 @@ pub async fn show(
 pub async fn update(
     ctx: Ctx,
     State(s): State<Arc<ApiState>>,
-    Path(p): Path<super::volumes::IdPath>,
+    Path(p): Path<IdPath>,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
     if !ctx.is_admin {

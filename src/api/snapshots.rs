@@ -9,15 +9,16 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{json, Value};
 
+use super::extract::IdPath;
 use super::extract::{JsonBody, Params};
 use super::input::{boolean, is_uuid, metadata, only, text, top};
 use super::list::{collection_body, metadata_matches, ListQuery, Listable, SortValue};
-use super::volumes::{self, IdPath};
+use super::volumes;
 use super::{blocking, empty, quotas, reply, ApiError, ApiResult, ApiState, Ctx};
 use crate::catalog::{
-    CatalogRead, PendingOp, SnapshotRecord, SnapshotStatus, Timestamp, VolumeRecord, VolumeStatus,
-    Writer,
+    CatalogRead, SnapshotRecord, SnapshotStatus, Timestamp, VolumeRecord, Writer,
 };
+use crate::lifecycle;
 
 /// Snapshot `id` as `ctx` may see it, else 404.
 pub fn load(r: &impl CatalogRead, ctx: &Ctx, id: &str) -> ApiResult<SnapshotRecord> {
@@ -212,26 +213,12 @@ pub async fn create(
     blocking(move || {
         let rec = s.catalog.write(|w| {
             let v = volumes::load(w, &ctx, &volume_id)?;
-            let ok =
-                v.status == VolumeStatus::Available || (force && v.status == VolumeStatus::InUse);
-            if !ok {
-                return Err(ApiError::bad_request(format!(
-                    "Invalid volume: volume status must be available{} (it is {}).",
-                    if force { " or in-use" } else { "" },
-                    v.status.as_str()
-                )));
-            }
-            let size = i64::try_from(v.size).unwrap_or(i64::MAX);
+            lifecycle::may_snapshot(&v, force)?;
             quotas::check(
                 w,
                 &s.config,
                 &v.project_id,
-                &[
-                    ("snapshots".into(), 1),
-                    ("gigabytes".into(), size),
-                    (format!("snapshots_{}", v.volume_type), 1),
-                    (format!("gigabytes_{}", v.volume_type), size),
-                ],
+                &lifecycle::snapshot_deltas(v.size, &v.volume_type),
                 None,
             )?;
             let rec = SnapshotRecord {
@@ -248,7 +235,7 @@ pub async fn create(
                 updated_at: None,
             };
             w.put(&rec)?;
-            Ok(rec)
+            Ok::<_, ApiError>(rec)
         })?;
         s.backend.start_snapshot(&rec.id);
         Ok(reply(
@@ -306,26 +293,8 @@ pub async fn delete(
     blocking(move || {
         s.catalog.write(|w| {
             let mut x = load(w, &ctx, &p.id)?;
-            if !matches!(x.status, SnapshotStatus::Available | SnapshotStatus::Error) {
-                return Err(ApiError::invalid(
-                    "EVS.1047",
-                    format!(
-                        "Invalid snapshot: snapshot status must be available or error (it is {}).",
-                        x.status.as_str()
-                    ),
-                ));
-            }
             let volumes: Vec<VolumeRecord> = w.all()?;
-            let rolling_back = volumes
-                .iter()
-                .any(|v| v.pending == Some(PendingOp::Rollback(x.id.clone())));
-            if rolling_back || volumes::is_copy_source(&volumes, None, &[x.id.as_str()]) {
-                return Err(ApiError::invalid(
-                    "EVS.1047",
-                    "Invalid snapshot: a volume is being created or rolled back from it.",
-                ));
-            }
-            x.status = SnapshotStatus::Deleting;
+            lifecycle::begin_snapshot_delete(&mut x, &volumes)?;
             save(w, &mut x)?;
             Ok::<_, ApiError>(())
         })?;
@@ -355,38 +324,10 @@ pub async fn rollback(
         let vol = s.catalog.write(|w| {
             let mut x = load(w, &ctx, &p.id)?;
             let mut v = volumes::load(w, &ctx, &volume_id)?;
-            if x.volume_id != v.id {
-                return Err(ApiError::bad_request(
-                    "Invalid input: a snapshot can only be rolled back to its own volume.",
-                ));
-            }
-            if x.status != SnapshotStatus::Available {
-                return Err(ApiError::invalid(
-                    "EVS.2043",
-                    format!(
-                        "Invalid snapshot: status must be available (it is {}).",
-                        x.status.as_str()
-                    ),
-                ));
-            }
-            if !matches!(
-                v.status,
-                VolumeStatus::Available | VolumeStatus::ErrorRollbacking
-            ) {
-                return Err(ApiError::bad_request(format!(
-                    "Invalid volume: status must be available or error_rollbacking (it is {}).",
-                    v.status.as_str()
-                )));
-            }
-            if let Some(n) = name {
-                v.name = n;
-            }
-            v.status = VolumeStatus::Rollbacking;
-            v.pending = Some(PendingOp::Rollback(x.id.clone()));
+            lifecycle::begin_rollback(&mut x, &mut v, name)?;
             volumes::save(w, &mut v)?;
-            x.status = SnapshotStatus::Rollbacking;
             save(w, &mut x)?;
-            Ok(v)
+            Ok::<_, ApiError>(v)
         })?;
         s.backend.expose(&vol);
         s.backend.start_volume(&vol.id);

@@ -9,13 +9,15 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{json, Value};
 
+use super::extract::IdPath;
 use super::extract::{JsonBody, Params};
 use super::input::{only, parse_bool, top};
 use super::list::MAX_LIMIT;
-use super::volumes::{self, transfer_links, IdPath};
+use super::volumes::{self, transfer_links};
 use super::{blocking, empty, quotas, reply, ApiError, ApiResult, ApiState, Ctx};
-use crate::catalog::{CatalogRead, SnapshotRecord, Timestamp, TransferRecord, VolumeStatus};
+use crate::catalog::{CatalogRead, SnapshotRecord, Timestamp, TransferRecord};
 use crate::identity::{random_hex, sha256_hex};
+use crate::lifecycle;
 
 fn key_hash(salt: &str, key: &str) -> String {
     sha256_hex(format!("{salt}:{key}").as_bytes())
@@ -69,20 +71,11 @@ pub async fn create(
         let auth_key = random_hex(8)?;
         let rec = s.catalog.write(|w| {
             let mut v = volumes::load(w, &ctx, &volume_id)?;
-            if v.status != VolumeStatus::Available {
-                return Err(ApiError::bad_request(
-                    "Invalid volume: status must be available",
-                ));
-            }
-            if w.all::<SnapshotRecord>()?
+            let has_snapshots = w
+                .all::<SnapshotRecord>()?
                 .iter()
-                .any(|x| x.volume_id == v.id)
-            {
-                return Err(ApiError::bad_request(
-                    "Invalid volume: a volume with snapshots cannot be transferred.",
-                ));
-            }
-            v.status = VolumeStatus::AwaitingTransfer;
+                .any(|x| x.volume_id == v.id);
+            lifecycle::offer_transfer(&mut v, has_snapshots)?;
             volumes::save(w, &mut v)?;
             let rec = TransferRecord {
                 id: uuid::Uuid::new_v4().hyphenated().to_string(),
@@ -94,7 +87,7 @@ pub async fn create(
                 created_at: Timestamp::now(),
             };
             w.put(&rec)?;
-            Ok(rec)
+            Ok::<_, ApiError>(rec)
         })?;
         let mut body = view(&ctx, &rec, true);
         set_field(&mut body, "auth_key", json!(auth_key));
@@ -133,24 +126,17 @@ pub async fn accept(
                 .ok_or_else(|| {
                     ApiError::not_found(format!("Volume {} could not be found.", t.volume_id))
                 })?;
-            if v.status != VolumeStatus::AwaitingTransfer {
-                return Err(ApiError::bad_request(
-                    "Invalid volume: status must be awaiting-transfer",
-                ));
-            }
             quotas::check(
                 w,
                 &s.config,
                 &ctx.project_id,
-                &quotas::volume_deltas(v.size, &v.volume_type),
+                &lifecycle::volume_deltas(v.size, &v.volume_type),
                 Some(v.size),
             )?;
-            v.project_id = ctx.project_id.clone();
-            v.user_id = ctx.user_id.clone();
-            v.status = VolumeStatus::Available;
+            lifecycle::accept_transfer(&mut v, &ctx.project_id, &ctx.user_id)?;
             volumes::save(w, &mut v)?;
             w.delete::<TransferRecord>(&t.id)?;
-            Ok(t)
+            Ok::<_, ApiError>(t)
         })?;
         Ok(reply(
             StatusCode::ACCEPTED,
@@ -251,8 +237,7 @@ pub async fn delete(
         s.catalog.write(|w| {
             let t = load(w, &ctx, &p.id)?;
             if let Some(mut v) = w.get::<crate::catalog::VolumeRecord>(&t.volume_id)? {
-                if v.status == VolumeStatus::AwaitingTransfer {
-                    v.status = VolumeStatus::Available;
+                if lifecycle::withdraw_transfer(&mut v) {
                     volumes::save(w, &mut v)?;
                 }
             }

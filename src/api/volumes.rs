@@ -8,30 +8,16 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::extract::{JsonBody, Params};
+use super::extract::{IdPath, JsonBody, Params};
 use super::input::{boolean, integer, is_uuid, metadata, only, text, top_with};
 use super::list::{collection_body, metadata_matches, ListQuery, Listable, SortValue};
 use super::{blocking, empty, info, quotas, reply, ApiError, ApiResult, ApiState, Ctx};
 use crate::catalog::{
-    CatalogRead, PendingOp, SnapshotRecord, SnapshotStatus, Timestamp, VolumeRecord, VolumeSource,
-    VolumeStatus,
+    CatalogRead, PendingOp, SnapshotRecord, Timestamp, VolumeRecord, VolumeStatus,
 };
-
-/// Largest volume, GiB (EVS's data-disk cap).
-pub const MAX_SIZE_GIB: u64 = 32768;
-
-/// Path parameters `{id}` (and `{key}`).
-#[derive(Debug, Deserialize)]
-pub struct IdPath {
-    /// The resource id.
-    pub id: String,
-    /// A metadata key, where the route has one.
-    #[serde(default)]
-    pub key: String,
-}
+use crate::lifecycle::{self, CreateSource, MAX_SIZE_GIB};
 
 /// Volume `id` as `ctx` may see it (its own project's, or any for an admin), else 404.
 pub fn load(r: &impl CatalogRead, ctx: &Ctx, id: &str) -> ApiResult<VolumeRecord> {
@@ -391,58 +377,37 @@ pub async fn create(
     }
     blocking(move || {
         let rec = s.catalog.write(|w| {
-            let (source, source_size, source_type) = if let Some(sid) = &snapshot_id {
-                let snap = w
+            // The records the rules look at live as long as this transaction.
+            let (snap, snap_type, src);
+            let from = if let Some(sid) = &snapshot_id {
+                snap = w
                     .get::<SnapshotRecord>(sid)?
                     .filter(|x| x.project_id == ctx.project_id || ctx.is_admin)
-                    .ok_or_else(|| ApiError::not_found(format!("Snapshot {sid} could not be found.")))?;
-                if snap.status != SnapshotStatus::Available {
-                    return Err(ApiError::invalid(
-                        "EVS.2043",
-                        format!("Invalid snapshot: snapshot {sid} status must be available."),
-                    ));
-                }
-                let t = w
+                    .ok_or_else(|| {
+                        ApiError::not_found(format!("Snapshot {sid} could not be found."))
+                    })?;
+                snap_type = w
                     .get::<VolumeRecord>(&snap.volume_id)?
                     .map(|v| v.volume_type)
                     .unwrap_or_else(|| s.config.default_volume_type.clone());
-                (VolumeSource::Snapshot(sid.clone()), Some(snap.size), Some(t))
+                CreateSource::Snapshot(&snap, &snap_type)
             } else if let Some(vid) = &source_volid {
-                let src = load(w, &ctx, vid)?;
-                if !matches!(src.status, VolumeStatus::Available | VolumeStatus::InUse) {
-                    return Err(ApiError::bad_request(format!(
-                        "Invalid volume: source volume {vid} must be available or in-use."
-                    )));
-                }
-                (VolumeSource::Volume(vid.clone()), Some(src.size), Some(src.volume_type))
+                src = load(w, &ctx, vid)?;
+                CreateSource::Volume(&src)
             } else {
-                (VolumeSource::Blank, None, None)
+                CreateSource::Blank
             };
-            let size = size.or(source_size).unwrap_or(1);
-            if let Some(min) = source_size {
-                if size < min {
-                    return Err(ApiError::invalid(
-                        "EVS.1010",
-                        format!("Invalid input received: volume size {size} GB is smaller than its source ({min} GB)."),
-                    ));
-                }
-            }
-            let volume_type = match (requested_type, source_type) {
-                (Some(req), Some(src)) if req != src && snapshot_id.is_some() => {
-                    return Err(ApiError::invalid(
-                        "EVS.2096",
-                        "Invalid input received: the volume type must be the snapshot's volume's type.",
-                    ))
-                }
-                (Some(req), _) => req,
-                (None, Some(src)) => src,
-                (None, None) => s.config.default_volume_type.clone(),
-            };
+            let (size, volume_type, source) = lifecycle::check_create_source(
+                from,
+                size,
+                requested_type.as_deref(),
+                &s.config.default_volume_type,
+            )?;
             quotas::check(
                 w,
                 &s.config,
                 &ctx.project_id,
-                &quotas::volume_deltas(size, &volume_type),
+                &lifecycle::volume_deltas(size, &volume_type),
                 Some(size),
             )?;
             let rec = VolumeRecord {
@@ -468,7 +433,7 @@ pub async fn create(
                 updated_at: None,
             };
             w.put(&rec)?;
-            Ok(rec)
+            Ok::<_, ApiError>(rec)
         })?;
         s.backend.expose(&rec);
         s.backend.start_volume(&rec.id);
@@ -507,11 +472,7 @@ pub async fn update(
     blocking(move || {
         let rec = s.catalog.write(|w| {
             let mut v = load(w, &ctx, &p.id)?;
-            if v.status == VolumeStatus::Maintenance {
-                return Err(ApiError::bad_request(
-                    "Invalid volume: the volume is in maintenance.",
-                ));
-            }
+            lifecycle::may_change(&v)?;
             if let Some(n) = name {
                 v.name = n;
             }
@@ -522,7 +483,7 @@ pub async fn update(
                 v.metadata = m;
             }
             save(w, &mut v)?;
-            Ok(v)
+            Ok::<_, ApiError>(v)
         })?;
         Ok(reply(
             StatusCode::OK,
@@ -530,19 +491,6 @@ pub async fn update(
         ))
     })
     .await
-}
-
-/// Whether a volume being created copies from `volume_id` or one of `snapshots`.
-pub fn is_copy_source(
-    volumes: &[VolumeRecord],
-    volume_id: Option<&str>,
-    snapshots: &[&str],
-) -> bool {
-    volumes.iter().any(|v| match &v.pending {
-        Some(PendingOp::Create(VolumeSource::Volume(src))) => Some(src.as_str()) == volume_id,
-        Some(PendingOp::Create(VolumeSource::Snapshot(src))) => snapshots.contains(&src.as_str()),
-        _ => false,
-    })
 }
 
 /// `DELETE P/volumes/{id}[?cascade=true]`.
@@ -560,43 +508,14 @@ pub async fn delete(
     blocking(move || {
         let rec = s.catalog.write(|w| {
             let mut v = load(w, &ctx, &p.id)?;
-            use VolumeStatus::*;
             let snaps: Vec<SnapshotRecord> = w
                 .all::<SnapshotRecord>()?
                 .into_iter()
                 .filter(|x| x.volume_id == v.id)
                 .collect();
-            // Cinder's list, plus `error_deleting` so a failed delete can be retried.
-            let status_ok = matches!(
-                v.status,
-                Available
-                    | Error
-                    | ErrorRestoring
-                    | ErrorExtending
-                    | ErrorRollbacking
-                    | ErrorDeleting
-            );
-            let snaps_ok = snaps.is_empty()
-                || (cascade
-                    && snaps.iter().all(|x| {
-                        matches!(x.status, SnapshotStatus::Available | SnapshotStatus::Error)
-                    }));
-            let ids: Vec<&str> = snaps.iter().map(|x| x.id.as_str()).collect();
-            let busy = is_copy_source(&w.all::<VolumeRecord>()?, Some(&v.id), &ids);
-            if !status_ok || !v.attachments.is_empty() || !snaps_ok || busy {
-                return Err(ApiError::invalid(
-                    "EVS.1046",
-                    format!(
-                        "Invalid volume: Volume status must be available or error or error_restoring or error_extending or error_rollbacking or error_deleting and must not be migrating, attached, belong to a group, have snapshots or be the source of a copy in progress (status {}, {} snapshots).",
-                        v.status.as_str(),
-                        snaps.len()
-                    ),
-                ));
-            }
-            v.status = Deleting;
-            v.pending = Some(PendingOp::Delete);
+            lifecycle::begin_delete(&mut v, &snaps, cascade, &w.all::<VolumeRecord>()?)?;
             save(w, &mut v)?;
-            Ok(v)
+            Ok::<_, ApiError>(v)
         })?;
         s.backend.expose(&rec);
         s.backend.start_volume(&rec.id);

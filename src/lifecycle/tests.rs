@@ -1,0 +1,555 @@
+//! Every status through every operation (tables), then each rule's edges.
+
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::catalog::{
+    Attachment, PendingOp, SnapshotRecord, SnapshotStatus, Timestamp, VolumeRecord, VolumeSource,
+    VolumeStatus,
+};
+
+use VolumeStatus::*;
+
+const ALL: [VolumeStatus; 16] = [
+    Creating,
+    Available,
+    InUse,
+    Error,
+    Attaching,
+    Detaching,
+    Uploading,
+    Extending,
+    ErrorExtending,
+    Deleting,
+    ErrorDeleting,
+    Rollbacking,
+    ErrorRollbacking,
+    AwaitingTransfer,
+    ErrorRestoring,
+    Maintenance,
+];
+
+fn volume(status: VolumeStatus) -> VolumeRecord {
+    let attached = matches!(status, InUse | Detaching);
+    VolumeRecord {
+        id: "v1".into(),
+        project_id: "p1".into(),
+        user_id: "u1".into(),
+        name: Some("disk".into()),
+        description: None,
+        status,
+        size: 10,
+        availability_zone: "nova".into(),
+        volume_type: "SSD".into(),
+        snapshot_id: None,
+        source_volid: None,
+        metadata: BTreeMap::new(),
+        readonly: false,
+        readonly_shown: false,
+        bootable: false,
+        multiattach: false,
+        attachments: if attached {
+            vec![attachment("a1", "rw")]
+        } else {
+            Vec::new()
+        },
+        pending: None,
+        created_at: Timestamp::now(),
+        updated_at: None,
+    }
+}
+
+fn attachment(id: &str, mode: &str) -> Attachment {
+    Attachment {
+        id: id.into(),
+        server_id: Some("00000000-0000-0000-0000-000000000001".into()),
+        host_name: None,
+        device: "/dev/vdb".into(),
+        mode: mode.into(),
+        attached_at: Timestamp::now(),
+    }
+}
+
+fn snapshot(id: &str, status: SnapshotStatus) -> SnapshotRecord {
+    SnapshotRecord {
+        id: id.into(),
+        project_id: "p1".into(),
+        user_id: "u1".into(),
+        volume_id: "v1".into(),
+        name: None,
+        description: None,
+        status,
+        size: 10,
+        metadata: BTreeMap::new(),
+        created_at: Timestamp::now(),
+        updated_at: None,
+    }
+}
+
+type Op = fn(&mut VolumeRecord) -> Result<(), Refusal>;
+
+/// An operation, the statuses it is allowed from, and the status it leaves (`None`: the
+/// one it found).
+struct Row {
+    name: &'static str,
+    op: Op,
+    allowed: &'static [VolumeStatus],
+    to: Option<VolumeStatus>,
+}
+
+fn rows() -> Vec<Row> {
+    vec![
+        Row {
+            name: "os-reserve",
+            op: reserve,
+            allowed: &[Available],
+            to: Some(Attaching),
+        },
+        Row {
+            name: "os-attach rw",
+            op: |v| attach(v, attachment("new", "rw")),
+            allowed: &[Available, Attaching],
+            to: Some(InUse),
+        },
+        Row {
+            name: "os-detach",
+            op: |v| detach(v, None),
+            allowed: &[InUse, Detaching],
+            to: Some(Available),
+        },
+        Row {
+            name: "os-update_readonly_flag",
+            op: |v| set_readonly(v, true),
+            allowed: &[Available],
+            to: None,
+        },
+        Row {
+            name: "os-extend",
+            op: |v| begin_extend(v, 20).map(|_| ()),
+            allowed: &[Available, InUse],
+            to: Some(Extending),
+        },
+        Row {
+            name: "os-volume_upload_image",
+            op: |v| begin_upload(v, false, "img"),
+            allowed: &[Available],
+            to: Some(Uploading),
+        },
+        Row {
+            name: "os-volume_upload_image force",
+            op: |v| begin_upload(v, true, "img"),
+            allowed: &[Available, InUse],
+            to: Some(Uploading),
+        },
+        Row {
+            name: "delete",
+            op: |v| begin_delete(v, &[], false, &[]),
+            // In-use is refused by its attachment as well as its status.
+            allowed: &[
+                Available,
+                Error,
+                ErrorRestoring,
+                ErrorExtending,
+                ErrorRollbacking,
+                ErrorDeleting,
+            ],
+            to: Some(Deleting),
+        },
+        Row {
+            name: "snapshot",
+            op: |v| may_snapshot(v, false),
+            allowed: &[Available],
+            to: None,
+        },
+        Row {
+            name: "snapshot force",
+            op: |v| may_snapshot(v, true),
+            allowed: &[Available, InUse],
+            to: None,
+        },
+        Row {
+            name: "rollback",
+            op: |v| begin_rollback(&mut snapshot("s1", SnapshotStatus::Available), v, None),
+            allowed: &[Available, ErrorRollbacking],
+            to: Some(Rollbacking),
+        },
+        Row {
+            name: "transfer offer",
+            op: |v| offer_transfer(v, false),
+            allowed: &[Available],
+            to: Some(AwaitingTransfer),
+        },
+        Row {
+            name: "transfer accept",
+            op: |v| accept_transfer(v, "p2", "u2"),
+            allowed: &[AwaitingTransfer],
+            to: Some(Available),
+        },
+    ]
+}
+
+#[test]
+fn every_operation_from_every_status() {
+    for row in rows() {
+        for status in ALL {
+            let mut v = volume(status);
+            let before = v.clone();
+            let r = (row.op)(&mut v);
+            if row.allowed.contains(&status) {
+                assert!(r.is_ok(), "{} from {}: {r:?}", row.name, status.as_str());
+                let want = row.to.unwrap_or(status);
+                assert_eq!(v.status, want, "{} from {}", row.name, status.as_str());
+            } else {
+                let e = r.expect_err(&format!("{} from {} allowed", row.name, status.as_str()));
+                assert!(!e.to_string().is_empty());
+                assert_eq!(v, before, "{} refused but changed the record", row.name);
+            }
+        }
+    }
+}
+
+#[test]
+fn status_only_operations_never_refuse_except_in_maintenance() {
+    for status in ALL {
+        let mut v = volume(status);
+        let r = set_bootable(&mut v, true);
+        assert_eq!(r.is_ok(), status != Maintenance, "{}", status.as_str());
+        let mut v = volume(status);
+        assert_eq!(unreserve(&mut v).is_ok(), status != Maintenance);
+        assert_eq!(may_change(&v).is_ok(), status != Maintenance);
+    }
+}
+
+#[test]
+fn unreserve_goes_back_to_what_the_attachments_say() {
+    let mut v = volume(Attaching);
+    unreserve(&mut v).unwrap();
+    assert_eq!(v.status, Available);
+    let mut v = volume(Attaching);
+    v.multiattach = true;
+    v.attachments.push(attachment("a1", "rw"));
+    unreserve(&mut v).unwrap();
+    assert_eq!(v.status, InUse);
+    let mut v = volume(InUse);
+    unreserve(&mut v).unwrap();
+    assert_eq!(v.status, InUse);
+}
+
+#[test]
+fn a_shareable_volume_takes_more_attachments_but_does_not_extend_in_use() {
+    let mut v = volume(InUse);
+    v.multiattach = true;
+    reserve(&mut v).unwrap();
+    assert_eq!(v.status, Attaching);
+    attach(&mut v, attachment("a2", "rw")).unwrap();
+    assert_eq!((v.status, v.attachments.len()), (InUse, 2));
+    let e = begin_extend(&mut v, 20).unwrap_err();
+    assert_eq!(e.code(), "EVS.1065");
+    // Two attachments: detach must say which; the other keeps it in use.
+    assert!(detach(&mut v, None).is_err());
+    assert!(detach(&mut v, Some("nope")).is_err());
+    detach(&mut v, Some("a1")).unwrap();
+    assert_eq!((v.status, v.attachments.len()), (InUse, 1));
+    detach(&mut v, Some("a2")).unwrap();
+    assert_eq!(v.status, Available);
+}
+
+#[test]
+fn a_read_only_volume_attaches_only_read_only() {
+    let mut v = volume(Available);
+    set_readonly(&mut v, true).unwrap();
+    assert!(v.readonly && v.readonly_shown);
+    assert!(attach(&mut v, attachment("a", "rw")).is_err());
+    attach(&mut v, attachment("a", "ro")).unwrap();
+    let mut v = volume(Available);
+    set_readonly(&mut v, true).unwrap();
+    set_readonly(&mut v, false).unwrap();
+    assert!(
+        !v.readonly && v.readonly_shown,
+        "the key stays shown once set"
+    );
+}
+
+#[test]
+fn extend_rules_and_codes() {
+    let mut v = volume(Available);
+    assert_eq!(begin_extend(&mut v, 10).unwrap_err().code(), "EVS.1015");
+    assert_eq!(begin_extend(&mut v, 9).unwrap_err().code(), "EVS.1015");
+    assert_eq!(begin_extend(&mut v, 0).unwrap_err().code(), "EVS.1010");
+    let too_big = MAX_SIZE_GIB + 1;
+    assert_eq!(
+        begin_extend(&mut v, too_big).unwrap_err().code(),
+        "EVS.1010"
+    );
+    assert_eq!(
+        begin_extend(&mut volume(Error), 20).unwrap_err().code(),
+        "EVS.1048"
+    );
+    assert_eq!(begin_extend(&mut v, 25).unwrap(), 15);
+    assert_eq!(
+        v.pending,
+        Some(PendingOp::Extend {
+            new_size: 25,
+            previous: Available
+        })
+    );
+}
+
+#[test]
+fn delete_refuses_attachments_snapshots_and_copies_in_progress() {
+    let mut v = volume(InUse);
+    assert_eq!(
+        begin_delete(&mut v, &[], false, &[]).unwrap_err().code(),
+        "EVS.1046"
+    );
+    let snaps = [snapshot("s1", SnapshotStatus::Available)];
+    let mut v = volume(Available);
+    assert!(begin_delete(&mut v, &snaps, false, &[]).is_err());
+    begin_delete(&mut v, &snaps, true, &[]).unwrap();
+    assert_eq!(
+        (v.status, v.pending.clone()),
+        (Deleting, Some(PendingOp::Delete))
+    );
+    // Cascade needs every snapshot settled.
+    let busy = [snapshot("s1", SnapshotStatus::Creating)];
+    assert!(begin_delete(&mut volume(Available), &busy, true, &[]).is_err());
+    // A volume being cloned from this one, or from one of its snapshots.
+    let mut clone = volume(Creating);
+    clone.id = "v2".into();
+    clone.pending = Some(PendingOp::Create(VolumeSource::Volume("v1".into())));
+    assert!(begin_delete(&mut volume(Available), &[], false, &[clone.clone()]).is_err());
+    clone.pending = Some(PendingOp::Create(VolumeSource::Snapshot("s1".into())));
+    assert!(begin_delete(&mut volume(Available), &snaps, true, &[clone]).is_err());
+}
+
+#[test]
+fn create_takes_size_and_type_from_its_source() {
+    let (size, t, from) = check_create_source(CreateSource::Blank, None, None, "SATA").unwrap();
+    assert_eq!((size, t.as_str(), from), (1, "SATA", VolumeSource::Blank));
+    let (size, t, _) =
+        check_create_source(CreateSource::Blank, Some(40), Some("SSD"), "SATA").unwrap();
+    assert_eq!((size, t.as_str()), (40, "SSD"));
+
+    let snap = snapshot("s1", SnapshotStatus::Available);
+    let (size, t, from) =
+        check_create_source(CreateSource::Snapshot(&snap, "GPSSD"), None, None, "SATA").unwrap();
+    assert_eq!((size, t.as_str()), (10, "GPSSD"));
+    assert_eq!(from, VolumeSource::Snapshot("s1".into()));
+    let smaller = check_create_source(CreateSource::Snapshot(&snap, "GPSSD"), Some(5), None, "x");
+    assert_eq!(smaller.unwrap_err().code(), "EVS.1010");
+    let other_type = check_create_source(
+        CreateSource::Snapshot(&snap, "GPSSD"),
+        None,
+        Some("SAS"),
+        "x",
+    );
+    assert_eq!(other_type.unwrap_err().code(), "EVS.2096");
+    let creating = snapshot("s1", SnapshotStatus::Creating);
+    let r = check_create_source(CreateSource::Snapshot(&creating, "GPSSD"), None, None, "x");
+    assert_eq!(r.unwrap_err().code(), "EVS.2043");
+
+    for status in ALL {
+        let src = volume(status);
+        let r = check_create_source(CreateSource::Volume(&src), Some(12), Some("SAS"), "x");
+        assert_eq!(
+            r.is_ok(),
+            matches!(status, Available | InUse),
+            "{}",
+            status.as_str()
+        );
+        if let Ok((size, t, from)) = r {
+            // A clone may change type, unlike a volume from a snapshot.
+            assert_eq!((size, t.as_str()), (12, "SAS"));
+            assert_eq!(from, VolumeSource::Volume("v1".into()));
+        }
+    }
+}
+
+#[test]
+fn finishing_each_operation_ok_or_failed() {
+    let cases: Vec<(PendingOp, VolumeStatus, VolumeStatus, VolumeStatus)> = vec![
+        // op, status while pending, after success, after failure
+        (
+            PendingOp::Create(VolumeSource::Blank),
+            Creating,
+            Available,
+            Error,
+        ),
+        (
+            PendingOp::Extend {
+                new_size: 30,
+                previous: InUse,
+            },
+            Extending,
+            InUse,
+            ErrorExtending,
+        ),
+        (PendingOp::Delete, Deleting, Deleting, ErrorDeleting),
+        (
+            PendingOp::Rollback("s1".into()),
+            Rollbacking,
+            Available,
+            ErrorRollbacking,
+        ),
+        (
+            PendingOp::Upload {
+                image_id: "i1".into(),
+                previous: InUse,
+            },
+            Uploading,
+            InUse,
+            InUse,
+        ),
+    ];
+    for (op, during, ok_to, fail_to) in cases {
+        for (ok, want) in [(true, ok_to), (false, fail_to)] {
+            let mut v = volume(during);
+            v.pending = Some(op.clone());
+            let after = finish(&mut v, ok);
+            assert_eq!(v.status, want, "{op:?} ok={ok}");
+            assert_eq!(v.pending, None);
+            let grown = matches!(op, PendingOp::Extend { .. }) && ok;
+            assert_eq!(v.size, if grown { 30 } else { 10 });
+            assert_eq!(after.remove_volume, op == PendingOp::Delete && ok);
+            match &op {
+                PendingOp::Upload { image_id, .. } => assert_eq!(
+                    after.image,
+                    Some((image_id.clone(), if ok { "active" } else { "killed" }))
+                ),
+                PendingOp::Rollback(s) => assert_eq!(after.snapshot_available, Some(s.clone())),
+                _ => assert_eq!((after.image, after.snapshot_available), (None, None)),
+            }
+        }
+    }
+    let mut v = volume(Available);
+    assert_eq!(finish(&mut v, false), Aftermath::default());
+    assert_eq!(v.status, Available);
+}
+
+#[test]
+fn snapshot_rules() {
+    use SnapshotStatus as S;
+    for (status, deletable) in [
+        (S::Creating, false),
+        (S::Available, true),
+        (S::Error, true),
+        (S::Deleting, false),
+        (S::ErrorDeleting, false),
+        (S::Rollbacking, false),
+    ] {
+        let mut x = snapshot("s1", status);
+        let r = begin_snapshot_delete(&mut x, &[]);
+        assert_eq!(r.is_ok(), deletable, "{}", status.as_str());
+        if let Err(e) = r {
+            assert_eq!(e.code(), "EVS.1047");
+        }
+        let mut v = volume(Available);
+        let r = begin_rollback(&mut snapshot("s1", status), &mut v, None);
+        assert_eq!(r.is_ok(), status == S::Available);
+    }
+    // Not while a volume is rolled back to it or created from it.
+    let mut rolling = volume(Rollbacking);
+    rolling.pending = Some(PendingOp::Rollback("s1".into()));
+    let mut x = snapshot("s1", S::Available);
+    assert!(begin_snapshot_delete(&mut x, &[rolling]).is_err());
+    let mut x = snapshot("s1", S::Available);
+    let mut v = volume(Available);
+    begin_rollback(&mut x, &mut v, Some(Some("renamed".into()))).unwrap();
+    assert_eq!(
+        (x.status, v.name.as_deref()),
+        (S::Rollbacking, Some("renamed"))
+    );
+    // Only to its own volume.
+    let mut other = volume(Available);
+    other.id = "v2".into();
+    assert!(begin_rollback(&mut snapshot("s1", S::Available), &mut other, None).is_err());
+
+    assert_eq!(
+        snapshot_finished(S::Creating, true),
+        SnapshotOutcome::Becomes(S::Available)
+    );
+    assert_eq!(
+        snapshot_finished(S::Creating, false),
+        SnapshotOutcome::Becomes(S::Error)
+    );
+    assert_eq!(
+        snapshot_finished(S::Deleting, true),
+        SnapshotOutcome::Removed
+    );
+    assert_eq!(
+        snapshot_finished(S::Deleting, false),
+        SnapshotOutcome::Becomes(S::ErrorDeleting)
+    );
+    assert_eq!(
+        snapshot_finished(S::Available, false),
+        SnapshotOutcome::Unchanged
+    );
+}
+
+#[test]
+fn transfers_move_ownership_and_withdraw() {
+    let mut v = volume(Available);
+    assert!(
+        offer_transfer(&mut v, true).is_err(),
+        "snapshots stay behind: refused"
+    );
+    offer_transfer(&mut v, false).unwrap();
+    accept_transfer(&mut v, "p2", "u2").unwrap();
+    assert_eq!((v.project_id.as_str(), v.user_id.as_str()), ("p2", "u2"));
+    assert!(accept_transfer(&mut v, "p3", "u3").is_err(), "only once");
+    let mut v = volume(AwaitingTransfer);
+    assert!(withdraw_transfer(&mut v));
+    assert_eq!(v.status, Available);
+    assert!(!withdraw_transfer(&mut v));
+}
+
+#[test]
+fn usage_counts_live_volumes_and_snapshots_per_type() {
+    let mut a = volume(Available);
+    a.size = 5;
+    let mut b = volume(InUse);
+    b.id = "v2".into();
+    b.volume_type = "SAS".into();
+    let mut gone = volume(Deleting);
+    gone.id = "v3".into();
+    let mut theirs = volume(Available);
+    theirs.id = "v4".into();
+    theirs.project_id = "p2".into();
+    let snaps = [snapshot("s1", SnapshotStatus::Available)];
+    let used = usage(["backups".to_owned()], &[a, b, gone, theirs], &snaps, "p1");
+    assert_eq!(used["volumes"], 2);
+    assert_eq!(used["gigabytes"], 5 + 10 + 10);
+    assert_eq!(used["volumes_SSD"], 1);
+    assert_eq!(used["gigabytes_SSD"], 5 + 10);
+    assert_eq!(used["snapshots_SSD"], 1);
+    assert_eq!(used["volumes_SAS"], 1);
+    assert_eq!(used["backups"], 0);
+}
+
+#[test]
+fn limits_refuse_over_quota_and_minus_one_is_unlimited() {
+    let limits: BTreeMap<String, i64> = [
+        ("volumes".to_owned(), 2),
+        ("gigabytes".to_owned(), -1),
+        ("per_volume_gigabytes".to_owned(), 100),
+    ]
+    .into();
+    let used: BTreeMap<String, i64> = [("volumes".to_owned(), 1)].into();
+    assert!(within_limits(&limits, &used, &volume_deltas(50, "SSD"), Some(50)).is_ok());
+    let e = within_limits(
+        &limits,
+        &[("volumes".to_owned(), 2)].into(),
+        &volume_deltas(1, "SSD"),
+        Some(1),
+    )
+    .unwrap_err();
+    assert!(matches!(e, Refusal::OverQuota(_)));
+    assert_eq!(e.code(), "EVS.5413");
+    let e = within_limits(&limits, &used, &volume_deltas(101, "SSD"), Some(101)).unwrap_err();
+    assert!(e.to_string().contains("VolumeSizeExceedsLimit"));
+    assert_eq!(
+        extend_deltas(3, "SAS"),
+        vec![("gigabytes".to_owned(), 3), ("gigabytes_SAS".to_owned(), 3)]
+    );
+    assert_eq!(snapshot_deltas(4, "SAS")[0], ("snapshots".to_owned(), 1));
+}
