@@ -1,5 +1,5 @@
 //! The admin API, handler by handler, through `Router::oneshot` on a real catalog and real
-//! replica sets: each endpoint's success and its documented errors (docs/evs-api.md).
+//! replica sets: each endpoint's success and its documented errors (`docs/api.md`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod api_support;

@@ -1,4 +1,4 @@
-//! Volume actions: `POST P/volumes/{id}/action` (evs-api.md §4.4).
+//! Volume actions: `POST P/volumes/{id}/action` (`docs/api.md` §5).
 
 use std::sync::Arc;
 

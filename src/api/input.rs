@@ -1,4 +1,4 @@
-//! Validation of request members, with Cinder's rules (evs-api.md §1.4, §1.5).
+//! Validation of request members, with Cinder's rules (`docs/api.md` §3).
 
 use std::collections::BTreeMap;
 

@@ -1,4 +1,4 @@
-//! The Keystone v3 subset under `/identity/v3` (evs-api.md §1.2): version discovery,
+//! The Keystone v3 subset under `/identity/v3` (`docs/api.md` §2): version discovery,
 //! password (and token) authentication with project scope, token validation and revocation,
 //! and admin-only projects, users and role grants.
 

@@ -1,5 +1,5 @@
 //! Lists: `limit`/`marker`/`offset`, `sort` or `sort_key`/`sort_dir`, filters and the
-//! next-page link (evs-api.md §1.8).
+//! next-page link (`docs/api.md` §3).
 
 use std::cmp::Ordering;
 

@@ -1,4 +1,4 @@
-//! User metadata of volumes and snapshots: the six operations (evs-api.md §4.3, §4.6).
+//! User metadata of volumes and snapshots: the six operations (`docs/api.md` §5).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

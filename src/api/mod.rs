@@ -1,6 +1,6 @@
 //! The admin API: Cinder v2 (the EVS dialect) under `/v2/{project_id}` and `/v3/{project_id}`,
 //! a Keystone v3 subset under `/identity/v3`, version documents and `/metrics`
-//! (contract: `docs/evs-api.md`).
+//! (reference: `docs/api.md`).
 //!
 //! Handlers validate synchronously, commit the catalog change, and hand data work to the
 //! [`Backend`] — the API answers `202` with a transient status as Cinder does. Catalog and

@@ -1,4 +1,4 @@
-//! Snapshots: create, list, show, update, delete (evs-api.md §4.5) and EVS rollback (§4.7).
+//! Snapshots: create, list, show, update, delete and EVS rollback (`docs/api.md` §5).
 
 use super::set_field;
 use std::collections::BTreeMap;

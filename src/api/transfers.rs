@@ -1,4 +1,4 @@
-//! Volume transfers between projects (evs-api.md §4.12): the owner offers a volume and gets a
+//! Volume transfers between projects (`docs/api.md` §5): the owner offers a volume and gets a
 //! one-time auth key (stored only salted and hashed); whoever presents id and key takes it.
 
 use super::set_field;

@@ -1,5 +1,5 @@
 //! Volumes: create (blank, from a snapshot, or a clone), list, show, update, delete
-//! (evs-api.md §4.2), and the volume views (§2.1, §2.2).
+//! (`docs/api.md` §5), and the volume views (§4).
 
 use super::set_field;
 use std::collections::BTreeMap;

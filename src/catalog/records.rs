@@ -23,7 +23,7 @@ macro_rules! statuses {
 }
 
 statuses!(
-    /// A volume's status (evs-api.md §3.1).
+    /// A volume's status (`docs/api.md` §6).
     VolumeStatus {
         /// Being created.
         Creating = "creating",
@@ -61,7 +61,7 @@ statuses!(
 );
 
 statuses!(
-    /// A snapshot's status (evs-api.md §3.2).
+    /// A snapshot's status (`docs/api.md` §6).
     SnapshotStatus {
         /// Being taken.
         Creating = "creating",
