@@ -18,3 +18,8 @@ pub mod identity;
 pub mod lifecycle;
 pub mod nbd;
 pub mod volumes;
+
+/// The README's code blocks, compiled and run as doctests so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeExamples;
