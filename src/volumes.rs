@@ -1,8 +1,9 @@
 //! Volumes on a data directory: each volume is a replica set whose three replicas live in
 //! `<replica dir i>/<volume id>/` (by default `<data-dir>/replicas/{0,1,2}`) or on
 //! `tripod replica` nodes (`tcp://HOST:PORT`, the copy named by the volume id). This module
-//! creates them, finds them, opens them once and shares them with the NBD export; the
-//! catalog (`crate::backend`) decides which of them are offered.
+//! creates them, finds them, opens them once and says which are offered and writable; the
+//! catalog (`crate::backend`) decides that, and the NBD export (`crate::nbd::volumes`) serves
+//! them.
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
@@ -11,7 +12,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use parking_lot::Mutex;
 use tripod_engine::{FileStorage, Geometry, VolumeOptions};
 use tripod_replication::remote::RemoteNode;
@@ -19,8 +19,6 @@ use tripod_replication::{
     Executor, LocalReplica, Replica, ReplicaSet, SetConfig, Supervisor, DEFAULT_POOL_THREADS,
 };
 use uuid::Uuid;
-
-use crate::nbd::{BlockDevice, DeviceError, DeviceFuture, Export, Exports, Run};
 
 /// Errors of the volume directory.
 #[derive(Debug, thiserror::Error)]
@@ -264,76 +262,7 @@ pub enum Exposure {
     Hidden,
 }
 
-/// A volume as one NBD connection sees it: its replica set behind a write gate the registry
-/// closes when the volume becomes read-only or is hidden, so connections made before the
-/// change get EPERM for writes from then on (reads keep working).
-struct GatedVolume {
-    set: Arc<ReplicaSet>,
-    writable: Arc<AtomicBool>,
-}
-
-impl GatedVolume {
-    fn check(&self) -> Result<(), DeviceError> {
-        if self.writable.load(Ordering::Acquire) {
-            Ok(())
-        } else {
-            Err(DeviceError::ReadOnly)
-        }
-    }
-}
-
-impl BlockDevice for GatedVolume {
-    fn size(&self) -> u64 {
-        BlockDevice::size(self.set.as_ref())
-    }
-    fn read(&self, offset: u64, len: u32) -> Result<Bytes, DeviceError> {
-        BlockDevice::read(self.set.as_ref(), offset, len)
-    }
-    fn write(&self, offset: u64, data: Bytes) -> Result<(), DeviceError> {
-        self.check()?;
-        BlockDevice::write(self.set.as_ref(), offset, data)
-    }
-    fn write_zeroes(&self, offset: u64, len: u32, punch: bool) -> Result<(), DeviceError> {
-        self.check()?;
-        BlockDevice::write_zeroes(self.set.as_ref(), offset, len, punch)
-    }
-    fn trim(&self, offset: u64, len: u32) -> Result<(), DeviceError> {
-        self.check()?;
-        BlockDevice::trim(self.set.as_ref(), offset, len)
-    }
-    fn flush(&self) -> Result<(), DeviceError> {
-        BlockDevice::flush(self.set.as_ref())
-    }
-    fn allocation(&self, offset: u64, len: u32) -> Result<Vec<Run>, DeviceError> {
-        BlockDevice::allocation(self.set.as_ref(), offset, len)
-    }
-    fn read_async(self: Arc<Self>, offset: u64, len: u32) -> DeviceFuture<Bytes> {
-        self.set.clone().read_async(offset, len)
-    }
-    fn write_async(self: Arc<Self>, offset: u64, data: Bytes) -> DeviceFuture<()> {
-        match self.check() {
-            Ok(()) => BlockDevice::write_async(self.set.clone(), offset, data),
-            Err(e) => Box::pin(std::future::ready(Err(e))),
-        }
-    }
-    fn write_zeroes_async(self: Arc<Self>, offset: u64, len: u32, punch: bool) -> DeviceFuture<()> {
-        match self.check() {
-            Ok(()) => BlockDevice::write_zeroes_async(self.set.clone(), offset, len, punch),
-            Err(e) => Box::pin(std::future::ready(Err(e))),
-        }
-    }
-    fn trim_async(self: Arc<Self>, offset: u64, len: u32) -> DeviceFuture<()> {
-        match self.check() {
-            Ok(()) => BlockDevice::trim_async(self.set.clone(), offset, len),
-            Err(e) => Box::pin(std::future::ready(Err(e))),
-        }
-    }
-    fn flush_async(self: Arc<Self>) -> DeviceFuture<()> {
-        BlockDevice::flush_async(self.set.clone())
-    }
-}
-
-/// The volumes of a data directory, opened on first use and kept open, as NBD exports.
+/// The volumes of a data directory, opened on first use and kept open.
 /// Volumes the catalog manages are offered as it says ([`VolumeRegistry::expose`]); volumes
 /// it does not know (made offline by `tripod volume create`) are offered read-write.
 pub struct VolumeRegistry {
@@ -399,11 +328,13 @@ impl VolumeRegistry {
     /// lose (or regain) the right to write with it.
     pub fn expose(&self, id: &str, exposure: Exposure) {
         let writable = exposure == Exposure::Exported { read_only: false };
-        self.gate(id).store(writable, Ordering::Release);
+        self.write_gate(id).store(writable, Ordering::Release);
         self.exposure.lock().insert(id.to_owned(), exposure);
     }
 
-    fn gate(&self, id: &str) -> Arc<AtomicBool> {
+    /// The write gate of volume `id`, shared by every connection to it: closed while the
+    /// volume is read-only or hidden.
+    pub fn write_gate(&self, id: &str) -> Arc<AtomicBool> {
         self.gates
             .lock()
             .entry(id.to_owned())
@@ -431,40 +362,23 @@ impl VolumeRegistry {
             .collect()
     }
 
-    /// The data directory.
-    pub fn data_dir(&self) -> &DataDir {
-        &self.dir
-    }
-}
-
-impl Exports for VolumeRegistry {
-    fn lookup(&self, name: &str) -> Option<Export> {
-        let read_only = match self.exposure.lock().get(name).copied() {
-            Some(Exposure::Hidden) => return None,
-            Some(Exposure::Exported { read_only }) => read_only,
-            None => false,
-        };
-        match self.get(name) {
-            Ok(set) => Some(Export {
-                device: Arc::new(GatedVolume {
-                    set,
-                    writable: self.gate(name),
-                }),
-                read_only,
-            }),
-            Err(e) => {
-                tracing::info!(export = name, "export refused: {e}");
-                None
-            }
-        }
+    /// How volume `id` is offered (`None`: the catalog never said; offered read-write).
+    pub fn exposure(&self, id: &str) -> Option<Exposure> {
+        self.exposure.lock().get(id).copied()
     }
 
-    fn names(&self) -> Vec<String> {
+    /// The volumes of the data directory that are not hidden.
+    pub fn visible(&self) -> Vec<String> {
         let exposure = self.exposure.lock();
         self.dir
             .list()
             .into_iter()
             .filter(|n| exposure.get(n) != Some(&Exposure::Hidden))
             .collect()
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &DataDir {
+        &self.dir
     }
 }

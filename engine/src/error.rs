@@ -125,6 +125,23 @@ pub enum EngineError {
 }
 
 impl EngineError {
+    /// Whether the error is the caller's mistake — a range, size, snapshot name or shape the
+    /// volume refuses the same way on every copy — rather than a fault of this store (I/O,
+    /// corruption, space).
+    pub fn is_caller_error(&self) -> bool {
+        matches!(
+            self,
+            Self::OutOfRange { .. }
+                | Self::Shrink { .. }
+                | Self::InvalidSize { .. }
+                | Self::InvalidSnapshotId(_)
+                | Self::SnapshotExists(_)
+                | Self::SnapshotNotFound(_)
+                | Self::TooManyLayers { .. }
+                | Self::InvalidGeometry(_)
+        )
+    }
+
     /// Wraps an `io::Error` with what the engine was doing.
     pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(io::Error) -> Self {
         let context = context.into();

@@ -14,10 +14,10 @@ use bytes::Bytes;
 use parking_lot::{ArcRwLockReadGuard, RawRwLock};
 use tripod_engine::{OwnedRangeGuard, View};
 
-use crate::error::{is_no_space, ReplicationError, Result};
+use crate::error::{ReplicationError, Result};
 use crate::fanout::{Answers, Fanout};
 use crate::ids::{spread, PerReplica};
-use crate::set::{is_logical, Durability, ReplicaSet};
+use crate::set::{Durability, ReplicaSet};
 
 /// What a submitted request was.
 enum Kind {
@@ -357,12 +357,12 @@ impl ReplicaSet {
         for (id, answer) in answers {
             match answer {
                 Ok(()) => outcome[id] = Some(true),
-                Err(e) if is_no_space(&e) && matches!(kind, Kind::Write { .. }) => {
+                Err(e) if e.is_no_space() && matches!(kind, Kind::Write { .. }) => {
                     tracing::warn!(replica = %id, "write refused: {e}");
                     outcome[id] = Some(false);
                     refused[id] = true;
                 }
-                Err(e) if is_logical(&e) => {
+                Err(e) if e.is_caller_error() => {
                     return Err(ReplicationError::Replica {
                         replica: id,
                         source: e,

@@ -90,10 +90,15 @@ pub enum ReplicationError {
 /// Result alias for the replication crate.
 pub type Result<T, E = ReplicationError> = std::result::Result<T, E>;
 
-/// Whether a replica refused for lack of space (its copy unchanged).
-pub(crate) fn is_no_space(e: &ReplicaFault) -> bool {
-    matches!(
-        e,
-        ReplicaFault::Engine(tripod_engine::EngineError::NoSpace { .. })
-    )
+impl ReplicaFault {
+    /// Whether the replica refused for lack of space (its copy unchanged).
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, Self::Engine(EngineError::NoSpace { .. }))
+    }
+
+    /// Whether this is the caller's mistake, answered the same by every replica (a range,
+    /// size or snapshot name the volume refuses), rather than a fault of this replica.
+    pub fn is_caller_error(&self) -> bool {
+        matches!(self, Self::Engine(e) if e.is_caller_error())
+    }
 }

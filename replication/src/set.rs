@@ -12,7 +12,7 @@ use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use tripod_engine::{BlockLocks, EngineError, Geometry, SnapshotId, SnapshotInfo, View};
 
-use crate::error::{is_no_space, ReplicaFault, ReplicationError, Result};
+use crate::error::{ReplicaFault, ReplicationError, Result};
 use crate::fanout::{Fanout, Lag};
 use crate::ids::{PerReplica, ReplicaId};
 use crate::membership::Membership;
@@ -104,24 +104,6 @@ pub struct ReplicaSet {
     /// The latest write was refused for lack of space (cleared by the next that succeeds).
     pub(crate) out_of_space: AtomicBool,
     pub(crate) config: SetConfig,
-}
-
-/// Whether an engine error is the caller's mistake (the same on every replica) rather than a
-/// fault of one replica.
-pub(crate) fn is_logical(e: &ReplicaFault) -> bool {
-    matches!(
-        e,
-        ReplicaFault::Engine(
-            EngineError::OutOfRange { .. }
-                | EngineError::Shrink { .. }
-                | EngineError::InvalidSize { .. }
-                | EngineError::InvalidSnapshotId(_)
-                | EngineError::SnapshotExists(_)
-                | EngineError::SnapshotNotFound(_)
-                | EngineError::TooManyLayers { .. }
-                | EngineError::InvalidGeometry(_)
-        )
-    )
 }
 
 impl ReplicaSet {
@@ -307,8 +289,8 @@ impl ReplicaSet {
         for (id, answer) in answers.wait() {
             match answer {
                 Ok(()) => outcome[id] = Some(true),
-                Err(e) if is_logical(&e) => logical = Some((id, e)),
-                Err(e) if is_no_space(&e) => {
+                Err(e) if e.is_caller_error() => logical = Some((id, e)),
+                Err(e) if e.is_no_space() => {
                     tracing::warn!(replica = %id, "structural change refused: {e}");
                     outcome[id] = Some(false);
                     refused[id] = true;
@@ -461,7 +443,7 @@ impl ReplicaSet {
                     bad_copies.push(id);
                     last_error = Some(ReplicationError::NoGoodCopy { block });
                 }
-                Err(e) if is_logical(&e) => {
+                Err(e) if e.is_caller_error() => {
                     return Err(match e {
                         ReplicaFault::Engine(e) => ReplicationError::Invalid(e),
                         e => ReplicationError::Replica {

@@ -1,5 +1,5 @@
 //! `BlockDevice`: the narrow interface the NBD server serves, so it can run over a replica
-//! set, a single engine store, or (in tests) anything else. Each I/O call has a blocking
+//! set or (in tests) anything else. Each I/O call has a blocking
 //! form and an async one; the server uses the async one, whose default runs the blocking
 //! form on the runtime's blocking pool. A replica set answers asynchronously itself, so a
 //! request in flight holds no thread.
@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tripod_engine::{EngineError, Volume};
+use tripod_engine::EngineError;
 use tripod_replication::{ReplicaSet, ReplicationError};
 
 /// Why a device operation failed, in the terms the protocol can report.
@@ -99,20 +99,16 @@ pub trait BlockDevice: Send + Sync + 'static {
     }
 }
 
-fn from_replication(e: ReplicationError) -> DeviceError {
-    match e {
-        ReplicationError::Invalid(EngineError::OutOfRange { .. }) => DeviceError::OutOfRange,
-        ReplicationError::Invalid(e) => DeviceError::Invalid(e.to_string()),
-        e @ ReplicationError::NoSpace { .. } => DeviceError::NoSpace(e.to_string()),
-        other => DeviceError::Io(other.to_string()),
-    }
-}
-
-fn from_engine(e: EngineError) -> DeviceError {
-    match e {
-        EngineError::OutOfRange { .. } => DeviceError::OutOfRange,
-        e @ EngineError::NoSpace { .. } => DeviceError::NoSpace(e.to_string()),
-        other => DeviceError::Io(other.to_string()),
+impl From<ReplicationError> for DeviceError {
+    /// A set's error in the protocol's terms: a range outside the volume, a request the
+    /// volume refuses, full disks (ENOSPC) or an I/O error.
+    fn from(e: ReplicationError) -> Self {
+        match e {
+            ReplicationError::Invalid(EngineError::OutOfRange { .. }) => Self::OutOfRange,
+            ReplicationError::Invalid(e) => Self::Invalid(e.to_string()),
+            e @ ReplicationError::NoSpace { .. } => Self::NoSpace(e.to_string()),
+            other => Self::Io(other.to_string()),
+        }
     }
 }
 
@@ -132,38 +128,38 @@ impl BlockDevice for ReplicaSet {
         ReplicaSet::size(self)
     }
     fn read(&self, offset: u64, len: u32) -> Result<Bytes, DeviceError> {
-        ReplicaSet::read(self, offset, u64::from(len)).map_err(from_replication)
+        ReplicaSet::read(self, offset, u64::from(len)).map_err(DeviceError::from)
     }
     fn write(&self, offset: u64, data: Bytes) -> Result<(), DeviceError> {
-        self.write_bytes(offset, data).map_err(from_replication)
+        self.write_bytes(offset, data).map_err(DeviceError::from)
     }
     fn write_zeroes(&self, offset: u64, len: u32, _punch: bool) -> Result<(), DeviceError> {
         // Zeroed blocks always become holes: they read as zeros either way, and NO_HOLE is
         // only a hint about allocation.
-        ReplicaSet::write_zeroes(self, offset, u64::from(len)).map_err(from_replication)
+        ReplicaSet::write_zeroes(self, offset, u64::from(len)).map_err(DeviceError::from)
     }
     fn trim(&self, offset: u64, len: u32) -> Result<(), DeviceError> {
-        ReplicaSet::trim(self, offset, u64::from(len)).map_err(from_replication)
+        ReplicaSet::trim(self, offset, u64::from(len)).map_err(DeviceError::from)
     }
     fn flush(&self) -> Result<(), DeviceError> {
-        ReplicaSet::flush(self).map_err(from_replication)
+        ReplicaSet::flush(self).map_err(DeviceError::from)
     }
     fn allocation(&self, offset: u64, len: u32) -> Result<Vec<Run>, DeviceError> {
         let extents = self
             .extents(offset, u64::from(len))
-            .map_err(from_replication)?;
+            .map_err(DeviceError::from)?;
         Ok(runs(&extents))
     }
     fn read_async(self: Arc<Self>, offset: u64, len: u32) -> DeviceFuture<Bytes> {
         Box::pin(async move {
             let read = ReplicaSet::read_async(&self, offset, u64::from(len)).await;
-            read.map_err(from_replication)
+            read.map_err(DeviceError::from)
         })
     }
     fn write_async(self: Arc<Self>, offset: u64, data: Bytes) -> DeviceFuture<()> {
         Box::pin(async move {
             let written = ReplicaSet::write_async(&self, offset, data).await;
-            written.map_err(from_replication)
+            written.map_err(DeviceError::from)
         })
     }
     fn write_zeroes_async(
@@ -174,48 +170,21 @@ impl BlockDevice for ReplicaSet {
     ) -> DeviceFuture<()> {
         Box::pin(async move {
             let zeroed = ReplicaSet::write_zeroes_async(&self, offset, u64::from(len)).await;
-            zeroed.map_err(from_replication)
+            zeroed.map_err(DeviceError::from)
         })
     }
     fn trim_async(self: Arc<Self>, offset: u64, len: u32) -> DeviceFuture<()> {
         Box::pin(async move {
             let trimmed = ReplicaSet::write_zeroes_async(&self, offset, u64::from(len)).await;
-            trimmed.map_err(from_replication)
+            trimmed.map_err(DeviceError::from)
         })
     }
     fn flush_async(self: Arc<Self>) -> DeviceFuture<()> {
         Box::pin(async move {
             ReplicaSet::flush_async(&self)
                 .await
-                .map_err(from_replication)
+                .map_err(DeviceError::from)
         })
-    }
-}
-
-impl BlockDevice for Volume {
-    fn size(&self) -> u64 {
-        Volume::size(self)
-    }
-    fn read(&self, offset: u64, len: u32) -> Result<Bytes, DeviceError> {
-        Volume::read(self, offset, u64::from(len))
-            .map(Bytes::from)
-            .map_err(from_engine)
-    }
-    fn write(&self, offset: u64, data: Bytes) -> Result<(), DeviceError> {
-        Volume::write(self, offset, &data).map_err(from_engine)
-    }
-    fn write_zeroes(&self, offset: u64, len: u32, _punch: bool) -> Result<(), DeviceError> {
-        Volume::write_zeroes(self, offset, u64::from(len)).map_err(from_engine)
-    }
-    fn trim(&self, offset: u64, len: u32) -> Result<(), DeviceError> {
-        Volume::trim(self, offset, u64::from(len)).map_err(from_engine)
-    }
-    fn flush(&self) -> Result<(), DeviceError> {
-        Volume::flush(self).map_err(from_engine)
-    }
-    fn allocation(&self, offset: u64, len: u32) -> Result<Vec<Run>, DeviceError> {
-        let extents = self.extents(offset, u64::from(len)).map_err(from_engine)?;
-        Ok(runs(&extents))
     }
 }
 
