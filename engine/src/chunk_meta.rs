@@ -6,10 +6,10 @@
 
 use std::collections::HashMap;
 
+use crate::addressing::{ChunkIndex, LayerId};
 use crate::codec::{crc, PutLe, Reader};
 use crate::format::{CHUNK_MAGIC, CURRENT_VERSION};
 use crate::storage::StorageFile;
-use crate::types::{ChunkIndex, LayerId};
 
 /// Header length of a chunk record.
 const HEADER_LEN: usize = 48;

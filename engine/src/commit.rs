@@ -30,12 +30,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::addressing::{BlockIndex, ChunkIndex, Geometry, LayerId, Lsn};
 use crate::chunk_meta::{self, BlockState};
 use crate::error::{EngineError, Result};
 use crate::layer::Tree;
 use crate::manifest::Manifest;
 use crate::storage::StorageFile;
-use crate::types::{BlockIndex, ChunkIndex, Geometry, LayerId, Lsn};
 use crate::volume::Volume;
 use crate::wal;
 
@@ -453,7 +453,7 @@ impl Volume {
             epoch: wal.epoch,
             lsn: wal.next_lsn,
             layer: tree.head,
-            block: crate::types::BlockIndex(0),
+            block: crate::addressing::BlockIndex(0),
             generation: 0,
         };
         wal::encode(&mut buf, target, wal::Body::Synced);

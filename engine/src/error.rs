@@ -3,7 +3,7 @@
 
 use std::io;
 
-use crate::types::{BlockIndex, LayerId, SnapshotId};
+use crate::addressing::{BlockIndex, LayerId, SnapshotId};
 
 /// Everything that can go wrong in the engine.
 #[derive(Debug, thiserror::Error)]

@@ -1,10 +1,10 @@
 //! Entry points for the fuzz targets in `fuzz/`: each feeds untrusted bytes to one decoder.
 //! Not part of the stable API.
 
+use crate::addressing::{ChunkIndex, LayerId, Lsn};
 use crate::chunk_meta;
 use crate::manifest::Manifest;
 use crate::storage::{MemStorage, Storage};
-use crate::types::{ChunkIndex, LayerId, Lsn};
 use crate::wal;
 
 /// Decodes `bytes` as a manifest; if it decodes, it must re-encode to the same bytes.

@@ -10,10 +10,10 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
+use crate::addressing::{ChunkIndex, Geometry, LayerId, SnapshotId};
 use crate::chunk_meta::{BlockState, ChunkMeta};
 use crate::manifest::{LayerRecord, Role};
 use crate::storage::StorageFile;
-use crate::types::{ChunkIndex, Geometry, LayerId, SnapshotId};
 
 /// One layer of one volume.
 pub(crate) struct Layer {

@@ -26,6 +26,7 @@
 //! What it is not: it keeps one copy. Three copies, repair from a good copy and quorum are
 //! `tripod-replication`'s job; networks, NBD and HTTP live above that.
 
+mod addressing;
 mod chunk_meta;
 mod codec;
 mod commit;
@@ -41,12 +42,12 @@ mod scrub;
 mod snapshot_io;
 mod space;
 pub mod storage;
-mod tree_ops;
-mod types;
+mod structure;
 mod view;
 mod volume;
 mod wal;
 
+pub use addressing::{BlockIndex, ChunkIndex, Geometry, LayerId, Lsn, SnapshotId};
 pub use error::{EngineError, Result};
 pub use format::{FormatVersion, CURRENT_VERSION, MAX_LAYERS, MAX_VOLUME_SIZE};
 pub use locks::{BlockLocks, OwnedRangeGuard, RangeGuard};
@@ -54,7 +55,6 @@ pub use scrub::{BadBlock, VerifyReport};
 pub use storage::{
     CrashMode, FaultPlan, FaultyStorage, FileStorage, MemStorage, Storage, StorageFile,
 };
-pub use tree_ops::{SnapshotInfo, SpaceUsage};
-pub use types::{BlockIndex, ChunkIndex, Geometry, LayerId, Lsn, SnapshotId};
+pub use structure::{SnapshotInfo, SpaceUsage};
 pub use view::{BlockContent, BlockInfo, View};
 pub use volume::{BatchWrite, Extent, RawBlock, Volume, VolumeOptions, MAX_READ_ALLOC};

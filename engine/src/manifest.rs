@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use crate::addressing::{Geometry, LayerId, Lsn, SnapshotId};
 use crate::codec::{crc, PutLe, Reader, Short};
 use crate::error::{EngineError, Result};
 use crate::format::{
@@ -11,7 +12,6 @@ use crate::format::{
     MAX_MANIFEST_BODY, MAX_VOLUME_SIZE,
 };
 use crate::storage::Storage;
-use crate::types::{Geometry, LayerId, Lsn, SnapshotId};
 
 /// Size of the manifest header: magic(8) version(4) body_len(4) body_crc(4) header_crc(4).
 const HEADER_LEN: usize = 24;

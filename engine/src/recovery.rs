@@ -10,6 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use parking_lot::{Condvar, Mutex, RwLock};
 
+use crate::addressing::{ChunkIndex, Geometry, LayerId, Lsn};
 use crate::chunk_meta::{self, BlockState};
 use crate::commit::{Queue, WalState};
 use crate::error::{EngineError, Result};
@@ -21,7 +22,6 @@ use crate::layer::{Layer, Tree};
 use crate::locks::BlockLocks;
 use crate::manifest::{LayerRecord, Manifest, Role};
 use crate::storage::Storage;
-use crate::types::{ChunkIndex, Geometry, LayerId, Lsn};
 use crate::volume::{Volume, VolumeOptions};
 use crate::wal::{self, End, RecordKind};
 
@@ -237,7 +237,7 @@ impl Volume {
                 ));
             }
             for b in e.block.0..e.block.0 + e.count {
-                touched.insert((e.layer, g.locate(crate::types::BlockIndex(b)).0));
+                touched.insert((e.layer, g.locate(crate::addressing::BlockIndex(b)).0));
             }
             match e.kind {
                 RecordKind::Data(_) => {

@@ -2,9 +2,9 @@
 //! not match. It repairs nothing (a single replica has no other copy); the replica set uses
 //! the report to rewrite bad copies from good ones.
 
+use crate::addressing::{BlockIndex, LayerId, SnapshotId};
 use crate::chunk_meta::BlockState;
 use crate::error::{EngineError, Result};
-use crate::types::{BlockIndex, LayerId, SnapshotId};
 use crate::view::View;
 use crate::volume::{Access, Volume};
 

@@ -2,11 +2,11 @@
 
 use std::sync::Arc;
 
+use crate::addressing::{BlockIndex, ChunkIndex, LayerId, SnapshotId};
 use crate::chunk_meta::BlockState;
 use crate::error::{EngineError, Result};
 use crate::layer::{Layer, Tree};
 use crate::storage::Storage;
-use crate::types::{BlockIndex, ChunkIndex, LayerId, SnapshotId};
 use crate::volume::{Access, Volume, VolumeOptions};
 
 /// Bytes copied per write while cloning: large enough to amortise the log sync, small enough

@@ -2,10 +2,10 @@
 //! copies: per-chunk block summaries from metadata alone (content kind, CRC, generation),
 //! reads of any view, and a checked in-place repair of a damaged block.
 
+use crate::addressing::{BlockIndex, ChunkIndex, LayerId, SnapshotId};
 use crate::chunk_meta::BlockState;
 use crate::error::{EngineError, Result};
 use crate::layer::{Layer, Tree};
-use crate::types::{BlockIndex, ChunkIndex, LayerId, SnapshotId};
 use crate::volume::Volume;
 
 /// Which content of a volume.

@@ -1,5 +1,5 @@
 //! [`Volume`]: the public face of one replica's store, and its block I/O path (read, write,
-//! write zeroes, trim, allocation map). Structural operations live in `tree_ops`, creation and
+//! write zeroes, trim, allocation map). Structural operations live in `structure`, creation and
 //! recovery in `recovery`, the write order in `commit`.
 
 use std::collections::HashMap;
@@ -9,13 +9,13 @@ use std::sync::Arc;
 use bytes::Bytes;
 use parking_lot::{Condvar, Mutex, RwLock};
 
+use crate::addressing::{BlockIndex, Geometry, LayerId};
 use crate::chunk_meta::BlockState;
 use crate::commit::{Queue, Update, WalState};
 use crate::error::{EngineError, Result};
 use crate::layer::Tree;
 use crate::locks::BlockLocks;
 use crate::storage::Storage;
-use crate::types::{BlockIndex, Geometry, LayerId};
 
 /// Largest buffer [`Volume::read`] allocates; larger reads use [`Volume::read_at`] with a
 /// caller buffer. Stops a request from asking the engine for an unbounded allocation.

@@ -5,10 +5,10 @@
 //!
 //! This module owns the record format and the scan; it does not apply records.
 
+use crate::addressing::{BlockIndex, LayerId, Lsn};
 use crate::codec::{crc, PutLe, Reader};
 use crate::format::{CURRENT_VERSION, WAL_MAGIC};
 use crate::storage::StorageFile;
-use crate::types::{BlockIndex, LayerId, Lsn};
 
 /// Header length of a WAL record.
 pub(crate) const HEADER_LEN: usize = 64;

@@ -33,6 +33,7 @@
     deny(clippy::indexing_slicing, clippy::cast_possible_truncation)
 )]
 
+mod catch_up;
 mod client_io;
 mod error;
 mod executor;
@@ -40,6 +41,7 @@ mod fanout;
 mod ids;
 mod local;
 mod membership;
+mod open;
 pub mod remote;
 mod replica;
 mod scrub;
@@ -47,8 +49,8 @@ mod set;
 mod set_state;
 mod status;
 mod supervisor;
-mod sync;
 
+pub use catch_up::HealReport;
 pub use error::{ReplicaFault, ReplicationError, Result};
 pub use executor::{Executor, DEFAULT_POOL_THREADS};
 pub use ids::{PerReplica, ReplicaId, REPLICAS};
@@ -60,4 +62,3 @@ pub use set::{Durability, ReplicaSet, SetConfig};
 pub use set_state::{Member, SetState};
 pub use status::{ReplicaHealth, ReplicaStatus, SetStatus};
 pub use supervisor::Supervisor;
-pub use sync::HealReport;

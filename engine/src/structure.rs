@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 
+use crate::addressing::{BlockIndex, ChunkIndex, LayerId, SnapshotId};
 use crate::chunk_meta::BlockState;
 use crate::commit::persist_chunks;
 use crate::error::{EngineError, Result};
@@ -12,7 +13,6 @@ use crate::format::{data_file, meta_file, MAX_LAYERS};
 use crate::layer::{Layer, Tree};
 use crate::manifest::{LayerRecord, Role};
 use crate::recovery::{check_capacity, check_size, now_secs};
-use crate::types::{BlockIndex, ChunkIndex, LayerId, SnapshotId};
 use crate::volume::Volume;
 
 type FileHandle = std::sync::Arc<dyn crate::storage::StorageFile>;
