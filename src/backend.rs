@@ -1,5 +1,6 @@
-//! The volume lifecycle: the work behind the API's asynchronous operations (create, clone,
-//! extend, delete, snapshot, rollback, image upload) on the replica sets.
+//! The work behind the API's asynchronous operations (create, clone, extend, delete,
+//! snapshot, rollback, image upload) on the replica sets; which status each leaves is the
+//! lifecycle's rule (`crate::lifecycle`), image files are `crate::images`.
 //!
 //! Every operation follows one order, so a crash anywhere leaves the catalog knowing what was
 //! in flight: (1) the API commits the transient status and a [`PendingOp`] to the catalog,
@@ -8,8 +9,6 @@
 //! record still in flight and finishes it (or marks it `error`), so no volume is silently
 //! lost and none stays `creating` forever.
 
-use std::io::Write;
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -21,6 +20,7 @@ use crate::catalog::{
     Catalog, CatalogError, CatalogRead, ImageRecord, PendingOp, SnapshotRecord, SnapshotStatus,
     Timestamp, VolumeRecord, VolumeSource, VolumeStatus,
 };
+use crate::images;
 use crate::lifecycle::{self, SnapshotOutcome};
 use crate::volumes::{parse_id, Exposure, VolumeError, VolumeRegistry};
 
@@ -67,31 +67,7 @@ pub fn exposure_of(volume: &VolumeRecord) -> Exposure {
     }
 }
 
-/// Formats an upload can produce, and how `qemu-img` names them (`raw` is written directly).
-pub fn image_format(disk_format: &str) -> Option<&'static str> {
-    match disk_format {
-        "raw" => Some("raw"),
-        "qcow2" => Some("qcow2"),
-        "vmdk" => Some("vmdk"),
-        "vdi" => Some("vdi"),
-        "vhd" => Some("vpc"),
-        "vhdx" => Some("vhdx"),
-        _ => None,
-    }
-}
-
-/// Whether `qemu-img` can be run (needed for every image format but `raw`).
-pub fn qemu_img_available() -> bool {
-    std::process::Command::new("qemu-img")
-        .arg("--version")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
-/// The lifecycle worker.
+/// Runs the operations the API started, in the background.
 pub struct Backend {
     catalog: Arc<Catalog>,
     registry: Arc<VolumeRegistry>,
@@ -363,61 +339,11 @@ impl Backend {
             set.delete_snapshot(&temp)?;
         }
         set.snapshot(&temp)?;
-        let written = self.write_image(&set, &temp, &image);
+        let written = images::write(&set, &temp, &image, &self.images_dir, COPY_STEP)
+            .map_err(|e| BackendError::Image(e.to_string()));
         let deleted = set.delete_snapshot(&temp);
         written?;
         deleted?;
-        Ok(())
-    }
-
-    fn write_image(&self, set: &ReplicaSet, snap: &SnapshotId, image: &ImageRecord) -> Result<()> {
-        let img = |e: std::io::Error| BackendError::Image(e.to_string());
-        std::fs::create_dir_all(&self.images_dir).map_err(img)?;
-        let final_path = self.images_dir.join(&image.file);
-        let raw_path = self.images_dir.join(format!("{}.raw.partial", image.id));
-        let size = set.size();
-        {
-            let mut file = std::fs::File::create(&raw_path).map_err(img)?;
-            file.set_len(size).map_err(img)?;
-            let view = View::Snapshot(snap.clone());
-            let mut off = 0;
-            while off < size {
-                let n = COPY_STEP.min(size - off);
-                let data = set.read_view(&view, off, n)?;
-                if data.iter().any(|b| *b != 0) {
-                    file.write_all_at(&data, off).map_err(img)?;
-                }
-                off += n;
-            }
-            file.flush().map_err(img)?;
-            file.sync_all().map_err(img)?;
-        }
-        let format = image_format(&image.disk_format)
-            .ok_or_else(|| BackendError::Image(format!("format {}", image.disk_format)))?;
-        if format == "raw" {
-            std::fs::rename(&raw_path, &final_path).map_err(img)?;
-        } else {
-            let out = std::process::Command::new("qemu-img")
-                .args(["convert", "-f", "raw", "-O", format])
-                .arg(&raw_path)
-                .arg(&final_path)
-                .output()
-                .map_err(img);
-            let _ = std::fs::remove_file(&raw_path);
-            let out = out?;
-            if !out.status.success() {
-                return Err(BackendError::Image(format!(
-                    "qemu-img convert: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                )));
-            }
-            std::fs::File::open(&final_path)
-                .and_then(|f| f.sync_all())
-                .map_err(img)?;
-        }
-        std::fs::File::open(&self.images_dir)
-            .and_then(|d| d.sync_all())
-            .map_err(img)?;
         Ok(())
     }
 

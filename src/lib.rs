@@ -15,6 +15,7 @@ pub mod catalog;
 pub mod config;
 pub mod daemon;
 pub mod identity;
+pub mod images;
 pub mod lifecycle;
 pub mod nbd;
 pub mod volumes;

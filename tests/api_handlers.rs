@@ -941,7 +941,7 @@ async fn upload_image_writes_the_volume_content() {
     set.write((1 << 30) - 4096, &[0xcd; 4096]).unwrap();
     let vpath = format!("/v2/{}/volumes/{vol}", admin.project);
     let mut formats = vec!["raw"];
-    if tripod::backend::qemu_img_available() {
+    if tripod::images::qemu_img_available() {
         formats.push("qcow2");
     }
     for fmt in formats {

@@ -12,8 +12,8 @@ use super::extract::JsonBody;
 use super::input::{boolean, integer, is_uuid, only, Obj};
 use super::volumes;
 use super::{blocking, empty, info, quotas, reply, ApiError, ApiResult, ApiState, Ctx};
-use crate::backend::{image_format, qemu_img_available};
 use crate::catalog::{Attachment, ImageRecord, Timestamp, VolumeRecord};
+use crate::images::{image_format, qemu_img_available};
 use crate::lifecycle::{self, Refusal, MAX_SIZE_GIB};
 
 /// `POST P/volumes/{id}/action`.
