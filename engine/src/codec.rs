@@ -1,11 +1,16 @@
-//! Little-endian, fixed-width encoding helpers for the on-disk format. The reader checks every
+//! Little-endian, fixed-width encoding helpers for Tripod's on-disk formats (the engine's
+//! records here, the replica set state in `tripod-replication`). The reader checks every
 //! length before it touches a byte, so decoding damaged input returns an error, never panics.
 
 /// Appends little-endian integers to a byte vector.
-pub(crate) trait PutLe {
+pub trait PutLe {
+    /// Appends one byte.
     fn put_u8(&mut self, v: u8);
+    /// Appends a little-endian `u16`.
     fn put_u16(&mut self, v: u16);
+    /// Appends a little-endian `u32`.
     fn put_u32(&mut self, v: u32);
+    /// Appends a little-endian `u64`.
     fn put_u64(&mut self, v: u64);
 }
 
@@ -25,25 +30,27 @@ impl PutLe for Vec<u8> {
 }
 
 /// Why a decode stopped.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Short {
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("truncated: {what}")]
+pub struct Short {
     /// What was being read.
     pub what: &'static str,
 }
 
 /// A cursor over untrusted bytes.
-pub(crate) struct Reader<'a> {
+pub struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
 }
 
 impl<'a> Reader<'a> {
-    pub(crate) fn new(buf: &'a [u8]) -> Self {
+    /// A reader at the start of `buf`.
+    pub fn new(buf: &'a [u8]) -> Self {
         Self { buf, pos: 0 }
     }
 
     /// The next `n` bytes.
-    pub(crate) fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], Short> {
+    pub fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], Short> {
         let end = self.pos.checked_add(n).ok_or(Short { what })?;
         let bytes = self.buf.get(self.pos..end).ok_or(Short { what })?;
         self.pos = end;
@@ -56,27 +63,31 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
-    pub(crate) fn u8(&mut self, what: &'static str) -> Result<u8, Short> {
+    /// One byte.
+    pub fn u8(&mut self, what: &'static str) -> Result<u8, Short> {
         Ok(self.array::<1>(what)?[0])
     }
-    pub(crate) fn u16(&mut self, what: &'static str) -> Result<u16, Short> {
+    /// A little-endian `u16`.
+    pub fn u16(&mut self, what: &'static str) -> Result<u16, Short> {
         Ok(u16::from_le_bytes(self.array(what)?))
     }
-    pub(crate) fn u32(&mut self, what: &'static str) -> Result<u32, Short> {
+    /// A little-endian `u32`.
+    pub fn u32(&mut self, what: &'static str) -> Result<u32, Short> {
         Ok(u32::from_le_bytes(self.array(what)?))
     }
-    pub(crate) fn u64(&mut self, what: &'static str) -> Result<u64, Short> {
+    /// A little-endian `u64`.
+    pub fn u64(&mut self, what: &'static str) -> Result<u64, Short> {
         Ok(u64::from_le_bytes(self.array(what)?))
     }
 
     /// Bytes not read yet.
-    pub(crate) fn remaining(&self) -> usize {
+    pub fn remaining(&self) -> usize {
         self.buf.len() - self.pos
     }
 }
 
 /// CRC32 (the crc32fast polynomial) of `bytes`.
-pub(crate) fn crc(bytes: &[u8]) -> u32 {
+pub fn crc(bytes: &[u8]) -> u32 {
     crc32fast::hash(bytes)
 }
 

@@ -28,7 +28,7 @@
 
 mod addressing;
 mod chunk_meta;
-mod codec;
+pub mod codec;
 mod commit;
 mod error;
 mod format;

@@ -10,6 +10,8 @@
 use std::collections::BTreeSet;
 use std::hash::{BuildHasher, Hasher};
 
+use tripod_engine::codec::{PutLe, Reader, Short};
+
 use crate::ids::{PerReplica, ReplicaId};
 
 const MAGIC: [u8; 8] = *b"TRIPODSS";
@@ -59,39 +61,44 @@ pub fn random_volume_id() -> [u8; 16] {
     id
 }
 
+/// A cut-off field, as the decoder's error text.
+fn short(e: Short) -> String {
+    e.to_string()
+}
+
 impl SetState {
     /// Encodes the state as stored in replica `me`.
     pub fn encode(&self, me: ReplicaId) -> Vec<u8> {
         let mut body = Vec::new();
         body.extend_from_slice(&self.volume_id);
-        body.push(u8::try_from(me.index()).unwrap_or(u8::MAX));
-        body.extend_from_slice(&self.epoch.to_le_bytes());
-        body.extend_from_slice(&self.block_size.to_le_bytes());
-        body.extend_from_slice(&self.chunk_blocks.to_le_bytes());
+        body.put_u8(u8::try_from(me.index()).unwrap_or(u8::MAX));
+        body.put_u64(self.epoch);
+        body.put_u32(self.block_size);
+        body.put_u32(self.chunk_blocks);
         for (_, m) in self.members.iter() {
             let (tag, dirty): (u8, Option<&BTreeSet<u64>>) = match m {
                 Member::InService => (0, None),
                 Member::Out { dirty, full: false } => (1, Some(dirty)),
                 Member::Out { dirty, full: true } => (2, Some(dirty)),
             };
-            body.push(tag);
+            body.put_u8(tag);
             // At most MAX_DIRTY (a u32) entries are stored; more than that is a full rebuild
             // in all but name, and the decoder refuses larger counts.
             let count = dirty.map_or(0, |d| {
                 u32::try_from(d.len()).unwrap_or(MAX_DIRTY).min(MAX_DIRTY)
             });
-            body.extend_from_slice(&count.to_le_bytes());
+            body.put_u32(count);
             for c in dirty.into_iter().flatten().take(count as usize) {
-                body.extend_from_slice(&c.to_le_bytes());
+                body.put_u64(*c);
             }
         }
         let mut out = Vec::with_capacity(HEADER_LEN + body.len());
         out.extend_from_slice(&MAGIC);
-        out.extend_from_slice(&VERSION.to_le_bytes());
-        out.extend_from_slice(&u32::try_from(body.len()).unwrap_or(u32::MAX).to_le_bytes());
-        out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        out.put_u32(VERSION);
+        out.put_u32(u32::try_from(body.len()).unwrap_or(u32::MAX));
+        out.put_u32(crc32fast::hash(&body));
         let hcrc = crc32fast::hash(&out);
-        out.extend_from_slice(&hcrc.to_le_bytes());
+        out.put_u32(hcrc);
         out.extend_from_slice(&body);
         out
     }
@@ -107,14 +114,14 @@ impl SetState {
 
     /// Decodes a stored state; returns it and the replica it says it was stored in.
     pub fn decode(bytes: &[u8]) -> Result<(SetState, ReplicaId), String> {
-        let mut r = Cursor { buf: bytes, pos: 0 };
-        if r.take(8)? != MAGIC {
+        let mut r = Reader::new(bytes);
+        if r.take(8, "magic").map_err(short)? != MAGIC {
             return Err("bad magic".into());
         }
-        let version = r.u32()?;
-        let body_len = r.u32()?;
-        let body_crc = r.u32()?;
-        let hcrc = r.u32()?;
+        let version = r.u32("version").map_err(short)?;
+        let body_len = r.u32("body length").map_err(short)?;
+        let body_crc = r.u32("body checksum").map_err(short)?;
+        let hcrc = r.u32("header checksum").map_err(short)?;
         if crc32fast::hash(bytes.get(..HEADER_LEN - 4).ok_or("truncated")?) != hcrc {
             return Err("header checksum mismatch".into());
         }
@@ -123,27 +130,29 @@ impl SetState {
                 "format version {version}; this build reads {VERSION}"
             ));
         }
-        let body = r.take(usize::try_from(body_len).map_err(|_| "body too large")?)?;
-        if r.pos != bytes.len() || crc32fast::hash(body) != body_crc {
+        let body_len = usize::try_from(body_len).map_err(|_| "body too large")?;
+        let body = r.take(body_len, "body").map_err(short)?;
+        if r.remaining() != 0 || crc32fast::hash(body) != body_crc {
             return Err("body damaged".into());
         }
-        let mut r = Cursor { buf: body, pos: 0 };
+        let mut r = Reader::new(body);
         let mut volume_id = [0u8; 16];
-        volume_id.copy_from_slice(r.take(16)?);
-        let me = ReplicaId::new(usize::from(r.u8()?)).ok_or("bad replica index")?;
-        let epoch = r.u64()?;
-        let block_size = r.u32()?;
-        let chunk_blocks = r.u32()?;
+        volume_id.copy_from_slice(r.take(16, "volume id").map_err(short)?);
+        let me = ReplicaId::new(usize::from(r.u8("replica").map_err(short)?))
+            .ok_or("bad replica index")?;
+        let epoch = r.u64("epoch").map_err(short)?;
+        let block_size = r.u32("block size").map_err(short)?;
+        let chunk_blocks = r.u32("chunk blocks").map_err(short)?;
         let mut members = Vec::with_capacity(3);
         for _ in 0..3 {
-            let tag = r.u8()?;
-            let count = r.u32()?;
+            let tag = r.u8("member").map_err(short)?;
+            let count = r.u32("dirty count").map_err(short)?;
             if count > MAX_DIRTY || count as usize > r.remaining() / 8 {
                 return Err(format!("{count} dirty chunks do not fit"));
             }
             let mut dirty = BTreeSet::new();
             for _ in 0..count {
-                let c = r.u64()?;
+                let c = r.u64("dirty chunk").map_err(short)?;
                 // Canonical form: strictly ascending, so equal states encode identically.
                 if dirty.last().is_some_and(|last| *last >= c) {
                     return Err("dirty chunks out of order".into());
@@ -171,39 +180,6 @@ impl SetState {
             members,
         };
         Ok((state, me))
-    }
-}
-
-struct Cursor<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
-        let end = self.pos.checked_add(n).ok_or("length overflow")?;
-        let s = self.buf.get(self.pos..end).ok_or("truncated")?;
-        self.pos = end;
-        Ok(s)
-    }
-    fn u8(&mut self) -> Result<u8, String> {
-        self.take(1)?
-            .first()
-            .copied()
-            .ok_or_else(|| "truncated".into())
-    }
-    fn u32(&mut self) -> Result<u32, String> {
-        let mut b = [0u8; 4];
-        b.copy_from_slice(self.take(4)?);
-        Ok(u32::from_le_bytes(b))
-    }
-    fn u64(&mut self) -> Result<u64, String> {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(self.take(8)?);
-        Ok(u64::from_le_bytes(b))
-    }
-    fn remaining(&self) -> usize {
-        self.buf.len() - self.pos
     }
 }
 
