@@ -1,23 +1,45 @@
-//! `GET /metrics`: Prometheus text — API requests by method and status, volumes by status,
+//! `GET /metrics`: OpenMetrics text (`prometheus-client`) — API requests by method and status, volumes by status,
 //! snapshots, provisioned GiB, and replica repairs of the open volumes.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use parking_lot::Mutex;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 
-use super::{blocking, ApiResult, ApiState};
+use super::{blocking, ApiError, ApiResult, ApiState};
 use crate::catalog::{CatalogRead, SnapshotRecord, VolumeRecord};
 use tripod_replication::ReplicaHealth;
+
+/// The labels of an answered request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: &'static str,
+    code: u16,
+}
+
+/// The label of a volume status.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabel {
+    status: &'static str,
+}
+
+/// One label naming a replica health.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HealthLabel {
+    health: &'static str,
+}
 
 /// Request counters.
 #[derive(Default)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(String, u16), u64>>,
+    requests: Family<RequestLabels, Counter>,
 }
 
 impl Metrics {
@@ -26,77 +48,91 @@ impl Metrics {
     /// bound.
     pub fn count_request(&self, method: &str, status: u16) {
         const KNOWN: [&str; 7] = ["GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS"];
-        let label = KNOWN
+        let method = KNOWN
             .iter()
             .find(|m| **m == method)
             .copied()
             .unwrap_or("OTHER");
-        *self
-            .requests
-            .lock()
-            .entry((label.to_owned(), status))
-            .or_insert(0) += 1;
+        self.requests
+            .get_or_create(&RequestLabels {
+                method,
+                code: status,
+            })
+            .inc();
     }
 }
 
-/// `GET /metrics`.
+/// A gauge holding `n`.
+fn gauge(n: u64) -> Gauge {
+    let g = Gauge::default();
+    g.set(i64::try_from(n).unwrap_or(i64::MAX));
+    g
+}
+
+/// A counter holding `n` (a total kept elsewhere, read at scrape time).
+fn counter(n: u64) -> Counter {
+    let c = Counter::default();
+    c.inc_by(n);
+    c
+}
+
+/// `GET /metrics`: OpenMetrics text. The request counters live across scrapes; the rest is
+/// read from the catalog and the open volumes at scrape time.
 pub async fn render(State(s): State<Arc<ApiState>>) -> ApiResult<Response> {
     blocking(move || {
         let (volumes, snapshots) = s.catalog.read(|r| {
-            Ok::<_, super::ApiError>((r.all::<VolumeRecord>()?, r.all::<SnapshotRecord>()?))
+            Ok::<_, ApiError>((r.all::<VolumeRecord>()?, r.all::<SnapshotRecord>()?))
         })?;
-        let mut out = String::new();
-        let _ = writeln!(out, "# HELP tripod_api_requests_total Admin API requests answered.");
-        let _ = writeln!(out, "# TYPE tripod_api_requests_total counter");
-        for ((method, status), n) in s.metrics.requests.lock().iter() {
-            let _ = writeln!(
-                out,
-                "tripod_api_requests_total{{method=\"{method}\",code=\"{status}\"}} {n}"
-            );
-        }
-        let mut by_status: BTreeMap<&str, u64> = BTreeMap::new();
-        for v in &volumes {
-            *by_status.entry(v.status.as_str()).or_insert(0) += 1;
-        }
-        let _ = writeln!(out, "# HELP tripod_volumes Volumes in the catalog by status.");
-        let _ = writeln!(out, "# TYPE tripod_volumes gauge");
-        for (status, n) in by_status {
-            let _ = writeln!(out, "tripod_volumes{{status=\"{status}\"}} {n}");
-        }
-        let _ = writeln!(out, "# HELP tripod_volume_provisioned_gigabytes Sum of volume sizes.");
-        let _ = writeln!(out, "# TYPE tripod_volume_provisioned_gigabytes gauge");
-        let gib: u64 = volumes.iter().map(|v| v.size).sum();
-        let _ = writeln!(out, "tripod_volume_provisioned_gigabytes {gib}");
-        let _ = writeln!(out, "# HELP tripod_snapshots Snapshots in the catalog.");
-        let _ = writeln!(out, "# TYPE tripod_snapshots gauge");
-        let _ = writeln!(out, "tripod_snapshots {}", snapshots.len());
-        let _ = writeln!(
-            out,
-            "# HELP tripod_replica_repairs_total Bad block copies repaired from a good replica (open volumes)."
+        let mut reg = Registry::default();
+        reg.register(
+            "tripod_api_requests",
+            "Admin API requests answered",
+            s.metrics.requests.clone(),
         );
-        let _ = writeln!(out, "# TYPE tripod_replica_repairs_total counter");
+        let by_status = Family::<StatusLabel, Gauge>::default();
+        for v in &volumes {
+            by_status
+                .get_or_create(&StatusLabel {
+                    status: v.status.as_str(),
+                })
+                .inc();
+        }
+        reg.register("tripod_volumes", "Volumes in the catalog by status", by_status);
+        let gib: u64 = volumes.iter().map(|v| v.size).sum();
+        reg.register(
+            "tripod_volume_provisioned_gigabytes",
+            "Sum of volume sizes",
+            gauge(gib),
+        );
+        reg.register(
+            "tripod_snapshots",
+            "Snapshots in the catalog",
+            gauge(snapshots.len() as u64),
+        );
         let open = s.backend.registry().open_volumes();
         let repairs: u64 = open.iter().map(|(_, set)| set.repairs()).sum();
-        let _ = writeln!(out, "tripod_replica_repairs_total {repairs}");
+        reg.register(
+            "tripod_replica_repairs",
+            "Bad block copies repaired from a good replica (open volumes)",
+            counter(repairs),
+        );
         let statuses: Vec<_> = open.iter().map(|(_, set)| set.status()).collect();
-        let _ = writeln!(
-            out,
-            "# HELP tripod_space_refusals_total Writes refused because the replicas' disks were full (open volumes)."
-        );
-        let _ = writeln!(out, "# TYPE tripod_space_refusals_total counter");
         let refusals: u64 = statuses.iter().map(|s| s.space_refusals).sum();
-        let _ = writeln!(out, "tripod_space_refusals_total {refusals}");
-        let _ = writeln!(
-            out,
-            "# HELP tripod_volumes_out_of_space Open volumes whose latest write was refused for lack of space."
+        reg.register(
+            "tripod_space_refusals",
+            "Writes refused because the replicas' disks were full (open volumes)",
+            counter(refusals),
         );
-        let _ = writeln!(out, "# TYPE tripod_volumes_out_of_space gauge");
         let full = statuses.iter().filter(|s| s.out_of_space).count();
-        let _ = writeln!(out, "tripod_volumes_out_of_space {full}");
-        let mut health: BTreeMap<&str, u64> =
-            [("in_service", 0), ("degraded", 0), ("resyncing", 0), ("rebuilding", 0)]
-                .into_iter()
-                .collect();
+        reg.register(
+            "tripod_volumes_out_of_space",
+            "Open volumes whose latest write was refused for lack of space",
+            gauge(full as u64),
+        );
+        let health = Family::<HealthLabel, Gauge>::default();
+        for state in ["in_service", "degraded", "resyncing", "rebuilding"] {
+            health.get_or_create(&HealthLabel { health: state }).set(0);
+        }
         for status in &statuses {
             for (_, r) in status.replicas.iter() {
                 let state = match r.health {
@@ -105,20 +141,22 @@ pub async fn render(State(s): State<Arc<ApiState>>) -> ApiResult<Response> {
                     ReplicaHealth::Resyncing { .. } => "resyncing",
                     ReplicaHealth::Rebuilding { .. } => "rebuilding",
                 };
-                *health.entry(state).or_insert(0) += 1;
+                health.get_or_create(&HealthLabel { health: state }).inc();
             }
         }
-        let _ = writeln!(
-            out,
-            "# HELP tripod_replicas Replicas of the open volumes by health (anything but in_service misses writes)."
+        reg.register(
+            "tripod_replicas",
+            "Replicas of the open volumes by health (anything but in_service misses writes)",
+            health,
         );
-        let _ = writeln!(out, "# TYPE tripod_replicas gauge");
-        for (state, n) in health {
-            let _ = writeln!(out, "tripod_replicas{{health=\"{state}\"}} {n}");
-        }
+        let mut out = String::new();
+        encode(&mut out, &reg).map_err(|e| ApiError::internal(format!("metrics: {e}")))?;
         Ok((
             StatusCode::OK,
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
             out,
         )
             .into_response())
@@ -128,6 +166,9 @@ pub async fn render(State(s): State<Arc<ApiState>>) -> ApiResult<Response> {
 
 #[cfg(test)]
 mod tests {
+    use prometheus_client::encoding::text::encode;
+    use prometheus_client::registry::Registry;
+
     use super::Metrics;
 
     #[test]
@@ -137,8 +178,12 @@ mod tests {
             m.count_request(&format!("X{i}"), 405);
         }
         m.count_request("GET", 200);
-        let counts = m.requests.lock();
-        assert_eq!(counts.len(), 2);
-        assert_eq!(counts[&("OTHER".to_owned(), 405)], 100);
+        let mut reg = Registry::default();
+        reg.register("r", "requests", m.requests.clone());
+        let mut out = String::new();
+        encode(&mut out, &reg).unwrap();
+        let lines: Vec<&str> = out.lines().filter(|l| l.starts_with("r_total{")).collect();
+        assert_eq!(lines.len(), 2, "{out}");
+        assert!(out.contains("r_total{method=\"OTHER\",code=\"405\"} 100"), "{out}");
     }
 }
