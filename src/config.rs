@@ -1,15 +1,16 @@
-//! The daemon's configuration: command-line flags, then a TOML file (`--config`), then
-//! `TRIPOD_*` environment variables, then built-in defaults — the first that sets a value
-//! wins.
+//! The daemon's configuration: one [`Settings`] struct read from command-line flags and
+//! `TRIPOD_*` environment variables (clap, flags first) and from a TOML file (`--config`,
+//! serde); the flags and variables override the file, the file overrides the built-in
+//! defaults. Each field's doc comment is its `--help` text and its file key's meaning.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tripod_replication::remote::ClusterSecret;
 
 /// How API callers authenticate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum AuthMode {
     /// Keystone-style tokens from `/identity/v3` (the default).
@@ -18,19 +19,8 @@ pub enum AuthMode {
     Noauth,
 }
 
-impl std::str::FromStr for AuthMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "keystone" => Ok(Self::Keystone),
-            "noauth" => Ok(Self::Noauth),
-            _ => Err(format!("unknown auth mode {s:?} (keystone or noauth)")),
-        }
-    }
-}
-
 /// When a write acknowledged to a client is durable against power loss.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum DurabilityMode {
     /// Block-device semantics (the default): at the client's next FLUSH or FUA write.
@@ -39,79 +29,95 @@ pub enum DurabilityMode {
     Sync,
 }
 
-impl std::str::FromStr for DurabilityMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "flush" => Ok(Self::Flush),
-            "sync" => Ok(Self::Sync),
-            _ => Err(format!("unknown durability {s:?} (flush or sync)")),
-        }
-    }
-}
-
-/// One layer of settings; unset fields fall through to the next layer.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// The settings of `tripod serve`, each optional: what is unset falls back to the config
+/// file, then to the default in brackets.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
-    /// Data directory (catalog, images, default replica roots).
+    /// Data directory (catalog, images, default replica roots) [default: ./tripod-data].
+    #[arg(long, env = "TRIPOD_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Admin API address.
+    /// Admin API address [default: 127.0.0.1:8776].
+    #[arg(long, env = "TRIPOD_API_LISTEN")]
     pub api_listen: Option<String>,
-    /// NBD address.
+    /// NBD address [default: 127.0.0.1:10809].
+    #[arg(long, env = "TRIPOD_NBD_LISTEN")]
     pub nbd_listen: Option<String>,
-    /// Three replicas: directories or `tcp://HOST:PORT` replica nodes.
+    /// A replica: a directory, or `tcp://HOST:PORT` of a `tripod replica` node; give it three
+    /// times (the variable: a comma list) [default: <data-dir>/replicas/{0,1,2}].
+    #[arg(long = "replica", env = "TRIPOD_REPLICAS", value_delimiter = ',')]
     pub replicas: Option<Vec<PathBuf>>,
-    /// File holding the cluster secret replica nodes authenticate with (instead of
-    /// `TRIPOD_CLUSTER_SECRET`).
+    /// File holding the cluster secret replica nodes authenticate with (or the secret itself
+    /// in TRIPOD_CLUSTER_SECRET).
+    #[arg(long, env = "TRIPOD_SECRET_FILE")]
     pub secret_file: Option<PathBuf>,
-    /// The cluster secret itself: only from `TRIPOD_CLUSTER_SECRET`, never from a file.
+    /// The cluster secret itself: from `TRIPOD_CLUSTER_SECRET` (never from the file).
+    #[arg(
+        long,
+        env = "TRIPOD_CLUSTER_SECRET",
+        hide = true,
+        hide_env_values = true
+    )]
     #[serde(skip)]
     pub cluster_secret: Option<String>,
-    /// `keystone` or `noauth`.
+    /// How API callers authenticate: tokens from /identity/v3, or `noauth` (development
+    /// only: trusts `X-Auth-Token: user:project`) [default: keystone].
+    #[arg(long, env = "TRIPOD_AUTH", value_enum)]
     pub auth: Option<AuthMode>,
-    /// Token lifetime in seconds.
+    /// Token lifetime in seconds [default: 3600].
+    #[arg(long, env = "TRIPOD_TOKEN_TTL_SECS")]
     pub token_ttl_secs: Option<u64>,
-    /// The availability zone volumes live in.
+    /// Availability zone volumes live in [default: nova].
+    #[arg(long, env = "TRIPOD_AVAILABILITY_ZONE")]
     pub availability_zone: Option<String>,
-    /// Type given to volumes created without one.
+    /// Type of volumes created without one [default: SSD].
+    #[arg(long, env = "TRIPOD_DEFAULT_VOLUME_TYPE")]
     pub default_volume_type: Option<String>,
-    /// Base URL put in links and the token catalog (default: from the request's Host).
+    /// Base URL for links and the token catalog [default: from the request's Host header].
+    #[arg(long, env = "TRIPOD_PUBLIC_ENDPOINT")]
     pub public_endpoint: Option<String>,
-    /// Emit EVS-only volume fields (`shareable`, …) that tempest's schemas reject.
+    /// Emit EVS-only volume fields (`shareable`, …) that tempest's schemas reject
+    /// [default: false].
+    #[arg(long, env = "TRIPOD_EVS_EXTRA_FIELDS")]
     pub evs_extra_fields: Option<bool>,
-    /// Seconds between replica health checks of an open volume.
+    /// Seconds between replica health checks of an open volume [default: 5].
+    #[arg(long, env = "TRIPOD_SUPERVISE_SECS")]
     pub supervise_secs: Option<u64>,
-    /// Default quota limits for new projects (`volumes`, `gigabytes`, …; -1 = unlimited).
+    /// Default quota limits for new projects (`volumes`, `gigabytes`, …; -1 = unlimited):
+    /// the config file's `[quota]` table only.
+    #[arg(skip)]
     pub quota: Option<BTreeMap<String, i64>>,
     /// Writes of at least this many KiB place blocks new to a volume's head layer in the
-    /// data file instead of logging their data (0 = never; see `VolumeOptions`).
+    /// data file instead of logging their data (0 = always log) [default: 64].
+    #[arg(long, env = "TRIPOD_DIRECT_WRITE_KIB")]
     pub direct_write_kib: Option<u64>,
-    /// `flush` (block-device semantics) or `sync` (every write durable when acknowledged).
+    /// When an acknowledged write is durable against power loss: `flush` (block-device
+    /// semantics: at the client's next FLUSH or FUA write) or `sync` (at once)
+    /// [default: flush].
+    #[arg(long, env = "TRIPOD_DURABILITY", value_enum)]
     pub durability: Option<DurabilityMode>,
 }
 
 impl Settings {
-    /// `self`, with unset fields taken from `lower`.
-    pub fn or(self, lower: Settings) -> Settings {
-        Settings {
-            data_dir: self.data_dir.or(lower.data_dir),
-            api_listen: self.api_listen.or(lower.api_listen),
-            nbd_listen: self.nbd_listen.or(lower.nbd_listen),
-            replicas: self.replicas.or(lower.replicas),
-            secret_file: self.secret_file.or(lower.secret_file),
-            cluster_secret: self.cluster_secret.or(lower.cluster_secret),
-            auth: self.auth.or(lower.auth),
-            token_ttl_secs: self.token_ttl_secs.or(lower.token_ttl_secs),
-            availability_zone: self.availability_zone.or(lower.availability_zone),
-            default_volume_type: self.default_volume_type.or(lower.default_volume_type),
-            public_endpoint: self.public_endpoint.or(lower.public_endpoint),
-            evs_extra_fields: self.evs_extra_fields.or(lower.evs_extra_fields),
-            supervise_secs: self.supervise_secs.or(lower.supervise_secs),
-            quota: self.quota.or(lower.quota),
-            direct_write_kib: self.direct_write_kib.or(lower.direct_write_kib),
-            durability: self.durability.or(lower.durability),
+    /// `self`, with what it leaves unset taken from `lower` (field by field, through the
+    /// settings' serde form, so a new field needs no code here).
+    pub fn over(self, lower: Settings) -> Result<Settings, String> {
+        let as_map = |s: &Settings| match serde_json::to_value(s) {
+            Ok(serde_json::Value::Object(m)) => Ok(m),
+            Ok(_) => Err("settings are not a map".to_owned()),
+            Err(e) => Err(format!("settings: {e}")),
+        };
+        let mut merged = as_map(&lower)?;
+        for (k, v) in as_map(&self)? {
+            if !v.is_null() {
+                merged.insert(k, v);
+            }
         }
+        let mut out: Settings = serde_json::from_value(serde_json::Value::Object(merged))
+            .map_err(|e| format!("settings: {e}"))?;
+        // Never serialized (it must not come from a file): carried across by hand.
+        out.cluster_secret = self.cluster_secret.or(lower.cluster_secret);
+        Ok(out)
     }
 
     /// Reads a TOML file.
@@ -120,35 +126,27 @@ impl Settings {
             .map_err(|e| format!("reading {}: {e}", path.display()))?;
         toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
     }
+}
 
-    /// Reads `TRIPOD_*` variables through `var`.
-    pub fn from_env(var: impl Fn(&str) -> Option<String>) -> Result<Settings, String> {
-        fn parsed<T: std::str::FromStr>(
-            var: &impl Fn(&str) -> Option<String>,
-            name: &str,
-        ) -> Result<Option<T>, String> {
-            var(name)
-                .map(|v| v.parse().map_err(|_| format!("{name}: cannot parse {v:?}")))
-                .transpose()
-        }
-        Ok(Settings {
-            data_dir: var("TRIPOD_DATA_DIR").map(PathBuf::from),
-            api_listen: var("TRIPOD_API_LISTEN"),
-            nbd_listen: var("TRIPOD_NBD_LISTEN"),
-            replicas: var("TRIPOD_REPLICAS").map(|v| v.split(',').map(PathBuf::from).collect()),
-            secret_file: var("TRIPOD_SECRET_FILE").map(PathBuf::from),
-            cluster_secret: var("TRIPOD_CLUSTER_SECRET"),
-            auth: parsed(&var, "TRIPOD_AUTH")?,
-            token_ttl_secs: parsed(&var, "TRIPOD_TOKEN_TTL_SECS")?,
-            availability_zone: var("TRIPOD_AVAILABILITY_ZONE"),
-            default_volume_type: var("TRIPOD_DEFAULT_VOLUME_TYPE"),
-            public_endpoint: var("TRIPOD_PUBLIC_ENDPOINT"),
-            evs_extra_fields: parsed(&var, "TRIPOD_EVS_EXTRA_FIELDS")?,
-            supervise_secs: parsed(&var, "TRIPOD_SUPERVISE_SECS")?,
-            quota: None,
-            direct_write_kib: parsed(&var, "TRIPOD_DIRECT_WRITE_KIB")?,
-            durability: parsed(&var, "TRIPOD_DURABILITY")?,
-        })
+/// The flags of `tripod serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// TOML configuration file (keys as the long flags, with `_`; e.g. `api_listen`).
+    #[arg(long, env = "TRIPOD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Everything else.
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+impl ServeArgs {
+    /// Flags and variables over the file over the defaults.
+    pub fn resolve(self) -> Result<ServeConfig, String> {
+        let file = match &self.config {
+            Some(path) => Settings::from_file(path)?,
+            None => Settings::default(),
+        };
+        ServeConfig::resolve(self.settings.over(file)?)
     }
 }
 
@@ -322,35 +320,59 @@ impl ServeConfig {
 mod tests {
     use super::*;
 
+    /// `tripod serve ARGS` as the binary parses it.
+    fn parse(args: &[&str]) -> Result<ServeArgs, clap::Error> {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let all = std::iter::once("serve").chain(args.iter().copied());
+        <Cli as clap::Parser>::try_parse_from(all).map(|c| c.serve)
+    }
+
     #[test]
-    fn flags_beat_file_beat_env_beat_defaults() {
-        let flags = Settings {
-            api_listen: Some("127.0.0.1:1".into()),
-            ..Default::default()
-        };
-        let file: Settings = toml::from_str(
-            "api_listen = \"127.0.0.1:2\"\nnbd_listen = \"127.0.0.1:3\"\n[quota]\nvolumes = 50\n",
+    fn flags_and_variables_beat_the_file_which_beats_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tripod.toml");
+        std::fs::write(
+            &file,
+            "api_listen = \"127.0.0.1:2\"\nnbd_listen = \"127.0.0.1:3\"\ndata_dir = \"/from/file\"\n[quota]\nvolumes = 50\n",
         )
         .unwrap();
-        let env = Settings::from_env(|k| match k {
-            "TRIPOD_NBD_LISTEN" => Some("127.0.0.1:4".into()),
-            "TRIPOD_DATA_DIR" => Some("/srv/t".into()),
-            _ => None,
-        })
+        // The only test that reads these variables.
+        std::env::set_var("TRIPOD_DATA_DIR", "/srv/t");
+        std::env::set_var("TRIPOD_REPLICAS", "/a,/b,/c");
+        let args = parse(&[
+            "--config",
+            file.to_str().unwrap(),
+            "--api-listen",
+            "127.0.0.1:1",
+        ])
         .unwrap();
-        let c = ServeConfig::resolve(flags.or(file).or(env)).unwrap();
+        std::env::remove_var("TRIPOD_DATA_DIR");
+        std::env::remove_var("TRIPOD_REPLICAS");
+        let c = args.resolve().unwrap();
         assert_eq!(c.api_listen, "127.0.0.1:1");
         assert_eq!(c.nbd_listen, "127.0.0.1:3");
         assert_eq!(c.data_dir, PathBuf::from("/srv/t"));
+        assert_eq!(
+            c.replicas,
+            Some(["/a", "/b", "/c"].map(|d| ReplicaLocation::Dir(d.into())))
+        );
         assert_eq!(c.quota["volumes"], 50);
         assert_eq!(c.quota["snapshots"], 10);
         assert_eq!(c.auth, AuthMode::Keystone);
+        assert_eq!(c.token_ttl_secs, 3600);
+        let flags = parse(&["--replica", "/x", "--replica", "/y", "--replica", "/z"]).unwrap();
+        assert_eq!(flags.settings.replicas.map(|r| r.len()), Some(3));
     }
 
     #[test]
     fn bad_settings_are_errors() {
         assert!(toml::from_str::<Settings>("no_such_key = 1").is_err());
-        assert!(Settings::from_env(|k| (k == "TRIPOD_AUTH").then(|| "open".into())).is_err());
+        assert!(parse(&["--auth", "open"]).is_err());
+        assert!(parse(&["--durability", "sometimes"]).is_err());
         let two = Settings {
             replicas: Some(vec!["a".into(), "b".into()]),
             ..Default::default()

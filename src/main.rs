@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use tripod::config::{AuthMode, DurabilityMode, ServeConfig, Settings};
+use tripod::config::ServeArgs;
 use tripod::volumes::DataDir;
 use tripod_engine::{FileStorage, Volume, VolumeOptions};
 use tripod_replication::remote::{ClusterSecret, ReplicaNode};
@@ -50,7 +50,7 @@ impl DirArgs {
 #[derive(Subcommand)]
 enum Command {
     /// Run the daemon: the admin API (EVS/Cinder v2 + Keystone v3 subset) and the NBD export.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run a replica node: hold volume copies in DIR for `tripod serve` daemons on other
     /// machines (`--replica tcp://HOST:PORT`), which authenticate with the cluster secret.
     Replica(ReplicaArgs),
@@ -64,75 +64,6 @@ enum Command {
         #[command(subcommand)]
         command: EngineCommand,
     },
-}
-
-/// Flags of `tripod serve`; each overrides the config file, which overrides `TRIPOD_*`
-/// variables, which override the defaults.
-#[derive(clap::Args)]
-struct ServeArgs {
-    /// TOML configuration file (keys as the long flags, with `_`; e.g. `api_listen`).
-    #[arg(long, env = "TRIPOD_CONFIG")]
-    config: Option<PathBuf>,
-    /// Data directory [default: ./tripod-data].
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
-    /// Admin API address [default: 127.0.0.1:8776].
-    #[arg(long)]
-    api_listen: Option<String>,
-    /// NBD address [default: 127.0.0.1:10809].
-    #[arg(long)]
-    nbd_listen: Option<String>,
-    /// A replica: a directory, or `tcp://HOST:PORT` of a `tripod replica` node; give it three
-    /// times [default: <data-dir>/replicas/{0,1,2}].
-    #[arg(long = "replica")]
-    replicas: Vec<PathBuf>,
-    /// File holding the cluster secret for replica nodes [default: TRIPOD_CLUSTER_SECRET].
-    #[arg(long)]
-    secret_file: Option<PathBuf>,
-    /// `keystone` (tokens from /identity/v3) or `noauth` (development only) [default: keystone].
-    #[arg(long)]
-    auth: Option<AuthMode>,
-    /// Token lifetime in seconds [default: 3600].
-    #[arg(long)]
-    token_ttl_secs: Option<u64>,
-    /// Availability zone name [default: nova].
-    #[arg(long)]
-    availability_zone: Option<String>,
-    /// Type of volumes created without one [default: SSD].
-    #[arg(long)]
-    default_volume_type: Option<String>,
-    /// Base URL for links and the token catalog [default: from the request's Host header].
-    #[arg(long)]
-    public_endpoint: Option<String>,
-    /// When an acknowledged write is durable against power loss: `flush` (block-device
-    /// semantics: at the client's next FLUSH or FUA write) or `sync` (at once) [default: flush].
-    #[arg(long)]
-    durability: Option<DurabilityMode>,
-}
-
-impl ServeArgs {
-    fn resolve(self) -> anyhow::Result<ServeConfig> {
-        let flags = Settings {
-            data_dir: self.data_dir,
-            api_listen: self.api_listen,
-            nbd_listen: self.nbd_listen,
-            replicas: (!self.replicas.is_empty()).then_some(self.replicas),
-            secret_file: self.secret_file,
-            auth: self.auth,
-            token_ttl_secs: self.token_ttl_secs,
-            availability_zone: self.availability_zone,
-            default_volume_type: self.default_volume_type,
-            public_endpoint: self.public_endpoint,
-            durability: self.durability,
-            ..Settings::default()
-        };
-        let file = match &self.config {
-            Some(path) => Settings::from_file(path).map_err(anyhow::Error::msg)?,
-            None => Settings::default(),
-        };
-        let env = Settings::from_env(|k| std::env::var(k).ok()).map_err(anyhow::Error::msg)?;
-        ServeConfig::resolve(flags.or(file).or(env)).map_err(anyhow::Error::msg)
-    }
 }
 
 /// Flags of `tripod replica`.
@@ -272,7 +203,7 @@ fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Serve(args) => {
-            let config = args.resolve()?;
+            let config = args.resolve().map_err(anyhow::Error::msg)?;
             let password = std::env::var("TRIPOD_ADMIN_PASSWORD").ok();
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

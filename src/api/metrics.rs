@@ -80,9 +80,9 @@ fn counter(n: u64) -> Counter {
 /// read from the catalog and the open volumes at scrape time.
 pub async fn render(State(s): State<Arc<ApiState>>) -> ApiResult<Response> {
     blocking(move || {
-        let (volumes, snapshots) = s.catalog.read(|r| {
-            Ok::<_, ApiError>((r.all::<VolumeRecord>()?, r.all::<SnapshotRecord>()?))
-        })?;
+        let (volumes, snapshots) = s
+            .catalog
+            .read(|r| Ok::<_, ApiError>((r.all::<VolumeRecord>()?, r.all::<SnapshotRecord>()?)))?;
         let mut reg = Registry::default();
         reg.register(
             "tripod_api_requests",
@@ -97,7 +97,11 @@ pub async fn render(State(s): State<Arc<ApiState>>) -> ApiResult<Response> {
                 })
                 .inc();
         }
-        reg.register("tripod_volumes", "Volumes in the catalog by status", by_status);
+        reg.register(
+            "tripod_volumes",
+            "Volumes in the catalog by status",
+            by_status,
+        );
         let gib: u64 = volumes.iter().map(|v| v.size).sum();
         reg.register(
             "tripod_volume_provisioned_gigabytes",
@@ -184,6 +188,9 @@ mod tests {
         encode(&mut out, &reg).unwrap();
         let lines: Vec<&str> = out.lines().filter(|l| l.starts_with("r_total{")).collect();
         assert_eq!(lines.len(), 2, "{out}");
-        assert!(out.contains("r_total{method=\"OTHER\",code=\"405\"} 100"), "{out}");
+        assert!(
+            out.contains("r_total{method=\"OTHER\",code=\"405\"} 100"),
+            "{out}"
+        );
     }
 }

@@ -66,7 +66,8 @@ impl Api {
             api_listen: Some("127.0.0.1:8776".into()),
             ..Default::default()
         }
-        .or(settings);
+        .over(settings)
+        .unwrap();
         let config = ServeConfig::resolve(settings).unwrap();
         let state = tripod::daemon::open_state(&config, Some(PASSWORD)).unwrap();
         let router = router(state.clone());
