@@ -12,7 +12,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use parking_lot::{Condvar, Mutex};
+use tokio_util::task::TaskTracker;
 use tripod_engine::{SnapshotId, View};
 use tripod_replication::ReplicaSet;
 
@@ -72,8 +72,8 @@ pub struct Backend {
     catalog: Arc<Catalog>,
     registry: Arc<VolumeRegistry>,
     images_dir: PathBuf,
-    in_flight: Mutex<usize>,
-    idle: Condvar,
+    /// The operations running in the background (shutdown waits for them).
+    tasks: TaskTracker,
 }
 
 impl Backend {
@@ -83,8 +83,7 @@ impl Backend {
             catalog,
             registry,
             images_dir,
-            in_flight: Mutex::new(0),
-            idle: Condvar::new(),
+            tasks: TaskTracker::new(),
         }
     }
 
@@ -108,36 +107,29 @@ impl Backend {
         self.registry.expose(&volume.id, exposure_of(volume));
     }
 
-    /// Runs `work` on a background thread, counted so shutdown can wait for it.
+    /// Runs `work` on the runtime's blocking pool, tracked so shutdown can wait for it.
+    /// Outside a runtime (an embedding without one) it runs at once, in the caller.
     fn spawn(self: &Arc<Self>, what: String, work: impl FnOnce(&Backend) + Send + 'static) {
-        *self.in_flight.lock() += 1;
         let me = self.clone();
-        let spawned = std::thread::Builder::new()
-            .name("tripod-lifecycle".into())
-            .spawn(move || {
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                self.tasks.spawn_blocking_on(move || work(&me), &runtime);
+            }
+            Err(_) => {
+                tracing::debug!("{what}: no runtime; running in the caller");
                 work(&me);
-                let mut n = me.in_flight.lock();
-                *n = n.saturating_sub(1);
-                me.idle.notify_all();
-            });
-        if let Err(e) = spawned {
-            // The operation stays in flight in the catalog: the next start finishes it.
-            tracing::error!("{what}: cannot start a worker thread: {e}; left for the next start");
-            let mut n = self.in_flight.lock();
-            *n = n.saturating_sub(1);
+            }
         }
     }
 
-    /// Waits until no lifecycle work is running (at most `timeout`); true if idle.
-    pub fn wait_idle(&self, timeout: std::time::Duration) -> bool {
-        let deadline = std::time::Instant::now() + timeout;
-        let mut n = self.in_flight.lock();
-        while *n > 0 {
-            if self.idle.wait_until(&mut n, deadline).timed_out() {
-                return *n == 0;
-            }
-        }
-        true
+    /// Waits until no operation is running (at most `timeout`); true if idle.
+    pub async fn wait_idle(&self, timeout: std::time::Duration) -> bool {
+        self.tasks.close();
+        let idle = tokio::time::timeout(timeout, self.tasks.wait())
+            .await
+            .is_ok();
+        self.tasks.reopen();
+        idle
     }
 
     /// Starts the pending operation of volume `id` in the background.

@@ -190,8 +190,7 @@ pub async fn serve(config: ServeConfig, admin_password: Option<String>) -> anyho
     api_server.await??;
     nbd_server.await??;
     let backend = state.backend.clone();
-    let idle =
-        tokio::task::spawn_blocking(move || backend.wait_idle(Duration::from_secs(120))).await?;
+    let idle = backend.wait_idle(Duration::from_secs(120)).await;
     if !idle {
         tracing::warn!(
             "exiting with volume operations still running; the next start finishes them"

@@ -1550,7 +1550,12 @@ async fn startup_finishes_interrupted_operations() {
     let template: VolumeRecord = api.state.catalog.read(|r| r.get(&grow)).unwrap().unwrap();
     let Api { dir, state, router } = api;
     drop(router);
-    assert!(state.backend.wait_idle(std::time::Duration::from_secs(30)));
+    assert!(
+        state
+            .backend
+            .wait_idle(std::time::Duration::from_secs(30))
+            .await
+    );
     drop(state);
 
     // Forge what a crash at each point leaves behind.
