@@ -20,9 +20,9 @@ use crate::catalog::{
     Catalog, CatalogError, CatalogRead, ImageRecord, PendingOp, SnapshotRecord, SnapshotStatus,
     Timestamp, VolumeRecord, VolumeSource, VolumeStatus,
 };
+use crate::data_dir::{parse_id, Exposure, VolumeError, VolumeRegistry};
 use crate::images;
 use crate::lifecycle::{self, SnapshotOutcome};
-use crate::volumes::{parse_id, Exposure, VolumeError, VolumeRegistry};
 
 /// Bytes per GiB (the API's size unit).
 pub const GIB: u64 = 1 << 30;

@@ -12,9 +12,9 @@ use crate::api::{self, ApiState, Metrics};
 use crate::backend::Backend;
 use crate::catalog::Catalog;
 use crate::config::{AuthMode, DurabilityMode, ReplicaLocation, ServeConfig};
+use crate::data_dir::{DataDir, ReplicaRoot, VolumeRegistry};
 use crate::identity::{random_hex, Identity};
 use crate::nbd::{self, ServerConfig};
-use crate::volumes::{DataDir, ReplicaRoot, VolumeRegistry};
 use tripod_replication::remote::RemoteNode;
 use tripod_replication::{Durability, SetConfig};
 

@@ -14,11 +14,11 @@ pub mod backend;
 pub mod catalog;
 pub mod config;
 pub mod daemon;
+pub mod data_dir;
 pub mod identity;
 pub mod images;
 pub mod lifecycle;
 pub mod nbd;
-pub mod volumes;
 
 /// The README's code blocks, compiled and run as doctests so they cannot rot.
 #[cfg(doctest)]

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use tripod::config::ServeArgs;
-use tripod::volumes::DataDir;
+use tripod::data_dir::DataDir;
 use tripod_engine::{FileStorage, Volume, VolumeOptions};
 use tripod_replication::remote::{ClusterSecret, ReplicaNode};
 

@@ -115,7 +115,7 @@ pub fn integer(v: &Value) -> Option<i64> {
 
 /// Whether `s` is a canonical UUID.
 pub fn is_uuid(s: &str) -> bool {
-    crate::volumes::parse_id(s).is_ok()
+    crate::data_dir::parse_id(s).is_ok()
 }
 
 fn metadata_key_ok(k: &str) -> bool {

@@ -4,15 +4,15 @@
 //!
 //! `proto` holds the wire format (pure), `handshake` the option negotiation, `transmission`
 //! the pipelined request loop and the one errno mapping, `server` the listener, `device` the
-//! narrow `BlockDevice` interface it serves, `volumes` the data directory's volumes as
+//! narrow `BlockDevice` interface it serves, `exports` the data directory's volumes as
 //! exports.
 
 pub mod device;
+pub mod exports;
 pub mod handshake;
 pub mod proto;
 pub mod server;
 pub mod transmission;
-pub mod volumes;
 
 pub use device::{BlockDevice, DeviceError, DeviceFuture, Export, Exports, Run};
 pub use server::{handle_connection, run, ServerConfig};

@@ -276,7 +276,7 @@ impl Drop for InProcess {
 /// A replica set over three temporary directories, as an export device.
 pub fn temp_set(size: u64) -> (tempfile::TempDir, Arc<tripod_replication::ReplicaSet>) {
     let dir = tempfile::tempdir().unwrap();
-    let data = tripod::volumes::DataDir::new(dir.path(), None);
+    let data = tripod::data_dir::DataDir::new(dir.path(), None);
     let (_, set) = data.create(size).unwrap();
     (dir, Arc::new(set))
 }

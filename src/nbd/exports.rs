@@ -9,7 +9,7 @@ use bytes::Bytes;
 use tripod_replication::ReplicaSet;
 
 use super::device::{BlockDevice, DeviceError, DeviceFuture, Export, Exports, Run};
-use crate::volumes::{Exposure, VolumeRegistry};
+use crate::data_dir::{Exposure, VolumeRegistry};
 
 /// A volume as one NBD connection sees it: its replica set behind a write gate the registry
 /// closes when the volume becomes read-only or is hidden, so connections made before the

@@ -2,7 +2,7 @@
 //! `<replica dir i>/<volume id>/` (by default `<data-dir>/replicas/{0,1,2}`) or on
 //! `tripod replica` nodes (`tcp://HOST:PORT`, the copy named by the volume id). This module
 //! creates them, finds them, opens them once and says which are offered and writable; the
-//! catalog (`crate::backend`) decides that, and the NBD export (`crate::nbd::volumes`) serves
+//! catalog (`crate::backend`) decides that, and the NBD export (`crate::nbd::exports`) serves
 //! them.
 
 use std::collections::HashMap;
