@@ -5,11 +5,12 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::extract::IdPath;
 use super::extract::JsonBody;
-use super::input::{boolean, integer, is_uuid, only, Obj};
+use super::input::is_uuid;
+use super::requests::{typed, Action, Attach, TextUpdate, UploadImage, ACTIONS, ACTION_CODES};
 use super::volumes;
 use super::{blocking, empty, info, quotas, reply, ApiError, ApiResult, ApiState, Ctx};
 use crate::catalog::{Attachment, ImageRecord, Timestamp, VolumeRecord};
@@ -23,73 +24,49 @@ pub async fn action(
     Path(p): Path<IdPath>,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
-    let root = body
-        .as_object()
-        .filter(|o| o.len() == 1)
-        .ok_or_else(|| ApiError::bad_request("Malformed request body: one action expected."))?;
-    let (name, args) = root
-        .iter()
-        .next()
-        .ok_or_else(|| ApiError::bad_request("Malformed request body."))?;
-    let empty_obj = Obj::new();
-    let args_obj = match args {
-        Value::Object(o) => o,
-        Value::Null if matches!(name.as_str(), "os-reserve" | "os-unreserve" | "os-detach") => {
-            &empty_obj
-        }
-        _ if matches!(name.as_str(), "os-reserve" | "os-unreserve") => &empty_obj,
+    let name = match body.as_object() {
+        Some(o) if o.len() == 1 => o.keys().next().cloned().unwrap_or_default(),
         _ => {
-            return Err(ApiError::bad_request(format!(
-                "Invalid input for action {name}: an object is expected."
-            )))
+            return Err(ApiError::bad_request(
+                "Malformed request body: one action expected.",
+            ))
         }
     };
-    let args = args_obj.clone();
-    match name.as_str() {
-        "os-extend" => extend(ctx, s, p.id, args).await,
-        "os-set_bootable" => {
-            only(&args, &["bootable"])?;
-            let bootable = boolean(
-                args.get("bootable")
-                    .ok_or_else(|| ApiError::bad_request("'bootable' is a required property"))?,
-                "bootable",
-            )?;
-            change(ctx, s, p.id, StatusCode::OK, move |v| {
-                lifecycle::set_bootable(v, bootable)
+    if !ACTIONS.contains(&name.as_str()) {
+        return Err(ApiError::bad_request(format!(
+            "There is no such action: {name}"
+        )));
+    }
+    let id = p.id;
+    match typed::<Action>(&body, ACTION_CODES)? {
+        Action::Extend(a) => extend(ctx, s, id, a.new_size).await,
+        Action::SetBootable(a) => {
+            let change_to = a.bootable;
+            change(ctx, s, id, StatusCode::OK, move |v| {
+                lifecycle::set_bootable(v, change_to)
             })
             .await
         }
-        "os-update_readonly_flag" => {
-            only(&args, &["readonly"])?;
-            let readonly = boolean(
-                args.get("readonly")
-                    .ok_or_else(|| ApiError::bad_request("'readonly' is a required property"))?,
-                "readonly",
-            )?;
-            change(ctx, s, p.id, StatusCode::ACCEPTED, move |v| {
-                lifecycle::set_readonly(v, readonly)
+        Action::UpdateReadonly(a) => {
+            let change_to = a.readonly;
+            change(ctx, s, id, StatusCode::ACCEPTED, move |v| {
+                lifecycle::set_readonly(v, change_to)
             })
             .await
         }
-        "os-reserve" => change(ctx, s, p.id, StatusCode::ACCEPTED, lifecycle::reserve).await,
-        "os-unreserve" => change(ctx, s, p.id, StatusCode::ACCEPTED, lifecycle::unreserve).await,
-        "os-attach" => attach(ctx, s, p.id, args).await,
-        "os-detach" => {
-            only(&args, &["attachment_id"])?;
-            let attachment_id = match args.get("attachment_id") {
-                None | Some(Value::Null) => None,
-                Some(Value::String(a)) => Some(a.clone()),
-                Some(_) => return Err(ApiError::bad_request("Invalid attachment_id.")),
-            };
-            change(ctx, s, p.id, StatusCode::ACCEPTED, move |v| {
+        Action::Reserve(_) => change(ctx, s, id, StatusCode::ACCEPTED, lifecycle::reserve).await,
+        Action::Unreserve(_) => {
+            change(ctx, s, id, StatusCode::ACCEPTED, lifecycle::unreserve).await
+        }
+        Action::Attach(a) => attach(ctx, s, id, a).await,
+        Action::Detach(a) => {
+            let attachment_id = a.and_then(|a| a.attachment_id);
+            change(ctx, s, id, StatusCode::ACCEPTED, move |v| {
                 lifecycle::detach(v, attachment_id.as_deref())
             })
             .await
         }
-        "os-volume_upload_image" => upload(ctx, s, p.id, args).await,
-        other => Err(ApiError::bad_request(format!(
-            "There is no such action: {other}"
-        ))),
+        Action::UploadImage(a) => upload(ctx, s, id, a).await,
     }
 }
 
@@ -114,21 +91,16 @@ async fn change(
     .await
 }
 
-async fn extend(ctx: Ctx, s: Arc<ApiState>, id: String, args: Obj) -> ApiResult<Response> {
-    only(&args, &["new_size"])?;
-    let new_size = args
-        .get("new_size")
-        .and_then(integer)
-        .filter(|n| *n >= 1)
+async fn extend(ctx: Ctx, s: Arc<ApiState>, id: String, new_size: i64) -> ApiResult<Response> {
+    let new_size = u64::try_from(new_size)
+        .ok()
+        .filter(|n| (1..=MAX_SIZE_GIB).contains(n))
         .ok_or_else(|| {
-            ApiError::invalid("EVS.1010", "new_size must be an integer of at least 1.")
-        })? as u64;
-    if new_size > MAX_SIZE_GIB {
-        return Err(ApiError::invalid(
-            "EVS.1010",
-            format!("new_size must be at most {MAX_SIZE_GIB} GB."),
-        ));
-    }
+            ApiError::invalid(
+                "EVS.1010",
+                format!("new_size must be an integer from 1 to {MAX_SIZE_GIB}."),
+            )
+        })?;
     blocking(move || {
         let v = s.catalog.write(|w| {
             let mut v = volumes::load(w, &ctx, &id)?;
@@ -150,23 +122,12 @@ async fn extend(ctx: Ctx, s: Arc<ApiState>, id: String, args: Obj) -> ApiResult<
     .await
 }
 
-async fn attach(ctx: Ctx, s: Arc<ApiState>, id: String, args: Obj) -> ApiResult<Response> {
-    only(&args, &["instance_uuid", "mountpoint", "host_name", "mode"])?;
-    let text = |k: &str| -> ApiResult<Option<String>> {
-        match args.get(k) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(x)) if !x.is_empty() && x.chars().count() <= 255 => {
-                Ok(Some(x.clone()))
-            }
-            Some(_) => Err(ApiError::bad_request(format!(
-                "Invalid input for field '{k}': a string of 1 to 255 characters is expected."
-            ))),
-        }
-    };
-    let mountpoint = text("mountpoint")?
+async fn attach(ctx: Ctx, s: Arc<ApiState>, id: String, a: Attach) -> ApiResult<Response> {
+    let nonempty = |t: TextUpdate| t.flatten().filter(|x| !x.is_empty());
+    let mountpoint = nonempty(a.mountpoint)
         .ok_or_else(|| ApiError::bad_request("'mountpoint' is a required property"))?;
-    let instance = text("instance_uuid")?;
-    let host = text("host_name")?;
+    let instance = nonempty(a.instance_uuid);
+    let host = nonempty(a.host_name);
     if instance.is_none() && host.is_none() {
         return Err(ApiError::bad_request(
             "Invalid request to attach volume: instance_uuid or host_name is required.",
@@ -177,7 +138,7 @@ async fn attach(ctx: Ctx, s: Arc<ApiState>, id: String, args: Obj) -> ApiResult<
             return Err(ApiError::bad_request("Invalid instance_uuid: not a UUID."));
         }
     }
-    let mode = text("mode")?.unwrap_or_else(|| "rw".into());
+    let mode = nonempty(a.mode).unwrap_or_else(|| "rw".into());
     if mode != "rw" && mode != "ro" {
         return Err(ApiError::bad_request("Invalid attach mode: rw or ro."));
     }
@@ -197,36 +158,14 @@ async fn attach(ctx: Ctx, s: Arc<ApiState>, id: String, args: Obj) -> ApiResult<
     .await
 }
 
-async fn upload(ctx: Ctx, s: Arc<ApiState>, id: String, args: Obj) -> ApiResult<Response> {
-    only(
-        &args,
-        &[
-            "image_name",
-            "force",
-            "disk_format",
-            "container_format",
-            "__os_type",
-            "visibility",
-            "protected",
-        ],
-    )?;
-    let image_name = match args.get("image_name") {
-        Some(Value::String(n)) if !n.trim().is_empty() && n.chars().count() <= 255 => n.clone(),
-        _ => {
-            return Err(ApiError::bad_request(
-                "'image_name' is required: 1 to 255 characters.",
-            ))
-        }
-    };
-    let force = match args.get("force") {
-        None | Some(Value::Null) => false,
-        Some(v) => boolean(v, "force")?,
-    };
-    let disk_format = match args.get("disk_format") {
-        None | Some(Value::Null) => "raw".to_owned(),
-        Some(Value::String(f)) => f.clone(),
-        Some(_) => return Err(ApiError::bad_request("Invalid disk_format.")),
-    };
+async fn upload(ctx: Ctx, s: Arc<ApiState>, id: String, a: UploadImage) -> ApiResult<Response> {
+    let image_name = a
+        .image_name
+        .flatten()
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| ApiError::bad_request("'image_name' is required: 1 to 255 characters."))?;
+    let force = a.force;
+    let disk_format = a.disk_format.flatten().unwrap_or_else(|| "raw".to_owned());
     const KNOWN: [&str; 10] = [
         "raw", "vmdk", "vdi", "qcow2", "vhd", "vhdx", "ploop", "zvhd", "zvhd2", "iso",
     ];
@@ -240,12 +179,11 @@ async fn upload(ctx: Ctx, s: Arc<ApiState>, id: String, args: Obj) -> ApiResult<
             "disk_format {disk_format} is not supported here: use raw, qcow2, vmdk, vdi, vhd or vhdx."
         )));
     }
-    let container_format = match args.get("container_format") {
-        None | Some(Value::Null) => "bare".to_owned(),
-        Some(Value::String(c)) if c.chars().count() <= 255 => c.clone(),
-        Some(_) => return Err(ApiError::bad_request("Invalid container_format.")),
-    };
-    if let Some(os) = args.get("__os_type") {
+    let container_format = a
+        .container_format
+        .flatten()
+        .unwrap_or_else(|| "bare".to_owned());
+    if let Some(os) = a.os_type.flatten() {
         if os != "windows" && os != "linux" {
             return Err(ApiError::bad_request("__os_type must be windows or linux."));
         }

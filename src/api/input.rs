@@ -43,49 +43,6 @@ pub fn only(obj: &Obj, allowed: &[&str]) -> Result<(), ApiError> {
     }
 }
 
-/// An optional text member: absent → `None`; `null` → `Some(None)`; a string is stripped
-/// and must be at most `max` characters.
-pub fn text(
-    obj: &Obj,
-    key: &str,
-    max: usize,
-    evs_code: &'static str,
-) -> Result<Option<Option<String>>, ApiError> {
-    match obj.get(key) {
-        None => Ok(None),
-        Some(Value::Null) => Ok(Some(None)),
-        Some(Value::String(s)) => {
-            let s = s.trim();
-            if s.chars().count() > max {
-                return Err(ApiError::invalid(
-                    evs_code,
-                    format!("Invalid input for field '{key}': longer than {max} characters."),
-                ));
-            }
-            Ok(Some(Some(s.to_owned())))
-        }
-        Some(_) => Err(ApiError::invalid(
-            evs_code,
-            format!("Invalid input for field '{key}': not a string."),
-        )),
-    }
-}
-
-/// Cinder's boolean: JSON booleans and the usual strings.
-pub fn boolean(v: &Value, key: &str) -> Result<bool, ApiError> {
-    match v {
-        Value::Bool(b) => Ok(*b),
-        Value::String(s) => parse_bool(s).ok_or_else(|| bad_bool(key, s)),
-        other => Err(bad_bool(key, &other.to_string())),
-    }
-}
-
-fn bad_bool(key: &str, s: &str) -> ApiError {
-    ApiError::bad_request(format!(
-        "Invalid value '{s}' for '{key}': it must be a boolean."
-    ))
-}
-
 /// Parses Cinder's boolean strings.
 pub fn parse_bool(s: &str) -> Option<bool> {
     match s {
@@ -166,10 +123,9 @@ mod tests {
 
     #[test]
     fn booleans_and_integers_parse_like_cinder() {
-        assert!(boolean(&json!("yes"), "x").unwrap());
-        assert!(!boolean(&json!("Off"), "x").unwrap());
-        assert!(boolean(&json!("maybe"), "x").is_err());
-        assert!(boolean(&json!(1), "x").is_err());
+        assert_eq!(parse_bool("yes"), Some(true));
+        assert_eq!(parse_bool("Off"), Some(false));
+        assert_eq!(parse_bool("maybe"), None);
         assert_eq!(integer(&json!("12")), Some(12));
         assert_eq!(integer(&json!(1.5)), None);
         assert_eq!(integer(&json!("9".repeat(40))), None);
@@ -183,16 +139,5 @@ mod tests {
         assert!(metadata(&json!({"k": "x".repeat(256)})).is_err());
         assert!(metadata(&json!({"ké": "v"})).is_err());
         assert!(metadata(&json!(["k"])).is_err());
-    }
-
-    #[test]
-    fn text_is_stripped_and_capped() {
-        let o = json!({"name": "  hi  ", "n": null, "long": "x".repeat(256), "num": 3});
-        let o = o.as_object().unwrap();
-        assert_eq!(text(o, "name", 255, "E").unwrap(), Some(Some("hi".into())));
-        assert_eq!(text(o, "n", 255, "E").unwrap(), Some(None));
-        assert_eq!(text(o, "absent", 255, "E").unwrap(), None);
-        assert!(text(o, "long", 255, "E").is_err());
-        assert!(text(o, "num", 255, "E").is_err());
     }
 }

@@ -17,6 +17,7 @@ mod list;
 mod metadata;
 mod metrics;
 mod quotas;
+mod requests;
 mod snapshots;
 mod transfers;
 mod versions;

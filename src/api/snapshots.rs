@@ -11,8 +11,9 @@ use serde_json::{json, Value};
 
 use super::extract::IdPath;
 use super::extract::{JsonBody, Params};
-use super::input::{boolean, is_uuid, metadata, only, text, top};
+use super::input::{is_uuid, top};
 use super::list::{collection_body, metadata_matches, ListQuery, Listable, SortValue};
+use super::requests::{parse, typed, user_metadata, Rename, Rollback, SnapshotCreate, TEXT_CODES};
 use super::volumes;
 use super::{blocking, empty, quotas, reply, ApiError, ApiResult, ApiState, Ctx};
 use crate::catalog::{
@@ -177,34 +178,14 @@ pub async fn create(
     State(s): State<Arc<ApiState>>,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
-    let snap = top(&body, "snapshot")?;
-    only(
-        snap,
-        &[
-            "volume_id",
-            "force",
-            "name",
-            "display_name",
-            "description",
-            "metadata",
-        ],
-    )?;
-    let volume_id = snap
-        .get("volume_id")
-        .and_then(Value::as_str)
-        .ok_or_else(|| ApiError::bad_request("Invalid input: 'volume_id' is a required property"))?
-        .to_owned();
-    let force = match snap.get("force") {
-        None | Some(Value::Null) => false,
-        Some(v) => boolean(v, "force")?,
-    };
-    let name =
-        text(snap, "name", 255, "EVS.1003")?.or(text(snap, "display_name", 255, "EVS.1003")?);
-    let description = text(snap, "description", 255, "EVS.1004")?;
-    let meta = match snap.get("metadata") {
-        None | Some(Value::Null) => BTreeMap::new(),
-        Some(m) => metadata(m)?,
-    };
+    let req: SnapshotCreate = parse(&body, "snapshot", &[], TEXT_CODES)?;
+    let volume_id = req.volume_id.ok_or_else(|| {
+        ApiError::bad_request("Invalid input: 'volume_id' is a required property")
+    })?;
+    let force = req.force;
+    let name = req.name.or(req.display_name);
+    let description = req.description;
+    let meta = user_metadata(&req.metadata)?.unwrap_or_default();
     if !is_uuid(&volume_id) {
         return Err(ApiError::not_found(format!(
             "Volume {volume_id} could not be found."
@@ -254,16 +235,18 @@ pub async fn update(
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
     let snap = top(&body, "snapshot")?;
-    only(
-        snap,
-        &["name", "description", "display_name", "display_description"],
-    )?;
     if snap.is_empty() {
         return Err(ApiError::bad_request(
             "Invalid input: the snapshot object must have at least one member.",
         ));
     }
-    let (name, description) = volumes::name_and_description(snap)?;
+    let req: Rename = typed(&Value::Object(snap.clone()), TEXT_CODES)?;
+    if req.metadata.is_some() {
+        return Err(ApiError::bad_request(
+            "Invalid input: additional properties are not allowed ('metadata' was unexpected)",
+        ));
+    }
+    let (name, description) = req.resolved();
     blocking(move || {
         let rec = s.catalog.write(|w| {
             let mut x = load(w, &ctx, &p.id)?;
@@ -312,14 +295,11 @@ pub async fn rollback(
     Path(p): Path<IdPath>,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
-    let rb = top(&body, "rollback")?;
-    only(rb, &["volume_id", "name"])?;
-    let volume_id = rb
-        .get("volume_id")
-        .and_then(Value::as_str)
-        .ok_or_else(|| ApiError::bad_request("Invalid input: 'volume_id' is a required property"))?
-        .to_owned();
-    let name = text(rb, "name", 255, "EVS.1003")?;
+    let req: Rollback = parse(&body, "rollback", &[], TEXT_CODES)?;
+    let volume_id = req.volume_id.ok_or_else(|| {
+        ApiError::bad_request("Invalid input: 'volume_id' is a required property")
+    })?;
+    let name = req.name;
     blocking(move || {
         let vol = s.catalog.write(|w| {
             let mut x = load(w, &ctx, &p.id)?;

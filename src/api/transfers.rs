@@ -13,6 +13,7 @@ use super::extract::IdPath;
 use super::extract::{JsonBody, Params};
 use super::input::{only, parse_bool, top};
 use super::list::MAX_LIMIT;
+use super::requests::{parse, TransferCreate, TEXT_CODES};
 use super::volumes::{self, transfer_links};
 use super::{blocking, empty, quotas, reply, ApiError, ApiResult, ApiState, Ctx};
 use crate::catalog::{CatalogRead, SnapshotRecord, Timestamp, TransferRecord};
@@ -48,24 +49,16 @@ pub async fn create(
     State(s): State<Arc<ApiState>>,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
-    let t = top(&body, "transfer")?;
-    only(t, &["volume_id", "name"])?;
-    let volume_id = t
-        .get("volume_id")
-        .and_then(Value::as_str)
-        .ok_or_else(|| ApiError::bad_request("Invalid input: 'volume_id' is a required property"))?
-        .to_owned();
-    let name = match t.get("name") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(n)) if !n.trim().is_empty() && n.trim().chars().count() <= 255 => {
-            Some(n.trim().to_owned())
-        }
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                "Invalid input for field 'name': 1 to 255 characters.",
-            ))
-        }
-    };
+    let req: TransferCreate = parse(&body, "transfer", &[], TEXT_CODES)?;
+    let volume_id = req.volume_id.ok_or_else(|| {
+        ApiError::bad_request("Invalid input: 'volume_id' is a required property")
+    })?;
+    let name = req.name.flatten();
+    if name.as_deref() == Some("") {
+        return Err(ApiError::bad_request(
+            "Invalid input for field 'name': 1 to 255 characters.",
+        ));
+    }
     blocking(move || {
         let salt = random_hex(4)?;
         let auth_key = random_hex(8)?;

@@ -11,8 +11,11 @@ use axum::response::Response;
 use serde_json::{json, Value};
 
 use super::extract::{IdPath, JsonBody, Params};
-use super::input::{boolean, integer, is_uuid, metadata, only, text, top_with};
+use super::input::{integer, is_uuid};
 use super::list::{collection_body, metadata_matches, ListQuery, Listable, SortValue};
+use super::requests::{
+    parse, user_metadata, Rename, VolumeCreate, TEXT_CODES, VOLUME_CREATE_CODES,
+};
 use super::{blocking, empty, info, quotas, reply, ApiError, ApiResult, ApiState, Ctx};
 use crate::catalog::{
     CatalogRead, PendingOp, SnapshotRecord, Timestamp, VolumeRecord, VolumeStatus,
@@ -248,82 +251,57 @@ pub async fn show(
     .await
 }
 
-fn size_of(v: &Value) -> ApiResult<u64> {
-    integer(v)
-        .filter(|n| *n >= 1 && *n as u64 <= MAX_SIZE_GIB)
-        .map(|n| n as u64)
-        .ok_or_else(|| {
-            ApiError::invalid(
-                "EVS.1010",
-                format!(
-                    "Invalid input received: volume size must be an integer from 1 to {MAX_SIZE_GIB} GB (got {v})."
-                ),
-            )
-        })
-}
-
-/// A text member's update: absent (`None`), cleared (`Some(None)`) or set.
-pub type TextUpdate = Option<Option<String>>;
-
-/// Name and description with the v1 `display_` aliases (the v2 names win).
-pub fn name_and_description(obj: &super::input::Obj) -> ApiResult<(TextUpdate, TextUpdate)> {
-    let name = text(obj, "name", 255, "EVS.1003")?;
-    let display_name = text(obj, "display_name", 255, "EVS.1003")?;
-    let description = text(obj, "description", 255, "EVS.1004")?;
-    let display_description = text(obj, "display_description", 255, "EVS.1004")?;
-    Ok((name.or(display_name), description.or(display_description)))
-}
-
-fn opt_id(obj: &super::input::Obj, key: &str) -> ApiResult<Option<String>> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(ApiError::bad_request(format!(
-            "Invalid input for field '{key}': not a string."
-        ))),
-    }
-}
-
 /// `POST P/volumes`.
 pub async fn create(
     ctx: Ctx,
     State(s): State<Arc<ApiState>>,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
-    let vol = top_with(&body, "volume", &["OS-SCH-HNT:scheduler_hints"])?;
-    let (name, description) = name_and_description(vol)?;
-    let size = vol
-        .get("size")
-        .filter(|v| !v.is_null())
-        .map(size_of)
+    let req: VolumeCreate = parse(
+        &body,
+        "volume",
+        &["OS-SCH-HNT:scheduler_hints"],
+        VOLUME_CREATE_CODES,
+    )?;
+    let name = req.name.or(req.display_name);
+    let description = req.description.or(req.display_description);
+    let size = req
+        .size
+        .map(|n| {
+            u64::try_from(n)
+                .ok()
+                .filter(|n| (1..=MAX_SIZE_GIB).contains(n))
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        "EVS.1010",
+                        format!(
+                            "Invalid input received: volume size must be an integer from 1 to {MAX_SIZE_GIB} GB (got {n})."
+                        ),
+                    )
+                })
+        })
         .transpose()?;
-    match vol.get("availability_zone") {
-        None | Some(Value::Null) => {}
-        Some(Value::String(az)) if *az == s.config.availability_zone => {}
-        Some(az) => {
+    if let Some(az) = &req.availability_zone {
+        if *az != s.config.availability_zone {
             return Err(ApiError::invalid(
                 "EVS.1036",
-                format!(
-                    "Availability zone '{}' is invalid.",
-                    az.as_str().unwrap_or("?")
-                ),
-            ))
+                format!("Availability zone '{az}' is invalid."),
+            ));
         }
     }
-    let requested_type = match vol.get("volume_type") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(t)) => Some(
+    let requested_type = match &req.volume_type {
+        None => None,
+        Some(t) => Some(
             info::find_type(t)
                 .ok_or_else(|| {
                     ApiError::not_found(format!("Volume type with name {t} could not be found."))
                 })?
                 .to_owned(),
         ),
-        Some(_) => return Err(ApiError::invalid("EVS.1020", "Invalid volume type.")),
     };
-    let snapshot_id = opt_id(vol, "snapshot_id")?;
-    let source_volid = opt_id(vol, "source_volid")?;
-    let image = opt_id(vol, "imageRef")?.or(opt_id(vol, "image_id")?);
+    let snapshot_id = req.snapshot_id;
+    let source_volid = req.source_volid;
+    let image = req.image_ref.or(req.image_id);
     let sources = [&snapshot_id, &source_volid, &image]
         .iter()
         .filter(|x| x.is_some())
@@ -343,20 +321,14 @@ pub async fn create(
             "Invalid input received: size is required.",
         ));
     }
-    let user_metadata = match vol.get("metadata") {
-        None | Some(Value::Null) => BTreeMap::new(),
-        Some(m) => metadata(m)?,
-    };
-    let multiattach = match vol.get("multiattach") {
-        None | Some(Value::Null) => false,
-        Some(v) => boolean(v, "multiattach")?,
-    };
-    if let Some(Value::String(cg)) = vol.get("consistencygroup_id") {
+    let user_metadata = user_metadata(&req.metadata)?.unwrap_or_default();
+    let multiattach = req.multiattach;
+    if let Some(Value::String(cg)) = &req.consistencygroup_id {
         return Err(ApiError::not_found(format!(
             "ConsistencyGroup {cg} could not be found."
         )));
     }
-    if let Some(count) = vol.get("count") {
+    if let Some(count) = &req.count {
         if integer(count) != Some(1) {
             return Err(ApiError::bad_request(
                 "Invalid input received: count must be 1.",
@@ -452,23 +424,9 @@ pub async fn update(
     Path(p): Path<IdPath>,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
-    let vol = top_with(&body, "volume", &[])?;
-    only(
-        vol,
-        &[
-            "name",
-            "description",
-            "display_name",
-            "display_description",
-            "metadata",
-        ],
-    )?;
-    let (name, description) = name_and_description(vol)?;
-    let new_meta = match vol.get("metadata") {
-        None => None,
-        Some(Value::Null) => Some(BTreeMap::new()),
-        Some(m) => Some(metadata(m)?),
-    };
+    let req: Rename = parse(&body, "volume", &[], TEXT_CODES)?;
+    let (name, description) = req.resolved();
+    let new_meta = user_metadata(&req.metadata)?;
     blocking(move || {
         let rec = s.catalog.write(|w| {
             let mut v = load(w, &ctx, &p.id)?;
