@@ -1679,3 +1679,153 @@ async fn startup_finishes_interrupted_operations() {
     api.wait_gone(&p(&format!("volumes/{orphan}")), &admin.token)
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn disk_tags_add_replace_remove_list_and_find() {
+    let api = Api::new();
+    let admin = api.admin().await;
+    let bob = api.tenant(&admin, "tags-bob", "member").await;
+    let a = api.volume(&admin, json!({"size": 1, "name": "a"})).await;
+    let b = api.volume(&admin, json!({"size": 1, "name": "b"})).await;
+    let theirs = api.volume(&bob, json!({"size": 1})).await;
+    let p = &admin.project;
+    let act = |id: &str| format!("/v2/{p}/cloudvolumes/{id}/tags/action");
+    let tags = |id: &str| format!("/v2/{p}/cloudvolumes/{id}/tags");
+
+    let r = api
+        .post(
+            &act(&a),
+            &admin.token,
+            json!({"action": "create", "tags": [{"key": "env", "value": "prod"}, {"key": "team", "value": " db "}]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{:?}", r.body);
+    assert!(r.raw.is_empty());
+    // An existing key is overwritten; the older path answers too.
+    let r = api
+        .post(
+            &format!("/v2/{p}/os-vendor-volumes/{a}/tags/action"),
+            &admin.token,
+            json!({"action": "create", "tags": [{"key": "env", "value": "test"}]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = api.get(&tags(&a), &admin.token).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        r.body,
+        json!({"tags": [{"key": "env", "value": "test"}, {"key": "team", "value": "db"}]})
+    );
+    api.post(
+        &act(&b),
+        &admin.token,
+        json!({"action": "create", "tags": [{"key": "env", "value": "prod"}]}),
+    )
+    .await;
+
+    // EVS's limits: key and value characters and lengths, ten per volume; refused whole.
+    for bad in [
+        json!({"action": "create", "tags": [{"key": "", "value": "x"}]}),
+        json!({"action": "create", "tags": [{"key": "k".repeat(37), "value": "x"}]}),
+        json!({"action": "create", "tags": [{"key": "a=b", "value": "x"}]}),
+        json!({"action": "create", "tags": [{"key": "k", "value": "v".repeat(44)}]}),
+        json!({"action": "create", "tags": [{"key": "k", "value": "<script>"}]}),
+        json!({"action": "create", "tags": []}),
+        json!({"action": "rename", "tags": [{"key": "k"}]}),
+        json!({"action": "create", "tags": [{"key": "k"}], "extra": 1}),
+    ] {
+        let r = api.post(&act(&a), &admin.token, bad.clone()).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}");
+    }
+    let many: Vec<Value> = (0..9)
+        .map(|i| json!({"key": format!("k{i}"), "value": ""}))
+        .collect();
+    let r = api
+        .post(
+            &act(&a),
+            &admin.token,
+            json!({"action": "create", "tags": many}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "11 tags must be refused");
+    let r = api.get(&tags(&a), &admin.token).await;
+    assert_eq!(
+        r.body["tags"].as_array().unwrap().len(),
+        2,
+        "nothing applied"
+    );
+
+    // Every key of the project with its values; another project's volume is not there.
+    api.post(
+        &format!("/v2/{}/cloudvolumes/{theirs}/tags/action", bob.project),
+        &bob.token,
+        json!({"action": "create", "tags": [{"key": "secret", "value": "x"}]}),
+    )
+    .await;
+    let r = api
+        .get(&format!("/v2/{p}/cloudvolumes/tags"), &admin.token)
+        .await;
+    assert_eq!(
+        r.body,
+        json!({"tags": {"env": ["prod", "test"], "team": ["db"]}})
+    );
+    // Each project tags its own volumes; another project's volume is a 404.
+    let r = api
+        .post(
+            &format!("/v2/{}/cloudvolumes/{theirs}/tags/action", bob.project),
+            &bob.token,
+            json!({"action": "create", "tags": [{"key": "k"}]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = api
+        .get(
+            &format!("/v2/{}/cloudvolumes/{a}/tags", bob.project),
+            &bob.token,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+
+    // Find volumes by tag.
+    let query = format!("/v2/{p}/cloudvolumes/resource_instances/action");
+    let r = api
+        .post(
+            &query,
+            &admin.token,
+            json!({"action": "filter", "tags": [{"key": "env", "values": ["prod"]}]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["total_count"], 1);
+    assert_eq!(r.body["resources"][0]["resource_id"], b.as_str());
+    assert_eq!(r.body["resources"][0]["resource_detail"]["name"], "b");
+    let r = api
+        .post(
+            &query,
+            &admin.token,
+            json!({"action": "count", "tags": [{"key": "env"}]}),
+        )
+        .await;
+    assert_eq!(r.body, json!({"total_count": 2}));
+    let r = api
+        .post(
+            &query,
+            &admin.token,
+            json!({"action": "filter", "tags": [{"key": "env"}], "limit": 1, "offset": 1}),
+        )
+        .await;
+    assert_eq!(r.body["resources"].as_array().unwrap().len(), 1);
+    assert_eq!(r.body["total_count"], 2);
+
+    // Delete by key; keys it does not carry are ignored.
+    let r = api
+        .post(
+            &act(&a),
+            &admin.token,
+            json!({"action": "delete", "tags": [{"key": "env"}, {"key": "nope"}]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = api.get(&tags(&a), &admin.token).await;
+    assert_eq!(r.body, json!({"tags": [{"key": "team", "value": "db"}]}));
+}

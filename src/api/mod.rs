@@ -19,6 +19,7 @@ mod metrics;
 mod quotas;
 mod requests;
 mod snapshots;
+mod tags;
 mod transfers;
 mod versions;
 mod volumes;
@@ -132,6 +133,12 @@ pub fn router(state: Arc<ApiState>) -> Router {
             "/os-vendor-snapshots/{id}/rollback",
             post(snapshots::rollback),
         )
+        .route("/cloudvolumes/tags", get(tags::project))
+        .route("/cloudvolumes/resource_instances/action", post(tags::query))
+        .route("/cloudvolumes/{id}/tags", get(tags::show))
+        .route("/cloudvolumes/{id}/tags/action", post(tags::action))
+        .route("/os-vendor-volumes/{id}/tags", get(tags::show))
+        .route("/os-vendor-volumes/{id}/tags/action", post(tags::action))
         .route("/types", get(info::types))
         .route("/types/{id}", get(info::type_show))
         .route("/os-quota-sets/{id}", get(quotas::show).put(quotas::update))

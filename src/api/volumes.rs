@@ -123,6 +123,7 @@ pub fn view(s: &ApiState, ctx: &Ctx, v: &VolumeRecord, shape: Shape) -> Value {
     }
     if s.config.evs_extra_fields {
         set_field(&mut out, "shareable", json!(v.multiattach.to_string()));
+        set_field(&mut out, "tags", json!(v.tags));
         set_field(&mut out, "storage_cluster_id", Value::Null);
         set_field(
             &mut out,
@@ -399,6 +400,7 @@ pub async fn create(
                 readonly_shown: false,
                 bootable: false,
                 multiattach,
+                tags: BTreeMap::new(),
                 attachments: Vec::new(),
                 pending: Some(PendingOp::Create(source)),
                 created_at: Timestamp::now(),

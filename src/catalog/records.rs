@@ -170,6 +170,9 @@ pub struct VolumeRecord {
     pub bootable: bool,
     /// Shared disk.
     pub multiattach: bool,
+    /// EVS tags (key → value; at most ten). Absent in records written before tags existed.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
     /// Attachments.
     pub attachments: Vec<Attachment>,
     /// Operation in progress on the data, if any.

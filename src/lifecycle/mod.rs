@@ -23,6 +23,7 @@
 mod quota;
 mod refusal;
 mod snapshot;
+mod tags;
 mod transfer;
 mod volume;
 
@@ -34,6 +35,7 @@ pub use refusal::Refusal;
 pub use snapshot::{
     begin_rollback, begin_snapshot_delete, may_snapshot, snapshot_finished, SnapshotOutcome,
 };
+pub use tags::{add_tags, check_tag, remove_tags, tags_match, MAX_TAGS};
 pub use transfer::{accept_transfer, offer_transfer, withdraw_transfer};
 pub use volume::{
     attach, begin_delete, begin_extend, begin_upload, check_create_source, detach, finish,

@@ -48,6 +48,7 @@ fn volume(status: VolumeStatus) -> VolumeRecord {
         readonly_shown: false,
         bootable: false,
         multiattach: false,
+        tags: BTreeMap::new(),
         attachments: if attached {
             vec![attachment("a1", "rw")]
         } else {
@@ -552,4 +553,43 @@ fn limits_refuse_over_quota_and_minus_one_is_unlimited() {
         vec![("gigabytes".to_owned(), 3), ("gigabytes_SAS".to_owned(), 3)]
     );
     assert_eq!(snapshot_deltas(4, "SAS")[0], ("snapshots".to_owned(), 1));
+}
+
+#[test]
+fn tags_follow_evs_limits_and_match_filters() {
+    assert!(check_tag("环境", "生产").is_ok());
+    assert_eq!(
+        check_tag(" k ", " v.1 ").unwrap(),
+        ("k".into(), "v.1".into())
+    );
+    assert!(check_tag("k.dot", "v").is_err(), "no '.' in keys");
+    assert!(check_tag(&"k".repeat(36), &"v".repeat(43)).is_ok());
+    assert!(check_tag(&"k".repeat(37), "v").is_err());
+    assert!(check_tag("k", &"v".repeat(44)).is_err());
+    let mut v = volume(Available);
+    let ten: Vec<(String, String)> = (0..MAX_TAGS)
+        .map(|i| (format!("k{i}"), "x".into()))
+        .collect();
+    add_tags(&mut v, &ten).unwrap();
+    // Replacing a key keeps the count; an eleventh key is refused and nothing changes.
+    add_tags(&mut v, &[("k0".into(), "y".into())]).unwrap();
+    let before = v.tags.clone();
+    assert!(add_tags(
+        &mut v,
+        &[("k1".into(), "z".into()), ("new".into(), "".into())]
+    )
+    .is_err());
+    assert_eq!(v.tags, before);
+    assert!(tags_match(&v, &[("k0".into(), vec![])]));
+    assert!(tags_match(
+        &v,
+        &[("k0".into(), vec!["a".into(), "y".into()])]
+    ));
+    assert!(!tags_match(&v, &[("k0".into(), vec!["x".into()])]));
+    assert!(!tags_match(
+        &v,
+        &[("k0".into(), vec![]), ("none".into(), vec![])]
+    ));
+    remove_tags(&mut v, &["k0".into(), "absent".into()]);
+    assert_eq!(v.tags.len(), MAX_TAGS - 1);
 }
