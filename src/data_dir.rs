@@ -20,6 +20,8 @@ use tripod_replication::{
 };
 use uuid::Uuid;
 
+use crate::io_metrics::IoMetrics;
+
 /// Errors of the volume directory.
 #[derive(Debug, thiserror::Error)]
 pub enum VolumeError {
@@ -274,6 +276,8 @@ pub struct VolumeRegistry {
     /// Per volume, whether connected clients may write (shared with every connection).
     gates: Mutex<HashMap<String, Arc<AtomicBool>>>,
     supervise_every: Duration,
+    /// Per-volume I/O figures (series of open volumes only).
+    io: Arc<IoMetrics>,
 }
 
 impl VolumeRegistry {
@@ -287,6 +291,7 @@ impl VolumeRegistry {
             exposure: Mutex::new(HashMap::new()),
             gates: Mutex::new(HashMap::new()),
             supervise_every,
+            io: Arc::new(IoMetrics::default()),
         }
     }
 
@@ -351,6 +356,12 @@ impl VolumeRegistry {
             s.unwatch(set);
         }
         drop(closed);
+        self.io.forget(id);
+    }
+
+    /// The per-volume I/O figures.
+    pub fn io_metrics(&self) -> &Arc<IoMetrics> {
+        &self.io
     }
 
     /// The volumes open now.

@@ -17,6 +17,7 @@ pub mod daemon;
 pub mod data_dir;
 pub mod identity;
 pub mod images;
+pub mod io_metrics;
 pub mod lifecycle;
 pub mod nbd;
 

@@ -148,6 +148,7 @@ pub async fn render(State(s): State<Arc<ApiState>>) -> ApiResult<Response> {
                 health.get_or_create(&HealthLabel { health: state }).inc();
             }
         }
+        s.backend.registry().io_metrics().register(&mut reg);
         reg.register(
             "tripod_replicas",
             "Replicas of the open volumes by health (anything but in_service misses writes)",

@@ -1,0 +1,218 @@
+//! Per-volume I/O figures (what Cloud Eye shows for a disk): requests and bytes by operation,
+//! errors, a latency histogram and the requests in flight, counted where NBD requests reach a
+//! volume. The label set is bounded: a volume's series exist while it is open and are
+//! dropped when it is closed or deleted.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// What a request did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    /// A read.
+    Read,
+    /// A write.
+    Write,
+    /// Write zeroes.
+    WriteZeroes,
+    /// Trim (discard).
+    Trim,
+    /// Flush (or the sync of a FUA write).
+    Flush,
+}
+
+impl Op {
+    fn label(self) -> &'static str {
+        match self {
+            Op::Read => "read",
+            Op::Write => "write",
+            Op::WriteZeroes => "write_zeroes",
+            Op::Trim => "trim",
+            Op::Flush => "flush",
+        }
+    }
+
+    const ALL: [Op; 5] = [Op::Read, Op::Write, Op::WriteZeroes, Op::Trim, Op::Flush];
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VolumeOp {
+    volume: String,
+    op: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VolumeLabel {
+    volume: String,
+}
+
+/// Latency buckets: 50 µs doubling to about 3.3 s.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(50e-6, 2.0, 17))
+}
+
+/// The I/O figures of every open volume.
+pub struct IoMetrics {
+    requests: Family<VolumeOp, Counter>,
+    errors: Family<VolumeOp, Counter>,
+    bytes: Family<VolumeOp, Counter>,
+    latency: Family<VolumeOp, Histogram, fn() -> Histogram>,
+    in_flight: Family<VolumeLabel, Gauge>,
+}
+
+impl Default for IoMetrics {
+    fn default() -> Self {
+        Self {
+            requests: Family::default(),
+            errors: Family::default(),
+            bytes: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram),
+            in_flight: Family::default(),
+        }
+    }
+}
+
+impl IoMetrics {
+    /// Notes a request of `volume` starting; the returned guard records it when done.
+    pub fn start(self: &Arc<Self>, volume: &str, op: Op, bytes: u64) -> InFlight {
+        self.in_flight
+            .get_or_create(&VolumeLabel {
+                volume: volume.to_owned(),
+            })
+            .inc();
+        InFlight {
+            metrics: self.clone(),
+            volume: volume.to_owned(),
+            op,
+            bytes,
+            started: Instant::now(),
+        }
+    }
+
+    /// Drops every series of `volume` (closed or deleted).
+    pub fn forget(&self, volume: &str) {
+        for op in Op::ALL {
+            let labels = VolumeOp {
+                volume: volume.to_owned(),
+                op: op.label(),
+            };
+            self.requests.remove(&labels);
+            self.errors.remove(&labels);
+            self.bytes.remove(&labels);
+            self.latency.remove(&labels);
+        }
+        self.in_flight.remove(&VolumeLabel {
+            volume: volume.to_owned(),
+        });
+    }
+
+    /// Adds the families to `reg`.
+    pub fn register(&self, reg: &mut Registry) {
+        reg.register(
+            "tripod_volume_requests",
+            "Requests a volume completed, by operation",
+            self.requests.clone(),
+        );
+        reg.register(
+            "tripod_volume_errors",
+            "Requests a volume answered with an error, by operation",
+            self.errors.clone(),
+        );
+        reg.register(
+            "tripod_volume_bytes",
+            "Bytes a volume read or wrote (zeroed and trimmed bytes too), by operation",
+            self.bytes.clone(),
+        );
+        reg.register(
+            "tripod_volume_request_seconds",
+            "Time from a request reaching the volume to its answer, by operation",
+            self.latency.clone(),
+        );
+        reg.register(
+            "tripod_volume_in_flight",
+            "Requests a volume is working on now (its queue depth)",
+            self.in_flight.clone(),
+        );
+    }
+}
+
+/// A request in progress; [`InFlight::done`] records how it ended.
+pub struct InFlight {
+    metrics: Arc<IoMetrics>,
+    volume: String,
+    op: Op,
+    bytes: u64,
+    started: Instant,
+}
+
+impl InFlight {
+    /// Records the request as answered (`ok` or an error).
+    pub fn done(self, ok: bool) {
+        let labels = VolumeOp {
+            volume: self.volume.clone(),
+            op: self.op.label(),
+        };
+        let m = &self.metrics;
+        m.requests.get_or_create(&labels).inc();
+        if ok {
+            m.bytes.get_or_create(&labels).inc_by(self.bytes);
+        } else {
+            m.errors.get_or_create(&labels).inc();
+        }
+        m.latency
+            .get_or_create(&labels)
+            .observe(self.started.elapsed().as_secs_f64());
+        m.in_flight
+            .get_or_create(&VolumeLabel {
+                volume: self.volume.clone(),
+            })
+            .dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prometheus_client::encoding::text::encode;
+
+    use super::*;
+
+    fn text(m: &IoMetrics) -> String {
+        let mut reg = Registry::default();
+        m.register(&mut reg);
+        let mut out = String::new();
+        encode(&mut out, &reg).unwrap();
+        out
+    }
+
+    #[test]
+    fn requests_bytes_errors_and_in_flight_per_volume() {
+        let m = Arc::new(IoMetrics::default());
+        let a = m.start("v1", Op::Write, 4096);
+        let b = m.start("v1", Op::Read, 512);
+        assert!(text(&m).contains("tripod_volume_in_flight{volume=\"v1\"} 2"));
+        a.done(true);
+        b.done(false);
+        m.start("v2", Op::Write, 100).done(true);
+        let t = text(&m);
+        assert!(
+            t.contains("tripod_volume_requests_total{volume=\"v1\",op=\"write\"} 1"),
+            "{t}"
+        );
+        assert!(t.contains("tripod_volume_bytes_total{volume=\"v1\",op=\"write\"} 4096"));
+        assert!(t.contains("tripod_volume_errors_total{volume=\"v1\",op=\"read\"} 1"));
+        assert!(!t.contains("tripod_volume_bytes_total{volume=\"v1\",op=\"read\"} 512"));
+        assert!(t.contains("tripod_volume_request_seconds_count{volume=\"v1\",op=\"write\"} 1"));
+        assert!(t.contains("tripod_volume_in_flight{volume=\"v1\"} 0"));
+        m.forget("v1");
+        let t = text(&m);
+        assert!(!t.contains("volume=\"v1\""), "{t}");
+        assert!(t.contains("volume=\"v2\""));
+    }
+}
