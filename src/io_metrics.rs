@@ -80,19 +80,30 @@ impl Default for IoMetrics {
 }
 
 impl IoMetrics {
-    /// Notes a request of `volume` starting; the returned guard records it when done.
-    pub fn start(self: &Arc<Self>, volume: &str, op: Op, bytes: u64) -> InFlight {
-        self.in_flight
+    /// The handles of `volume`'s series (created if new), so that counting a request
+    /// touches only atomics: no label hashing or allocation per request.
+    pub fn volume(&self, volume: &str) -> VolumeIo {
+        let per_op = Op::ALL.map(|op| {
+            let labels = VolumeOp {
+                volume: volume.to_owned(),
+                op: op.label(),
+            };
+            OpSeries {
+                requests: self.requests.get_or_create(&labels).clone(),
+                errors: self.errors.get_or_create(&labels).clone(),
+                bytes: self.bytes.get_or_create(&labels).clone(),
+                latency: self.latency.get_or_create(&labels).clone(),
+            }
+        });
+        let in_flight = self
+            .in_flight
             .get_or_create(&VolumeLabel {
                 volume: volume.to_owned(),
             })
-            .inc();
-        InFlight {
-            metrics: self.clone(),
-            volume: volume.to_owned(),
-            op,
-            bytes,
-            started: Instant::now(),
+            .clone();
+        VolumeIo {
+            per_op: Arc::new(per_op),
+            in_flight,
         }
     }
 
@@ -143,10 +154,50 @@ impl IoMetrics {
     }
 }
 
+/// One operation's series of one volume.
+#[derive(Clone)]
+struct OpSeries {
+    requests: Counter,
+    errors: Counter,
+    bytes: Counter,
+    latency: Histogram,
+}
+
+/// The series of one volume, ready to count its requests.
+#[derive(Clone)]
+pub struct VolumeIo {
+    per_op: Arc<[OpSeries; 5]>,
+    in_flight: Gauge,
+}
+
+impl VolumeIo {
+    fn series(&self, op: Op) -> &OpSeries {
+        // In the order of `Op::ALL`.
+        let [read, write, zeroes, trim, flush] = &*self.per_op;
+        match op {
+            Op::Read => read,
+            Op::Write => write,
+            Op::WriteZeroes => zeroes,
+            Op::Trim => trim,
+            Op::Flush => flush,
+        }
+    }
+
+    /// Notes a request starting; the returned guard records it when done.
+    pub fn start(&self, op: Op, bytes: u64) -> InFlight {
+        self.in_flight.inc();
+        InFlight {
+            io: self.clone(),
+            op,
+            bytes,
+            started: Instant::now(),
+        }
+    }
+}
+
 /// A request in progress; [`InFlight::done`] records how it ended.
 pub struct InFlight {
-    metrics: Arc<IoMetrics>,
-    volume: String,
+    io: VolumeIo,
     op: Op,
     bytes: u64,
     started: Instant,
@@ -155,25 +206,15 @@ pub struct InFlight {
 impl InFlight {
     /// Records the request as answered (`ok` or an error).
     pub fn done(self, ok: bool) {
-        let labels = VolumeOp {
-            volume: self.volume.clone(),
-            op: self.op.label(),
-        };
-        let m = &self.metrics;
-        m.requests.get_or_create(&labels).inc();
+        let s = self.io.series(self.op);
+        s.requests.inc();
         if ok {
-            m.bytes.get_or_create(&labels).inc_by(self.bytes);
+            s.bytes.inc_by(self.bytes);
         } else {
-            m.errors.get_or_create(&labels).inc();
+            s.errors.inc();
         }
-        m.latency
-            .get_or_create(&labels)
-            .observe(self.started.elapsed().as_secs_f64());
-        m.in_flight
-            .get_or_create(&VolumeLabel {
-                volume: self.volume.clone(),
-            })
-            .dec();
+        s.latency.observe(self.started.elapsed().as_secs_f64());
+        self.io.in_flight.dec();
     }
 }
 
@@ -193,13 +234,14 @@ mod tests {
 
     #[test]
     fn requests_bytes_errors_and_in_flight_per_volume() {
-        let m = Arc::new(IoMetrics::default());
-        let a = m.start("v1", Op::Write, 4096);
-        let b = m.start("v1", Op::Read, 512);
+        let m = IoMetrics::default();
+        let v1 = m.volume("v1");
+        let a = v1.start(Op::Write, 4096);
+        let b = v1.start(Op::Read, 512);
         assert!(text(&m).contains("tripod_volume_in_flight{volume=\"v1\"} 2"));
         a.done(true);
         b.done(false);
-        m.start("v2", Op::Write, 100).done(true);
+        m.volume("v2").start(Op::Write, 100).done(true);
         let t = text(&m);
         assert!(
             t.contains("tripod_volume_requests_total{volume=\"v1\",op=\"write\"} 1"),

@@ -11,7 +11,7 @@ use tripod_replication::ReplicaSet;
 
 use super::device::{BlockDevice, DeviceError, DeviceFuture, Export, Exports, Run};
 use crate::data_dir::{Exposure, VolumeRegistry};
-use crate::io_metrics::{IoMetrics, Op};
+use crate::io_metrics::{Op, VolumeIo};
 
 /// A volume as one NBD connection sees it: its replica set behind a write gate the registry
 /// closes when the volume becomes read-only or is hidden, so connections made before the
@@ -19,9 +19,8 @@ use crate::io_metrics::{IoMetrics, Op};
 struct GatedVolume {
     set: Arc<ReplicaSet>,
     writable: Arc<AtomicBool>,
-    /// The volume's id (its I/O figures' label).
-    id: String,
-    io: Arc<IoMetrics>,
+    /// The volume's I/O figures.
+    io: VolumeIo,
 }
 
 impl GatedVolume {
@@ -40,7 +39,7 @@ impl GatedVolume {
         bytes: u64,
         f: impl FnOnce() -> Result<T, DeviceError>,
     ) -> Result<T, DeviceError> {
-        let request = self.io.start(&self.id, op, bytes);
+        let request = self.io.start(op, bytes);
         let r = f();
         request.done(r.is_ok());
         r
@@ -53,7 +52,7 @@ impl GatedVolume {
         bytes: u64,
         fut: DeviceFuture<T>,
     ) -> DeviceFuture<T> {
-        let request = self.io.start(&self.id, op, bytes);
+        let request = self.io.start(op, bytes);
         Box::pin(async move {
             let r = fut.await;
             request.done(r.is_ok());
@@ -63,7 +62,7 @@ impl GatedVolume {
 
     /// A refusal answered at once (and counted as a failed `op`).
     fn refused<T: Send + 'static>(&self, op: Op, e: DeviceError) -> DeviceFuture<T> {
-        self.io.start(&self.id, op, 0).done(false);
+        self.io.start(op, 0).done(false);
         Box::pin(std::future::ready(Err(e)))
     }
 }
@@ -151,8 +150,7 @@ impl Exports for VolumeRegistry {
                 device: Arc::new(GatedVolume {
                     set,
                     writable: self.write_gate(name),
-                    id: name.to_owned(),
-                    io: self.io_metrics().clone(),
+                    io: self.io_metrics().volume(name),
                 }),
                 read_only,
             }),
