@@ -44,7 +44,7 @@ pub struct Settings {
     #[arg(long, env = "TRIPOD_NBD_LISTEN")]
     pub nbd_listen: Option<String>,
     /// A replica: a directory, or `tcp://HOST:PORT` of a `tripod replica` node; give it three
-    /// times (the variable: a comma list) [default: <data-dir>/replicas/{0,1,2}].
+    /// times (the variable: a comma list) (default: `<data-dir>/replicas/{0,1,2}`).
     #[arg(long = "replica", env = "TRIPOD_REPLICAS", value_delimiter = ',')]
     pub replicas: Option<Vec<PathBuf>>,
     /// File holding the cluster secret replica nodes authenticate with (or the secret itself
