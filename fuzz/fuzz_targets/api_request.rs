@@ -11,7 +11,7 @@ use axum::Router;
 use tower::ServiceExt;
 use tripod::config::{AuthMode, ServeConfig, Settings};
 
-const ROUTES: [(&str, &str); 24] = [
+const ROUTES: [(&str, &str); 27] = [
     ("POST", "/v2/p/volumes"),
     ("GET", "/v2/p/volumes"),
     ("GET", "/v2/p/volumes/detail"),
@@ -36,6 +36,9 @@ const ROUTES: [(&str, &str); 24] = [
     ("POST", "/identity/v3/projects"),
     ("POST", "/identity/v3/users"),
     ("GET", "/identity/v3/auth/tokens"),
+    ("POST", "/v2/p/cloudvolumes/{v}/tags/action"),
+    ("POST", "/v2/p/cloudvolumes/resource_instances/action"),
+    ("POST", "/v2/p/os-vendor-volumes/{v}/tags/action"),
 ];
 
 struct World {
@@ -72,7 +75,7 @@ fn world() -> &'static World {
             let v = call(&router, "POST", "/v2/p/volumes", "", br#"{"volume":{"size":1}}"#).await;
             let v: serde_json::Value = serde_json::from_slice(&v).unwrap();
             let id = v["volume"]["id"].as_str().unwrap().to_owned();
-            state.backend.wait_idle(std::time::Duration::from_secs(30));
+            assert!(state.backend.wait_idle(std::time::Duration::from_secs(30)).await);
             let body = format!(r#"{{"snapshot":{{"volume_id":"{id}"}}}}"#);
             let s = call(&router, "POST", "/v2/p/snapshots", "", body.as_bytes()).await;
             let s: serde_json::Value = serde_json::from_slice(&s).unwrap();
