@@ -9,6 +9,7 @@
     deny(clippy::indexing_slicing, clippy::cast_possible_truncation)
 )]
 
+pub mod admin_client;
 pub mod api;
 pub mod backend;
 pub mod catalog;

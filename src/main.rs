@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use tripod::admin_client::{status_exit_code, status_table, Credentials, Session};
 use tripod::config::ServeArgs;
 use tripod::data_dir::DataDir;
 use tripod_engine::{FileStorage, Volume, VolumeOptions};
@@ -64,6 +65,36 @@ enum Command {
         #[command(subcommand)]
         command: EngineCommand,
     },
+    /// Ask a running daemon for every volume and the health of each replica (admins; the
+    /// OS_* variables of the openstack CLI). Exit 0: every open volume has its three
+    /// replicas in service; 1: some replica is out of service; 2: the daemon could not be
+    /// asked.
+    Status {
+        /// `table` for a person, `json` for a script.
+        #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+        format: String,
+    },
+}
+
+/// `tripod status`: the exit code (see [`Command::Status`]).
+fn run_status(format: &str) -> i32 {
+    let asked = Credentials::from_env(|k| std::env::var(k).ok())
+        .and_then(|c| Session::login(&c))
+        .and_then(|s| s.get("os-tripod-status"));
+    match asked {
+        Ok(status) => {
+            if format == "json" {
+                println!("{status:#}");
+            } else {
+                print!("{}", status_table(&status));
+            }
+            status_exit_code(&status)
+        }
+        Err(e) => {
+            eprintln!("tripod status: {e}");
+            2
+        }
+    }
 }
 
 /// Flags of `tripod replica`.
@@ -226,6 +257,7 @@ fn main() -> anyhow::Result<()> {
                 println!("{:#?}", set.status());
             }
         },
+        Command::Status { format } => std::process::exit(run_status(&format)),
         Command::Engine { command } => match command {
             EngineCommand::Info { dir } => {
                 let v = open_store(&dir)?;

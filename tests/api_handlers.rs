@@ -1829,3 +1829,26 @@ async fn disk_tags_add_replace_remove_list_and_find() {
     let r = api.get(&tags(&a), &admin.token).await;
     assert_eq!(r.body, json!({"tags": [{"key": "team", "value": "db"}]}));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_status_endpoint_is_for_admins_and_lists_every_project() {
+    let api = Api::new();
+    let admin = api.admin().await;
+    let bob = api.tenant(&admin, "status-bob", "member").await;
+    let theirs = api.volume(&bob, json!({"size": 1})).await;
+    let r = api
+        .get(&format!("/v2/{}/os-tripod-status", bob.project), &bob.token)
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = api
+        .get(
+            &format!("/v2/{}/os-tripod-status", admin.project),
+            &admin.token,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let vols = r.body["volumes"].as_array().unwrap();
+    let v = vols.iter().find(|v| v["id"] == theirs.as_str()).unwrap();
+    assert_eq!(v["project_id"], bob.project.as_str());
+    assert_eq!(r.body["summary"]["volumes"], 1);
+}

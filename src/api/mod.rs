@@ -19,6 +19,7 @@ mod metrics;
 mod quotas;
 mod requests;
 mod snapshots;
+mod status;
 mod tags;
 mod transfers;
 mod versions;
@@ -133,6 +134,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
             "/os-vendor-snapshots/{id}/rollback",
             post(snapshots::rollback),
         )
+        .route("/os-tripod-status", get(status::show))
         .route("/cloudvolumes/tags", get(tags::project))
         .route("/cloudvolumes/resource_instances/action", post(tags::query))
         .route("/cloudvolumes/{id}/tags", get(tags::show))
