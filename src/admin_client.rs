@@ -125,6 +125,17 @@ impl Session {
         Ok(Self { token, endpoint })
     }
 
+    /// `POST {endpoint}/{path}` with an empty JSON body, as JSON.
+    pub fn post(&self, path: &str) -> Result<Value, ClientError> {
+        let url = format!("{}/{path}", self.endpoint);
+        ureq::post(&url)
+            .set("X-Auth-Token", &self.token)
+            .send_json(json!({}))
+            .map_err(|e| http_error(&url, e))?
+            .into_json()
+            .map_err(|_| ClientError::Unexpected(url))
+    }
+
     /// `GET {endpoint}/{path}` as JSON.
     pub fn get(&self, path: &str) -> Result<Value, ClientError> {
         let url = format!("{}/{path}", self.endpoint);
@@ -227,6 +238,42 @@ pub fn status_exit_code(status: &Value) -> i32 {
     }
 }
 
+/// The latest scrub of `volume` in an `os-tripod-status` answer.
+pub fn last_scrub(status: &Value, volume: &str) -> Option<Value> {
+    at(status, "/volumes")
+        .as_array()?
+        .iter()
+        .find(|v| at(v, "/id") == volume)
+        .map(|v| at(v, "/last_scrub").clone())
+}
+
+/// A finished scrub as one line for a person.
+pub fn scrub_line(volume: &str, scrub: &Value) -> String {
+    match at(scrub, "/state").as_str() {
+        Some("done") => format!(
+            "{volume}: {} blocks checked, {} bad, {} repaired, {} unrepairable",
+            at(scrub, "/blocks_checked"),
+            at(scrub, "/bad"),
+            at(scrub, "/repaired"),
+            at(scrub, "/unrepairable")
+        ),
+        Some("failed") => format!("{volume}: scrub failed: {}", at(scrub, "/error")),
+        _ => format!("{volume}: scrub {scrub}"),
+    }
+}
+
+/// The exit code of `tripod scrub`: 0 when every copy is good now (bad ones repaired), 1 when
+/// a block has no good copy anywhere or the scrub failed.
+pub fn scrub_exit_code(scrub: &Value) -> i32 {
+    match (
+        at(scrub, "/state").as_str(),
+        at(scrub, "/unrepairable").as_u64(),
+    ) {
+        (Some("done"), Some(0)) => 0,
+        _ => 1,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,6 +311,25 @@ mod tests {
         let mut healthy = sample();
         healthy["summary"]["degraded"] = json!(0);
         assert_eq!(status_exit_code(&healthy), 0);
+    }
+
+    #[test]
+    fn a_scrub_reads_as_a_line_and_an_exit_code() {
+        let done = json!({"state": "done", "blocks_checked": 30, "bad": 2, "repaired": 2, "unrepairable": 0});
+        assert_eq!(
+            scrub_line("v1", &done),
+            "v1: 30 blocks checked, 2 bad, 2 repaired, 0 unrepairable"
+        );
+        assert_eq!(scrub_exit_code(&done), 0);
+        let lost = json!({"state": "done", "unrepairable": 1});
+        assert_eq!(scrub_exit_code(&lost), 1);
+        assert_eq!(
+            scrub_exit_code(&json!({"state": "failed", "error": "x"})),
+            1
+        );
+        let status = json!({"volumes": [{"id": "v1", "last_scrub": done}]});
+        assert_eq!(last_scrub(&status, "v1"), Some(done));
+        assert_eq!(last_scrub(&status, "v2"), None);
     }
 
     #[test]

@@ -9,9 +9,11 @@
 //! record still in flight and finishes it (or marks it `error`), so no volume is silently
 //! lost and none stays `creating` forever.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use parking_lot::Mutex;
 use tokio_util::task::TaskTracker;
 use tripod_engine::{SnapshotId, View};
 use tripod_replication::ReplicaSet;
@@ -74,6 +76,46 @@ pub struct Backend {
     images_dir: PathBuf,
     /// The operations running in the background (shutdown waits for them).
     tasks: TaskTracker,
+    /// The latest scrub of each volume since the daemon started.
+    scrubs: Mutex<HashMap<String, ScrubState>>,
+}
+
+/// Where a volume's latest scrub stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScrubState {
+    /// Running since (seconds since the Unix epoch).
+    Running {
+        /// When it started.
+        started: u64,
+    },
+    /// Finished.
+    Done {
+        /// When it started.
+        started: u64,
+        /// When it ended.
+        ended: u64,
+        /// Blocks checked over all replicas.
+        blocks_checked: u64,
+        /// Bad copies found.
+        bad: u64,
+        /// Bad copies rewritten from a good one.
+        repaired: u64,
+        /// Bad copies with no good copy anywhere.
+        unrepairable: u64,
+    },
+    /// It could not run to the end.
+    Failed {
+        /// When it started.
+        started: u64,
+        /// Why.
+        error: String,
+    },
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl Backend {
@@ -84,6 +126,7 @@ impl Backend {
             registry,
             images_dir,
             tasks: TaskTracker::new(),
+            scrubs: Mutex::new(HashMap::new()),
         }
     }
 
@@ -130,6 +173,50 @@ impl Backend {
             .is_ok();
         self.tasks.reopen();
         idle
+    }
+
+    /// Starts a scrub of volume `id` in the background (verify every copy, repair bad ones
+    /// from good ones); false if one is already running.
+    pub fn start_scrub(self: &Arc<Self>, id: &str) -> bool {
+        let started = unix_now();
+        {
+            let mut scrubs = self.scrubs.lock();
+            if matches!(scrubs.get(id), Some(ScrubState::Running { .. })) {
+                return false;
+            }
+            scrubs.insert(id.to_owned(), ScrubState::Running { started });
+        }
+        let id = id.to_owned();
+        self.spawn(format!("scrub {id}"), move |b| {
+            let outcome = b.open_set(&id).and_then(|set| Ok(set.scrub()?));
+            let state = match outcome {
+                Ok(r) => {
+                    tracing::info!(volume = %id, bad = r.bad, repaired = r.repaired, "scrub done");
+                    ScrubState::Done {
+                        started,
+                        ended: unix_now(),
+                        blocks_checked: r.blocks_checked,
+                        bad: r.bad,
+                        repaired: r.repaired,
+                        unrepairable: r.unrepairable.len() as u64,
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(volume = %id, "scrub failed: {e}");
+                    ScrubState::Failed {
+                        started,
+                        error: e.to_string(),
+                    }
+                }
+            };
+            b.scrubs.lock().insert(id, state);
+        });
+        true
+    }
+
+    /// The latest scrub of volume `id` since the daemon started.
+    pub fn scrub_state(&self, id: &str) -> Option<ScrubState> {
+        self.scrubs.lock().get(id).cloned()
     }
 
     /// Starts the pending operation of volume `id` in the background.

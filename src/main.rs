@@ -13,7 +13,9 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use tripod::admin_client::{status_exit_code, status_table, Credentials, Session};
+use tripod::admin_client::{
+    last_scrub, scrub_exit_code, scrub_line, status_exit_code, status_table, Credentials, Session,
+};
 use tripod::config::ServeArgs;
 use tripod::data_dir::DataDir;
 use tripod_engine::{FileStorage, Volume, VolumeOptions};
@@ -74,6 +76,55 @@ enum Command {
         #[arg(long, default_value = "table", value_parser = ["table", "json"])]
         format: String,
     },
+    /// Verify every copy of VOLUME on a running daemon and repair bad ones from good ones
+    /// (admins; OS_* variables), following it until it ends. Exit 0: every copy good now;
+    /// 1: a block has no good copy anywhere, or the scrub failed; 2: the daemon could not be
+    /// asked.
+    Scrub {
+        /// The volume's id.
+        volume: String,
+        /// `text` for a person, `json` for a script (the final state).
+        #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+        format: String,
+    },
+}
+
+/// `tripod scrub`: the exit code (see [`Command::Scrub`]).
+fn run_scrub(volume: &str, format: &str) -> i32 {
+    let run = || -> Result<serde_json::Value, tripod::admin_client::ClientError> {
+        let c = Credentials::from_env(|k| std::env::var(k).ok())?;
+        let session = Session::login(&c)?;
+        session.post(&format!("os-tripod-volumes/{volume}/scrub"))?;
+        let started = std::time::Instant::now();
+        let mut said = 0;
+        loop {
+            let status = session.get("os-tripod-status")?;
+            let scrub = last_scrub(&status, volume).unwrap_or_default();
+            if scrub.get("state").and_then(|s| s.as_str()) != Some("running") {
+                return Ok(scrub);
+            }
+            let secs = started.elapsed().as_secs();
+            if format == "text" && secs >= said + 5 {
+                eprintln!("{volume}: scrubbing, {secs} s");
+                said = secs;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    };
+    match run() {
+        Ok(scrub) => {
+            if format == "json" {
+                println!("{scrub:#}");
+            } else {
+                println!("{}", scrub_line(volume, &scrub));
+            }
+            scrub_exit_code(&scrub)
+        }
+        Err(e) => {
+            eprintln!("tripod scrub: {e}");
+            2
+        }
+    }
 }
 
 /// `tripod status`: the exit code (see [`Command::Status`]).
@@ -258,6 +309,7 @@ fn main() -> anyhow::Result<()> {
             }
         },
         Command::Status { format } => std::process::exit(run_status(&format)),
+        Command::Scrub { volume, format } => std::process::exit(run_scrub(&volume, &format)),
         Command::Engine { command } => match command {
             EngineCommand::Info { dir } => {
                 let v = open_store(&dir)?;

@@ -135,6 +135,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
             post(snapshots::rollback),
         )
         .route("/os-tripod-status", get(status::show))
+        .route("/os-tripod-volumes/{id}/scrub", post(status::scrub))
         .route("/cloudvolumes/tags", get(tags::project))
         .route("/cloudvolumes/resource_instances/action", post(tags::query))
         .route("/cloudvolumes/{id}/tags", get(tags::show))

@@ -5,12 +5,14 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{json, Value};
 
+use super::extract::IdPath;
 use super::{blocking, reply, ApiError, ApiResult, ApiState, Ctx};
+use crate::backend::ScrubState;
 use crate::catalog::{CatalogRead, VolumeRecord};
 use tripod_replication::{ReplicaHealth, SetStatus};
 
@@ -39,8 +41,30 @@ fn replica_json(slot: usize, describe: &str, health: &ReplicaHealth) -> Value {
     out
 }
 
+/// A scrub's state as JSON.
+pub fn scrub_json(state: &ScrubState) -> Value {
+    match state {
+        ScrubState::Running { started } => json!({"state": "running", "started_at": started}),
+        ScrubState::Done {
+            started,
+            ended,
+            blocks_checked,
+            bad,
+            repaired,
+            unrepairable,
+        } => json!({
+            "state": "done", "started_at": started, "ended_at": ended,
+            "blocks_checked": blocks_checked, "bad": bad, "repaired": repaired,
+            "unrepairable": unrepairable,
+        }),
+        ScrubState::Failed { started, error } => {
+            json!({"state": "failed", "started_at": started, "error": error})
+        }
+    }
+}
+
 /// A volume and, when open, its replicas.
-fn volume_json(v: &VolumeRecord, set: Option<&SetStatus>) -> Value {
+fn volume_json(v: &VolumeRecord, set: Option<&SetStatus>, scrub: Option<ScrubState>) -> Value {
     let mut out = json!({
         "id": v.id,
         "name": v.name,
@@ -48,6 +72,7 @@ fn volume_json(v: &VolumeRecord, set: Option<&SetStatus>) -> Value {
         "status": v.status.as_str(),
         "size": v.size,
         "open": set.is_some(),
+        "last_scrub": scrub.as_ref().map(scrub_json),
     });
     if let (Some(o), Some(s)) = (out.as_object_mut(), set) {
         let replicas: Vec<Value> = s
@@ -87,7 +112,7 @@ pub async fn show(ctx: Ctx, State(s): State<Arc<ApiState>>) -> ApiResult<Respons
                 }) {
                     degraded += 1;
                 }
-                volume_json(v, status.as_ref())
+                volume_json(v, status.as_ref(), s.backend.scrub_state(&v.id))
             })
             .collect();
         Ok(reply(
@@ -96,6 +121,40 @@ pub async fn show(ctx: Ctx, State(s): State<Arc<ApiState>>) -> ApiResult<Respons
                 "volumes": list,
                 "summary": {"volumes": volumes.len(), "open": open.len(), "degraded": degraded},
             }),
+        ))
+    })
+    .await
+}
+
+/// `POST P/os-tripod-volumes/{id}/scrub` (admins): starts verifying every copy of the volume
+/// and repairing bad ones from good ones; 202 with the scrub's state, 409 if one is running.
+/// Its progress and result show in `GET P/os-tripod-status` (`last_scrub`).
+pub async fn scrub(
+    ctx: Ctx,
+    State(s): State<Arc<ApiState>>,
+    Path(p): Path<IdPath>,
+) -> ApiResult<Response> {
+    if !ctx.is_admin {
+        return Err(ApiError::forbidden("Policy check failed: admins only."));
+    }
+    blocking(move || {
+        let v = s.catalog.read(|r| super::volumes::load(r, &ctx, &p.id))?;
+        // Only a volume whose data may be used (not being created, deleted or rolled back).
+        if crate::backend::exposure_of(&v) == crate::data_dir::Exposure::Hidden {
+            return Err(ApiError::bad_request(format!(
+                "Invalid volume: a {} volume cannot be scrubbed.",
+                v.status.as_str()
+            )));
+        }
+        if !s.backend.start_scrub(&v.id) {
+            return Err(ApiError::conflict(
+                "A scrub of this volume is already running.",
+            ));
+        }
+        let state = s.backend.scrub_state(&v.id);
+        Ok(reply(
+            StatusCode::ACCEPTED,
+            json!({"scrub": state.as_ref().map(scrub_json)}),
         ))
     })
     .await
