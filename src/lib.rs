@@ -20,6 +20,7 @@ pub mod identity;
 pub mod images;
 pub mod io_metrics;
 pub mod lifecycle;
+pub mod local_disk;
 pub mod nbd;
 
 /// The README's code blocks, compiled and run as doctests so they cannot rot.

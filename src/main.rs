@@ -76,6 +76,27 @@ enum Command {
         #[arg(long, default_value = "table", value_parser = ["table", "json"])]
         format: String,
     },
+    /// Show VOLUME of a running daemon as a local disk without the kernel NBD module:
+    /// `nbdfuse` makes the export a file, a loop device makes the file a disk; prints the
+    /// device (`/dev/loopN`) to format and mount. Root only.
+    Attach {
+        /// The volume's id (its NBD export name).
+        volume: String,
+        /// The daemon's NBD address.
+        #[arg(long, default_value = "127.0.0.1:10809", env = "TRIPOD_NBD_LISTEN")]
+        nbd: String,
+        /// Where the FUSE mounts live.
+        #[arg(long, default_value = "/run/tripod")]
+        run_dir: PathBuf,
+    },
+    /// Undo `tripod attach VOLUME` (unmount the file system on the device first).
+    Detach {
+        /// The volume's id.
+        volume: String,
+        /// Where the FUSE mounts live.
+        #[arg(long, default_value = "/run/tripod")]
+        run_dir: PathBuf,
+    },
     /// Verify every copy of VOLUME on a running daemon and repair bad ones from good ones
     /// (admins; OS_* variables), following it until it ends. Exit 0: every copy good now;
     /// 1: a block has no good copy anywhere, or the scrub failed; 2: the daemon could not be
@@ -309,6 +330,12 @@ fn main() -> anyhow::Result<()> {
             }
         },
         Command::Status { format } => std::process::exit(run_status(&format)),
+        Command::Attach {
+            volume,
+            nbd,
+            run_dir,
+        } => println!("{}", tripod::local_disk::attach(&nbd, &volume, &run_dir)?),
+        Command::Detach { volume, run_dir } => tripod::local_disk::detach(&volume, &run_dir)?,
         Command::Scrub { volume, format } => std::process::exit(run_scrub(&volume, &format)),
         Command::Engine { command } => match command {
             EngineCommand::Info { dir } => {
