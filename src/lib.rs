@@ -21,6 +21,7 @@ pub mod images;
 pub mod io_metrics;
 pub mod lifecycle;
 pub mod local_disk;
+pub mod logging;
 pub mod nbd;
 
 /// The README's code blocks, compiled and run as doctests so they cannot rot.

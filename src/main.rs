@@ -18,6 +18,7 @@ use tripod::admin_client::{
 };
 use tripod::config::ServeArgs;
 use tripod::data_dir::DataDir;
+use tripod::logging::{self, LogFormat};
 use tripod_engine::{FileStorage, Volume, VolumeOptions};
 use tripod_replication::remote::{ClusterSecret, ReplicaNode};
 
@@ -27,6 +28,15 @@ use tripod_replication::remote::{ClusterSecret, ReplicaNode};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines on stderr: `text` for a person, `json` for a collector.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "TRIPOD_LOG_FORMAT"
+    )]
+    log_format: LogFormat,
 }
 
 #[derive(clap::Args, Clone)]
@@ -296,23 +306,29 @@ fn open_store(dir: &PathBuf) -> anyhow::Result<Volume> {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    match Cli::parse().command {
-        Command::Serve(args) => {
-            let config = args.resolve().map_err(anyhow::Error::msg)?;
-            let password = std::env::var("TRIPOD_ADMIN_PASSWORD").ok();
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(tripod::daemon::serve(config, password))?;
-        }
+    let cli = Cli::parse();
+    // The daemon's audit trail goes to its data dir as well; other commands log to stderr.
+    let (serve, command) = match cli.command {
+        Command::Serve(args) => (Some(args.resolve().map_err(anyhow::Error::msg)?), None),
+        other => (None, Some(other)),
+    };
+    let audit_dir = serve.as_ref().map(|c| c.data_dir.join("audit"));
+    let _log_guard =
+        logging::init(cli.log_format, audit_dir.as_deref()).map_err(anyhow::Error::msg)?;
+    if let Some(config) = serve {
+        let password = std::env::var("TRIPOD_ADMIN_PASSWORD").ok();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(tripod::daemon::serve(config, password))?;
+        return Ok(());
+    }
+    let Some(command) = command else {
+        return Ok(());
+    };
+    match command {
+        // Run above, once its logging (with the audit file) is in place.
+        Command::Serve(_) => {}
         Command::Replica(args) => run_replica(args)?,
         Command::Volume { command } => match command {
             VolumeCommand::Create { dirs, size } => {

@@ -210,7 +210,7 @@ async fn audit(State(state): State<Arc<ApiState>>, mut req: Request, next: Next)
         .or_else(|| slot.0.lock().clone())
         .unwrap_or_default();
     tracing::info!(
-        target: "tripod::audit",
+        target: crate::logging::AUDIT_TARGET,
         request_id = %request_id,
         method = %method,
         path = %path,
