@@ -261,16 +261,28 @@ impl Model {
 pub fn assert_replica_matches(set: &ReplicaSet, id: ReplicaId, model: &Model, what: &str) {
     let r = set.replica(id);
     let t = Duration::from_secs(10);
-    // A one-off injected read fault may hit these direct reads: retry once.
+    // A one-off injected fault may hit these direct reads (or work the store does beside
+    // them, which then refuses everything as poisoned): reopen the copy, as the set's heal
+    // would, and retry once.
     let read = |view: View, len: u64| {
         r.read(view.clone(), 0, len)
             .wait(t)
-            .or_else(|_| r.read(view, 0, len).wait(t))
+            .or_else(|_| {
+                let _ = r.reconnect(t);
+                r.read(view, 0, len).wait(t)
+            })
             .unwrap()
     };
     let head = read(View::Head, model.size());
     assert!(head[..] == model.head[..], "{what}: {id} head differs");
-    let info = r.info().wait(t).or_else(|_| r.info().wait(t)).unwrap();
+    let info = r
+        .info()
+        .wait(t)
+        .or_else(|_| {
+            let _ = r.reconnect(t);
+            r.info().wait(t)
+        })
+        .unwrap();
     let names: Vec<String> = info.snapshots.iter().map(|s| s.id.to_string()).collect();
     let expected: Vec<String> = model.snaps.keys().cloned().collect();
     let mut sorted = names.clone();
