@@ -74,20 +74,6 @@ fn status_lists_volumes_with_replica_health_and_exit_codes() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("OS_AUTH_URL"));
 }
 
-fn flip(file: &std::path::Path, at: u64) {
-    use std::os::unix::fs::FileExt;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(file)
-        .unwrap();
-    let mut b = [0u8; 1];
-    f.read_exact_at(&mut b, at).unwrap();
-    b[0] ^= 0x20;
-    f.write_all_at(&b, at).unwrap();
-    f.sync_all().unwrap();
-}
-
 fn scrub(d: &Daemon, volume: &str, format: &str) -> Output {
     tripod()
         .args(["scrub", volume, "--format", format])

@@ -13,13 +13,12 @@
 mod small_fs;
 mod support;
 
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use small_fs::SmallFs;
 use support::client::{qemu_io, Http};
-use support::{metric, wait_until, Daemon};
+use support::{flip, metric, wait_until, Daemon};
 
 /// Creates a `gib`-GiB volume through the admin API; returns its id.
 fn create(d: &Daemon, gib: u64) -> String {
@@ -40,19 +39,6 @@ fn start(dir: tempfile::TempDir, args: &[String]) -> Daemon {
 }
 
 /// Flips one bit of the byte at `at` in `file`.
-fn flip(file: &Path, at: u64) {
-    use std::os::unix::fs::FileExt;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(file)
-        .unwrap();
-    let mut b = [0u8; 1];
-    f.read_exact_at(&mut b, at).unwrap();
-    b[0] ^= 0x20;
-    f.write_all_at(&b, at).unwrap();
-    f.sync_all().unwrap();
-}
 
 #[test]
 fn a_block_bad_on_every_copy_fails_alone_after_a_restart() {

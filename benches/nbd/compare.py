@@ -334,21 +334,24 @@ def main():
             cells.append(f"{median(limits[job]):.0f}" if job in limits else "—")
         print(f"| {job}{unit} | " + " | ".join(cells) + " |")
     print()
-    ours = got.get("tripod", {})
-    for job in args.jobs:
-        if job not in ours:
-            continue
-        single = {n: v[job] for n, v in got.items()
-                  if not n.startswith("tripod") and n != THREE_COPY and job in v}
-        if single:
-            best = max(single, key=single.get)
-            print(f"ratio {job} tripod/best-peer {ours[job] / single[best]:.2f} (best peer {best})")
-        if job in got.get(THREE_COPY, {}):
-            print(f"ratio-3copy {job} tripod/{THREE_COPY} {ours[job] / got[THREE_COPY][job]:.2f}")
-        if job in got.get("tripod-old", {}):
-            print(f"ratio-ab {job} tripod/tripod-old {ours[job] / got['tripod-old'][job]:.2f}")
-        if job in limits:
-            print(f"ratio-limit {job} tripod/disk-limit {ours[job] / median(limits[job]):.2f}")
+    # Ratio lines for this build, and (with --old-tripod) the same lines for the old build,
+    # labelled "before", from the same run.
+    for name, tag in (("tripod", ""), ("tripod-old", " before")):
+        ours = got.get(name, {})
+        for job in args.jobs:
+            if job not in ours:
+                continue
+            single = {n: v[job] for n, v in got.items()
+                      if not n.startswith("tripod") and n != THREE_COPY and job in v}
+            if single:
+                best = max(single, key=single.get)
+                print(f"ratio{tag} {job} tripod/best-peer {ours[job] / single[best]:.2f} (best peer {best})")
+            if job in got.get(THREE_COPY, {}):
+                print(f"ratio-3copy{tag} {job} tripod/{THREE_COPY} {ours[job] / got[THREE_COPY][job]:.2f}")
+            if job in limits:
+                print(f"ratio-limit{tag} {job} tripod/disk-limit {ours[job] / median(limits[job]):.2f}")
+            if not tag and job in got.get("tripod-old", {}):
+                print(f"ratio-ab {job} tripod/tripod-old {ours[job] / got['tripod-old'][job]:.2f}")
 
 
 if __name__ == "__main__":

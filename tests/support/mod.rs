@@ -296,3 +296,18 @@ pub fn random_file(dir: &Path, name: &str, len: usize, seed: u64) -> PathBuf {
     std::fs::write(&path, data).unwrap();
     path
 }
+
+/// Flips one bit of the byte at `at` in `file` and syncs it (bit rot on a disk).
+pub fn flip(file: &Path, at: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(file)
+        .unwrap();
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, at).unwrap();
+    b[0] ^= 0x20;
+    f.write_all_at(&b, at).unwrap();
+    f.sync_all().unwrap();
+}
