@@ -69,6 +69,9 @@ pub(crate) struct WalState {
     /// Every record up to this one is durable in the layer files (the manifest's value).
     pub checkpoint_lsn: Lsn,
     pub offset: u64,
+    /// The log file is written (not a hole, not past its end) up to here: appends below it
+    /// change no file metadata, so their sync is a data sync only (see [`WalState::append`]).
+    pub written_end: u64,
     /// Chunk records changed since the last checkpoint.
     pub dirty_chunks: HashSet<(LayerId, ChunkIndex)>,
     /// Layers whose data file was written since the last checkpoint.
@@ -82,14 +85,19 @@ pub(crate) struct WalState {
     pub unapplied_bytes: u64,
 }
 
+/// The log grows ahead of its appends in steps this large.
+const WAL_GROWTH: u64 = 1 << 20;
+
 impl WalState {
     pub(crate) fn new(file: Arc<dyn StorageFile>, epoch: u64, checkpoint_lsn: Lsn) -> Self {
+        let written_end = file.size().unwrap_or(0);
         Self {
             file,
             epoch,
             next_lsn: Lsn(checkpoint_lsn.0 + 1),
             checkpoint_lsn,
             offset: 0,
+            written_end,
             dirty_chunks: HashSet::new(),
             dirty_data: HashSet::new(),
             unsynced: false,
@@ -97,6 +105,31 @@ impl WalState {
             unapplied: Vec::new(),
             unapplied_bytes: 0,
         }
+    }
+
+    /// Writes `buf` at the end of the log (no sync) and, when the append came near the end
+    /// of the file, writes zeros ahead of it.
+    ///
+    /// Why: an append past the end of the file changes its size and allocates blocks, so the
+    /// sync after it must commit the file system's journal too (on ext4 a journal commit
+    /// beside the data, measured: 467 µs per FLUSH at QD1 while a fresh volume's log grows,
+    /// 317 µs once it runs inside written space). Zeros ahead make nearly every sync a data
+    /// sync. They are safe: replay stops at the first record that does not decode (zeros do
+    /// not), as it does at the end of the file or at a record of an older epoch. The log
+    /// never grows past what it would reach anyway (its limit plus one step); a failure to
+    /// grow (a full disk) is left to the next real append to report.
+    pub(crate) fn append(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.file.write_at(buf, self.offset)?;
+        self.offset += buf.len() as u64;
+        if self.offset > self.written_end.saturating_sub(WAL_GROWTH / 2) {
+            let from = self.written_end.max(self.offset);
+            let to = (self.offset / WAL_GROWTH + 2) * WAL_GROWTH;
+            let len = usize::try_from(to - from).unwrap_or(0);
+            if len > 0 && self.file.write_at(&vec![0u8; len], from).is_ok() {
+                self.written_end = to;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -372,12 +405,10 @@ impl Volume {
                 }
             }
         }
-        let at = wal.offset;
-        if let Err(e) = wal.file.write_at(&buf, at) {
+        if let Err(e) = wal.append(&buf) {
             wal.next_lsn = first_lsn;
             return Err(EngineError::io("writing the write-ahead log")(e));
         }
-        wal.offset += buf.len() as u64;
         wal.unsynced = true;
         Ok(crcs)
     }
@@ -457,11 +488,9 @@ impl Volume {
             generation: 0,
         };
         wal::encode(&mut buf, target, wal::Body::Synced);
-        wal.file
-            .write_at(&buf, wal.offset)
+        wal.append(&buf)
             .map_err(EngineError::io("writing the write-ahead log"))?;
         wal.next_lsn = Lsn(wal.next_lsn.0 + 1);
-        wal.offset += buf.len() as u64;
         wal.unsynced = true;
         Ok(())
     }
@@ -829,5 +858,79 @@ impl Drop for Volume {
         // counts against the process's write-back memory.
         let waiting = self.wal.get_mut().unapplied_bytes;
         UNAPPLIED_TOTAL.fetch_sub(waiting, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{MemStorage, Storage};
+
+    fn record(epoch: u64, lsn: u64, fill: u8) -> Vec<u8> {
+        let data = vec![fill; 4096];
+        let target = wal::Target {
+            epoch,
+            lsn: Lsn(lsn),
+            layer: LayerId(1),
+            block: BlockIndex(lsn),
+            generation: lsn,
+        };
+        let mut buf = Vec::new();
+        wal::encode(
+            &mut buf,
+            target,
+            wal::Body::Data(&data, crc32fast::hash(&data)),
+        );
+        buf
+    }
+
+    fn scan_lsns(file: &dyn StorageFile, epoch: u64) -> (Vec<u64>, u64) {
+        let mut lsns = Vec::new();
+        let end = wal::scan(
+            file,
+            (epoch, Lsn(1), 4096),
+            |e| e,
+            |e| {
+                lsns.push(e.lsn.0);
+                Ok(())
+            },
+        )
+        .unwrap();
+        (lsns, end.end_offset)
+    }
+
+    #[test]
+    fn the_log_is_written_ahead_of_its_appends_and_replay_stops_at_the_zeros() {
+        let storage = MemStorage::new();
+        let file = storage.create_file("wal").unwrap();
+        let mut wal = WalState::new(file.clone(), 1, Lsn(0));
+        for lsn in 1..=600 {
+            wal.append(&record(1, lsn, lsn as u8)).unwrap();
+            let size = file.size().unwrap();
+            assert!(
+                size >= wal.offset + WAL_GROWTH / 2,
+                "{size} at {}",
+                wal.offset
+            );
+            assert!(size <= wal.offset + 2 * WAL_GROWTH);
+        }
+        let (lsns, end) = scan_lsns(file.as_ref(), 1);
+        assert_eq!(lsns, (1..=600).collect::<Vec<_>>());
+        assert_eq!(end, wal.offset);
+
+        // After a checkpoint the log restarts at 0 under the next epoch, inside written
+        // space: the file no longer grows, and only the new epoch's records replay.
+        let size = file.size().unwrap();
+        wal.epoch = 2;
+        wal.offset = 0;
+        for lsn in 1..=3 {
+            wal.append(&record(2, lsn, 9)).unwrap();
+        }
+        assert_eq!(file.size().unwrap(), size);
+        assert_eq!(scan_lsns(file.as_ref(), 2).0, vec![1, 2, 3]);
+
+        // A reopened log knows how far it is written.
+        let reopened = WalState::new(file.clone(), 2, Lsn(0));
+        assert_eq!(reopened.written_end, size);
     }
 }
