@@ -502,28 +502,24 @@ impl Volume {
         self.make_durable(tree, wal)?;
         let updates = std::mem::take(&mut wal.unapplied);
         UNAPPLIED_TOTAL.fetch_sub(std::mem::take(&mut wal.unapplied_bytes), Ordering::Relaxed);
-        let mut i = 0;
-        while let Some((layer, u)) = updates.get(i) {
-            i += 1;
+        // Between two zero updates (which must keep their place in the order), the data goes
+        // in sorted by position, each block once with its newest content, runs of
+        // consecutive blocks in one vectored write: the log's random order would cost a
+        // write per block, in the order the client happened to send them.
+        let mut segment: BTreeMap<(LayerId, u64), &Bytes> = BTreeMap::new();
+        for (layer, u) in &updates {
             match u {
-                Update::Data(first, data, _) => {
-                    // Consecutive blocks of one layer go in with one vectored write.
-                    let mut run = vec![data.clone()];
-                    while let Some((l, Update::Data(b, d, _))) = updates.get(i) {
-                        if l != layer || b.0 != first.0 + run.len() as u64 {
-                            break;
-                        }
-                        run.push(d.clone());
-                        i += 1;
-                    }
-                    self.write_in_place(tree, wal, *layer, *first, &run)?
+                Update::Data(block, data, _) => {
+                    segment.insert((*layer, block.0), data);
                 }
                 Update::Zero(first, count, _) => {
+                    self.write_sorted(tree, wal, &mut segment)?;
                     self.punch_in_place(tree, wal, *layer, *first, *count)?
                 }
                 Update::Placed(..) => {}
             }
         }
+        self.write_sorted(tree, wal, &mut segment)?;
         let mut cached = self.unapplied.write();
         for (layer, u) in &updates {
             if let Update::Data(block, data, _) = u {
@@ -534,6 +530,33 @@ impl Volume {
                     cached.remove(&(*layer, block.0));
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Writes `blocks` (sorted by layer and block) in place, runs of consecutive blocks of one
+    /// layer with one call, and empties it.
+    fn write_sorted(
+        &self,
+        tree: &Tree,
+        wal: &mut WalState,
+        blocks: &mut BTreeMap<(LayerId, u64), &Bytes>,
+    ) -> Result<()> {
+        let mut run: Vec<Bytes> = Vec::new();
+        let mut start: Option<(LayerId, u64)> = None;
+        for ((layer, block), data) in std::mem::take(blocks) {
+            let follows = start.is_some_and(|(l, b)| l == layer && b + run.len() as u64 == block);
+            if !follows {
+                if let Some((l, b)) = start {
+                    self.write_in_place(tree, wal, l, BlockIndex(b), &run)?;
+                }
+                run.clear();
+                start = Some((layer, block));
+            }
+            run.push(data.clone());
+        }
+        if let Some((l, b)) = start {
+            self.write_in_place(tree, wal, l, BlockIndex(b), &run)?;
         }
         Ok(())
     }
