@@ -94,6 +94,11 @@ impl DataDir {
         Self::with_roots(dirs.map(ReplicaRoot::Dir))
     }
 
+    /// Where each replica of every volume lives.
+    pub fn roots(&self) -> &[ReplicaRoot; 3] {
+        &self.replica_roots
+    }
+
     /// Replicas at `roots` (directories or nodes, in any mix).
     pub fn with_roots(roots: [ReplicaRoot; 3]) -> Self {
         Self {

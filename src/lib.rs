@@ -16,6 +16,7 @@ pub mod catalog;
 pub mod config;
 pub mod daemon;
 pub mod data_dir;
+pub mod fsck;
 pub mod identity;
 pub mod images;
 pub mod io_metrics;

@@ -53,7 +53,8 @@ pub use format::{FormatVersion, CURRENT_VERSION, MAX_LAYERS, MAX_VOLUME_SIZE};
 pub use locks::{BlockLocks, OwnedRangeGuard, RangeGuard};
 pub use scrub::{BadBlock, VerifyReport};
 pub use storage::{
-    CrashMode, FaultPlan, FaultyStorage, FileStorage, MemStorage, Storage, StorageFile,
+    CrashMode, FaultPlan, FaultyStorage, FileStorage, MemStorage, OverlayStorage, Storage,
+    StorageFile,
 };
 pub use structure::{SnapshotInfo, SpaceUsage};
 pub use view::{BlockContent, BlockInfo, View};

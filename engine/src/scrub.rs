@@ -34,6 +34,12 @@ impl Volume {
     /// Checks every stored data block of every layer against its CRC. I/O errors other than
     /// a mismatch end the walk with an error.
     pub fn verify(&self) -> Result<VerifyReport> {
+        self.verify_with(&mut |_| {})
+    }
+
+    /// [`Volume::verify`], calling `progress` with the blocks checked so far after every
+    /// chunk (the total to expect: [`Volume::space_used`]'s `total_bytes` in blocks).
+    pub fn verify_with(&self, progress: &mut dyn FnMut(u64)) -> Result<VerifyReport> {
         self.check_poison()?;
         let tree = self.tree.read();
         let g = self.geometry;
@@ -62,6 +68,7 @@ impl Volume {
                         Err(e) => return Err(e),
                     }
                 }
+                progress(report.blocks_checked);
             }
         }
         Ok(report)

@@ -1,13 +1,15 @@
 //! The narrow I/O interface every byte of the engine goes through: a flat directory of files
-//! with positional reads and writes. Three backends: [`FileStorage`] (a real directory),
-//! [`MemStorage`] (memory that tracks written versus durable bytes and can simulate power loss)
-//! and [`FaultyStorage`] (wraps another backend and fails or tears chosen operations).
+//! with positional reads and writes. Four backends: [`FileStorage`] (a real directory),
+//! [`MemStorage`] (memory that tracks written versus durable bytes and can simulate power loss),
+//! [`FaultyStorage`] (wraps another backend and fails or tears chosen operations) and
+//! [`OverlayStorage`] (another backend seen read-only, changes kept in memory).
 //!
 //! This module owns the I/O contract; it knows nothing of volumes, layers or formats.
 
 mod faulty;
 mod file;
 mod mem;
+mod overlay;
 
 use std::io;
 use std::sync::Arc;
@@ -15,6 +17,7 @@ use std::sync::Arc;
 pub use faulty::{FaultPlan, FaultyStorage};
 pub use file::FileStorage;
 pub use mem::{CrashMode, MemStorage};
+pub use overlay::OverlayStorage;
 
 /// One file of a [`Storage`]. Offsets are absolute; there is no cursor.
 pub trait StorageFile: Send + Sync {
