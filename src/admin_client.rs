@@ -17,6 +17,8 @@ pub enum ClientError {
         url: String,
         /// What went wrong.
         message: String,
+        /// The HTTP status, when the daemon answered with an error.
+        status: Option<u16>,
     },
     /// The answer was not what the API documents.
     #[error("unexpected answer from {0}")]
@@ -64,6 +66,10 @@ pub struct Session {
 }
 
 fn http_error(url: &str, e: ureq::Error) -> ClientError {
+    let status = match &e {
+        ureq::Error::Status(code, _) => Some(*code),
+        _ => None,
+    };
     let message = match e {
         ureq::Error::Status(code, resp) => {
             let body = resp.into_string().unwrap_or_default();
@@ -85,6 +91,21 @@ fn http_error(url: &str, e: ureq::Error) -> ClientError {
     ClientError::Http {
         url: url.to_owned(),
         message,
+        status,
+    }
+}
+
+impl ClientError {
+    /// The daemon answered and refused the request (a 4xx: bad input, a state that does
+    /// not allow it), as opposed to not being reachable or failing.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Http {
+                status: Some(400..=499),
+                ..
+            }
+        )
     }
 }
 
@@ -131,6 +152,17 @@ impl Session {
         ureq::post(&url)
             .set("X-Auth-Token", &self.token)
             .send_json(json!({}))
+            .map_err(|e| http_error(&url, e))?
+            .into_json()
+            .map_err(|_| ClientError::Unexpected(url))
+    }
+
+    /// `POST {endpoint}/{path}` with `body`, as JSON.
+    pub fn post_json(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
+        let url = format!("{}/{path}", self.endpoint);
+        ureq::post(&url)
+            .set("X-Auth-Token", &self.token)
+            .send_json(body)
             .map_err(|e| http_error(&url, e))?
             .into_json()
             .map_err(|_| ClientError::Unexpected(url))
@@ -272,6 +304,20 @@ pub fn scrub_exit_code(scrub: &Value) -> i32 {
         (Some("done"), Some(0)) => 0,
         _ => 1,
     }
+}
+
+/// Replica `slot` of `volume` in an `os-tripod-status` answer (`None`: the volume is not
+/// there or not open).
+pub fn replica_of(status: &Value, volume: &str, slot: usize) -> Option<Value> {
+    at(status, "/volumes")
+        .as_array()?
+        .iter()
+        .find(|v| at(v, "/id") == volume)?
+        .get("replicas")?
+        .as_array()?
+        .iter()
+        .find(|r| at(r, "/slot").as_u64() == Some(slot as u64))
+        .cloned()
 }
 
 #[cfg(test)]

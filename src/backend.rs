@@ -16,7 +16,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use tokio_util::task::TaskTracker;
 use tripod_engine::{SnapshotId, View};
-use tripod_replication::ReplicaSet;
+use tripod_replication::{ReplicaHealth, ReplicaId, ReplicaSet};
 
 use crate::catalog::{
     Catalog, CatalogError, CatalogRead, ImageRecord, PendingOp, SnapshotRecord, SnapshotStatus,
@@ -212,6 +212,63 @@ impl Backend {
             b.scrubs.lock().insert(id, state);
         });
         true
+    }
+
+    /// Moves replica `slot` of volume `id` to the root `location` (an empty directory root or
+    /// a replica node) online: the new placement is recorded, the set takes the new, empty
+    /// replica in place of the old one (client I/O goes on with the other two) and a rebuild
+    /// fills it in the background; its progress shows in the set's status. Refused unless
+    /// the other two replicas are in service and none is being synced. Returns the location
+    /// it leaves (whatever is there is left alone: a failed disk may not even be readable).
+    pub fn replace_replica(
+        self: &Arc<Self>,
+        id: &str,
+        slot: usize,
+        location: &str,
+    ) -> Result<String> {
+        let set = self.open_set(id)?;
+        let target = ReplicaId::new(slot)
+            .ok_or_else(|| VolumeError::Invalid(format!("no replica {slot}: slots are 0, 1, 2")))?;
+        // What the set would refuse, refused before any placement is written.
+        let status = set.status();
+        let others = status
+            .replicas
+            .iter()
+            .filter(|(r, s)| *r != target && s.health == ReplicaHealth::InService)
+            .count();
+        if others < 2 {
+            return Err(VolumeError::Invalid(format!(
+                "replica {slot} can be replaced only while the other two are in service ({others} are)"
+            ))
+            .into());
+        }
+        if status.replicas.iter().any(|(_, s)| {
+            matches!(
+                s.health,
+                ReplicaHealth::Resyncing { .. } | ReplicaHealth::Rebuilding { .. }
+            )
+        }) {
+            return Err(VolumeError::Invalid(
+                "a replica of this volume is being synced; replace it once that ends".into(),
+            )
+            .into());
+        }
+        let dir = self.registry.data_dir();
+        let (replica, old, before) = dir.prepare_replacement(id, slot, location)?;
+        if let Err(e) = set.replace(target, replica) {
+            dir.restore_placement(id, &before)?;
+            return Err(e.into());
+        }
+        tracing::info!(volume = %id, slot, from = %old, to = %location, "replica replaced; rebuilding");
+        let id = id.to_owned();
+        self.spawn(format!("rebuild {id}"), move |b| match b.open_set(&id) {
+            Ok(set) => {
+                let report = set.heal_now();
+                tracing::info!(volume = %id, ?report, "rebuild pass done");
+            }
+            Err(e) => tracing::error!(volume = %id, "rebuild: {e}"),
+        });
+        Ok(old)
     }
 
     /// The latest scrub of volume `id` since the daemon started.

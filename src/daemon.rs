@@ -12,7 +12,7 @@ use crate::api::{self, ApiState, Metrics};
 use crate::backend::Backend;
 use crate::catalog::Catalog;
 use crate::config::{AuthMode, DurabilityMode, ReplicaLocation, ServeConfig};
-use crate::data_dir::{DataDir, ReplicaRoot, VolumeRegistry};
+use crate::data_dir::{DataDir, NodeMaker, ReplicaRoot, VolumeRegistry};
 use crate::identity::{random_hex, Identity};
 use crate::nbd::{self, ServerConfig};
 use tripod_replication::remote::RemoteNode;
@@ -41,8 +41,9 @@ fn network_runtime() -> anyhow::Result<tokio::runtime::Handle> {
 /// The replica roots `config` names: directories, or replica nodes reached with the cluster
 /// secret.
 fn data_dir_of(config: &ServeConfig) -> anyhow::Result<DataDir> {
+    let placements = config.data_dir.join("placements");
     let Some(locations) = &config.replicas else {
-        return Ok(DataDir::new(&config.data_dir, None));
+        return with_nodes(DataDir::new(&config.data_dir, None), config);
     };
     let mut roots = Vec::with_capacity(3);
     for location in locations {
@@ -60,7 +61,21 @@ fn data_dir_of(config: &ServeConfig) -> anyhow::Result<DataDir> {
     let [a, b, c]: [ReplicaRoot; 3] = roots
         .try_into()
         .map_err(|_| anyhow::anyhow!("three replicas are needed"))?;
-    Ok(DataDir::with_roots([a, b, c]))
+    with_nodes(
+        DataDir::with_roots([a, b, c]).with_placements(placements),
+        config,
+    )
+}
+
+/// With a cluster secret, `dir` can reach replica nodes a placement names (a replica moved
+/// to a node by `replica replace`).
+fn with_nodes(dir: DataDir, config: &ServeConfig) -> anyhow::Result<DataDir> {
+    let Some(secret) = config.cluster_secret.clone() else {
+        return Ok(dir);
+    };
+    let runtime = network_runtime()?;
+    let make = move |addr: &str| RemoteNode::new(addr.to_owned(), secret.clone(), runtime.clone());
+    Ok(dir.with_nodes(NodeMaker(Arc::new(make))))
 }
 
 /// Opens everything `serve` needs over `config.data_dir`, bootstraps the first admin

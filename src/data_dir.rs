@@ -20,7 +20,9 @@ use tripod_replication::{
 };
 use uuid::Uuid;
 
+use crate::config::ReplicaLocation;
 use crate::io_metrics::IoMetrics;
+use crate::placement::{Placement, Placements};
 
 /// Errors of the volume directory.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +45,9 @@ pub enum VolumeError {
     /// The replica set refused.
     #[error(transparent)]
     Replication(#[from] tripod_replication::ReplicationError),
+    /// A request that cannot be carried out as asked (says why).
+    #[error("{0}")]
+    Invalid(String),
     /// A replica node refused or could not be reached.
     #[error("replica node {node}: {source}")]
     Node {
@@ -66,10 +71,24 @@ pub enum ReplicaRoot {
 /// How long node-level requests (list, destroy) may take.
 const NODE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Makes the client of the replica node at an address (with the cluster secret).
+#[derive(Clone)]
+pub struct NodeMaker(pub Arc<dyn Fn(&str) -> RemoteNode + Send + Sync>);
+
+impl std::fmt::Debug for NodeMaker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NodeMaker(..)")
+    }
+}
+
 /// The replica roots of a data directory.
 #[derive(Debug, Clone)]
 pub struct DataDir {
     replica_roots: [ReplicaRoot; 3],
+    /// Volumes whose replicas were moved off the default roots.
+    placements: Option<Placements>,
+    /// Reaches replica nodes named by a placement (`None`: no cluster secret configured).
+    nodes: Option<NodeMaker>,
     options: VolumeOptions,
     config: SetConfig,
     /// The threads of each disk (file system) holding replica roots, by device number,
@@ -91,18 +110,158 @@ impl DataDir {
     pub fn new(data_dir: &Path, replicas: Option<[PathBuf; 3]>) -> Self {
         let dirs = replicas
             .unwrap_or_else(|| [0, 1, 2].map(|i| data_dir.join("replicas").join(i.to_string())));
-        Self::with_roots(dirs.map(ReplicaRoot::Dir))
+        Self::with_roots(dirs.map(ReplicaRoot::Dir)).with_placements(data_dir.join("placements"))
     }
 
-    /// Where each replica of every volume lives.
-    pub fn roots(&self) -> &[ReplicaRoot; 3] {
-        &self.replica_roots
+    /// Keeps per-volume replica placements (after `replica replace`) in `dir`.
+    pub fn with_placements(mut self, dir: PathBuf) -> Self {
+        self.placements = Some(Placements::new(dir));
+        self
+    }
+
+    /// Reaches replica nodes named in placements with `nodes`.
+    pub fn with_nodes(mut self, nodes: NodeMaker) -> Self {
+        self.nodes = Some(nodes);
+        self
+    }
+
+    /// Where each replica of volume `id` lives: the defaults, with its placement applied.
+    pub fn roots_of(&self, id: &str) -> Result<[ReplicaRoot; 3], VolumeError> {
+        let mut roots = self.replica_roots.clone();
+        let Some(placements) = &self.placements else {
+            return Ok(roots);
+        };
+        let placement = placements.load(id).map_err(|source| VolumeError::Io {
+            context: format!("reading the placement of volume {id}"),
+            source,
+        })?;
+        for (root, moved) in roots.iter_mut().zip(&placement.replicas) {
+            if let Some(location) = moved {
+                *root = self.root_at(location)?;
+            }
+        }
+        Ok(roots)
+    }
+
+    /// The replica root `location` names (a directory or `tcp://HOST:PORT`).
+    fn root_at(&self, location: &str) -> Result<ReplicaRoot, VolumeError> {
+        match ReplicaLocation::parse(Path::new(location)).map_err(VolumeError::Invalid)? {
+            ReplicaLocation::Dir(dir) if dir.is_absolute() => Ok(ReplicaRoot::Dir(dir)),
+            ReplicaLocation::Dir(dir) => Err(VolumeError::Invalid(format!(
+                "a replica directory must be an absolute path, not {}",
+                dir.display()
+            ))),
+            ReplicaLocation::Node(addr) => match &self.nodes {
+                Some(make) => Ok(ReplicaRoot::Node((make.0)(&addr))),
+                None => Err(VolumeError::Invalid(format!(
+                    "replica node {addr}: this daemon has no cluster secret to reach nodes"
+                ))),
+            },
+        }
+    }
+
+    /// Prepares moving replica `slot` of volume `id` to the root `location` (an empty
+    /// directory root or a node without a copy of it): records the new placement durably and
+    /// returns the new, empty replica (for [`ReplicaSet::replace`]), the location it leaves
+    /// and the placement before, to put back with [`DataDir::restore_placement`] if the set
+    /// refuses.
+    pub fn prepare_replacement(
+        &self,
+        id: &str,
+        slot: usize,
+        location: &str,
+    ) -> Result<(Arc<dyn Replica>, String, Placement), VolumeError> {
+        let uuid = parse_id(id)?;
+        let placements = self.placements.as_ref().ok_or_else(|| {
+            VolumeError::Invalid("this data directory keeps no placements".into())
+        })?;
+        let current = self.roots_of(id)?;
+        let old = current
+            .get(slot)
+            .ok_or_else(|| VolumeError::Invalid(format!("no replica {slot}: slots are 0, 1, 2")))?;
+        let new = self.root_at(location)?;
+        let describe = |r: &ReplicaRoot| match r {
+            ReplicaRoot::Dir(d) => d.display().to_string(),
+            ReplicaRoot::Node(n) => format!("tcp://{}", n.addr()),
+        };
+        if current.iter().any(|r| describe(r) == describe(&new)) {
+            return Err(VolumeError::Invalid(format!(
+                "{} already holds a replica of volume {id}",
+                describe(&new)
+            )));
+        }
+        let replica: Arc<dyn Replica> = match &new {
+            ReplicaRoot::Dir(root) => {
+                let dir = root.join(id);
+                let occupied = std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_some());
+                if occupied {
+                    return Err(VolumeError::Invalid(format!(
+                        "{} is not empty: a new replica starts from an empty directory",
+                        dir.display()
+                    )));
+                }
+                let executor = self.executor(root)?;
+                let storage = FileStorage::new(&dir).map_err(|source| VolumeError::Io {
+                    context: format!("creating {}", dir.display()),
+                    source,
+                })?;
+                Arc::new(LocalReplica::with_executor(
+                    dir.display().to_string(),
+                    Arc::new(storage),
+                    self.options,
+                    executor,
+                ))
+            }
+            ReplicaRoot::Node(node) => {
+                let held = node
+                    .list(NODE_TIMEOUT)
+                    .map_err(|source| VolumeError::Node {
+                        node: node.addr().to_owned(),
+                        source,
+                    })?;
+                if held.iter().any(|n| n == id) {
+                    return Err(VolumeError::Invalid(format!(
+                        "node {} already holds a copy named {id}",
+                        node.addr()
+                    )));
+                }
+                Arc::new(node.replica(&uuid.hyphenated().to_string()))
+            }
+        };
+        let before = placements.load(id).map_err(|source| VolumeError::Io {
+            context: format!("reading the placement of volume {id}"),
+            source,
+        })?;
+        let mut after = before.clone();
+        if let Some(entry) = after.replicas.get_mut(slot) {
+            *entry = Some(location.trim_end_matches('/').to_owned());
+        }
+        placements
+            .store(id, &after)
+            .map_err(|source| VolumeError::Io {
+                context: format!("recording the placement of volume {id}"),
+                source,
+            })?;
+        Ok((replica, describe(old), before))
+    }
+
+    /// Puts back the placement of volume `id` that [`DataDir::prepare_replacement`] replaced.
+    pub fn restore_placement(&self, id: &str, before: &Placement) -> Result<(), VolumeError> {
+        match &self.placements {
+            Some(p) => p.store(id, before).map_err(|source| VolumeError::Io {
+                context: format!("restoring the placement of volume {id}"),
+                source,
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Replicas at `roots` (directories or nodes, in any mix).
     pub fn with_roots(roots: [ReplicaRoot; 3]) -> Self {
         Self {
             replica_roots: roots,
+            placements: None,
+            nodes: None,
             options: VolumeOptions::write_back(),
             config: SetConfig::default(),
             executors: Arc::new(Mutex::new(HashMap::new())),
@@ -145,7 +304,7 @@ impl DataDir {
 
     fn replicas_of(&self, id: &Uuid) -> Result<[Arc<dyn Replica>; 3], VolumeError> {
         let mut out: Vec<Arc<dyn Replica>> = Vec::with_capacity(3);
-        for root in &self.replica_roots {
+        for root in &self.roots_of(&id.hyphenated().to_string())? {
             let name = id.hyphenated().to_string();
             match root {
                 ReplicaRoot::Dir(root) => {
@@ -192,7 +351,7 @@ impl DataDir {
     /// Removes every replica of volume `id` (absent ones are fine; an unreachable node is
     /// an error, so nothing is left behind unnoticed).
     pub fn remove(&self, id: &Uuid) -> Result<(), VolumeError> {
-        for root in &self.replica_roots {
+        for root in &self.roots_of(&id.hyphenated().to_string())? {
             let dir = match root {
                 ReplicaRoot::Dir(root) => root.join(id.hyphenated().to_string()),
                 ReplicaRoot::Node(node) => {
@@ -215,7 +374,7 @@ impl DataDir {
                 }
             }
         }
-        Ok(())
+        self.restore_placement(&id.hyphenated().to_string(), &Placement::default())
     }
 
     /// Opens an existing volume (reconciling its replicas after a crash).
@@ -227,7 +386,7 @@ impl DataDir {
                 .list(NODE_TIMEOUT)
                 .is_ok_and(|names| names.iter().any(|n| n == id)),
         };
-        if !self.replica_roots.iter().any(held) {
+        if !self.roots_of(id)?.iter().any(held) {
             return Err(VolumeError::NotFound(id.to_owned()));
         }
         Ok(ReplicaSet::open(self.replicas_of(&uuid)?, self.config)?)
@@ -249,6 +408,9 @@ impl DataDir {
                     Err(e) => tracing::warn!(node = node.addr(), "cannot list volumes: {e}"),
                 },
             }
+        }
+        if let Some(p) = &self.placements {
+            ids.extend(p.ids());
         }
         ids.retain(|n| parse_id(n).is_ok());
         ids.sort();

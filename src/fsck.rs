@@ -140,7 +140,10 @@ pub fn check(dir: &DataDir, progress: &dyn Progress) -> FsckReport {
 pub fn blocks_to_check(dir: &DataDir) -> u64 {
     dir.list()
         .iter()
-        .flat_map(|id| dir.roots().iter().map(move |root| (id, root)))
+        .flat_map(|id| {
+            let roots = dir.roots_of(id).map(Vec::from).unwrap_or_default();
+            roots.into_iter().map(move |root| (id, root))
+        })
         .filter_map(|(id, root)| match root {
             ReplicaRoot::Dir(path) => open_overlay(&path.join(id)).ok(),
             ReplicaRoot::Node(_) => None,
@@ -155,7 +158,20 @@ pub fn check_volume(dir: &DataDir, id: &str, progress: &dyn Progress) -> VolumeC
     let mut notes = Vec::new();
     let mut replicas = Vec::new();
     let mut opened: Vec<Option<Opened>> = Vec::new();
-    for (index, root) in dir.roots().iter().enumerate() {
+    let roots = match dir.roots_of(id) {
+        Ok(r) => r,
+        Err(e) => {
+            return VolumeCheck {
+                id: id.to_string(),
+                verdict: Verdict::Damaged,
+                replicas,
+                problems: vec![format!("where its replicas live is unknown: {e}")],
+                notes,
+                repair: None,
+            }
+        }
+    };
+    for (index, root) in roots.iter().enumerate() {
         let (location, state, open) = check_replica(root, id, index, progress, &mut problems);
         replicas.push(ReplicaCheck { location, state });
         opened.push(open);

@@ -24,6 +24,7 @@ pub mod lifecycle;
 pub mod local_disk;
 pub mod logging;
 pub mod nbd;
+pub mod placement;
 
 /// The README's code blocks, compiled and run as doctests so they cannot rot.
 #[cfg(doctest)]

@@ -66,7 +66,8 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Run a replica node: hold volume copies in DIR for `tripod serve` daemons on other
     /// machines (`--replica tcp://HOST:PORT`), which authenticate with the cluster secret.
-    Replica(ReplicaArgs),
+    /// With a subcommand: manage a volume's replicas on a running daemon.
+    Replica(ReplicaCli),
     /// Manage volumes in a data directory.
     Volume {
         #[command(subcommand)]
@@ -199,6 +200,122 @@ fn run_fsck(dir: &tripod::data_dir::DataDir, repair: bool, format: &str) -> i32 
     i32::from(tripod::fsck::exit_code(&report))
 }
 
+/// `tripod replica replace`: the exit code (see [`ReplicaAction::Replace`]).
+fn run_replace(volume: &str, slot: usize, with: &str, wait: bool, format: &str) -> i32 {
+    use std::io::IsTerminal;
+    use tripod::admin_client::replica_of;
+    // The daemon keeps retrying a rebuild that cannot proceed (a node unreachable); the
+    // command gives up following it after this long without progress.
+    const STALL: std::time::Duration = std::time::Duration::from_secs(600);
+    let session =
+        match Credentials::from_env(|k| std::env::var(k).ok()).and_then(|c| Session::login(&c)) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("tripod replica replace: {e}");
+                return 2;
+            }
+        };
+    let body = serde_json::json!({"replace": {"with": with}});
+    let path = format!("os-tripod-volumes/{volume}/replicas/{slot}/replace");
+    let started = match session.post_json(&path, &body) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("tripod replica replace: {e}");
+            return if e.is_refusal() { 1 } else { 2 };
+        }
+    };
+    if format == "text" {
+        eprintln!(
+            "{volume}: replica {slot} moves from {} to {with}",
+            started
+                .get("previous_location")
+                .and_then(|v| v.as_str())
+                .unwrap_or("?")
+        );
+    }
+    if !wait {
+        if format == "json" {
+            println!("{started:#}");
+        }
+        return 0;
+    }
+    let bar = (format == "text" && std::io::stderr().is_terminal()).then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        let style = indicatif::ProgressStyle::with_template(
+            "{spinner} {msg} [{bar:30}] {pos}/{len} chunks {per_sec} ETA {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+        bar.set_style(style.progress_chars("=> "));
+        bar
+    });
+    let mut said = std::time::Instant::now();
+    let mut last = (String::new(), 0u64, std::time::Instant::now());
+    let outcome = loop {
+        let replica = match session.get("os-tripod-status") {
+            Ok(status) => replica_of(&status, volume, slot),
+            Err(e) => {
+                eprintln!("tripod replica replace: {e}");
+                break Err(2);
+            }
+        };
+        let Some(replica) = replica else {
+            eprintln!("tripod replica replace: volume {volume} is no longer open on the daemon");
+            break Err(1);
+        };
+        let health = replica
+            .get("health")
+            .and_then(|h| h.as_str())
+            .unwrap_or("?");
+        let done = replica.get("done").and_then(|v| v.as_u64()).unwrap_or(0);
+        let total = replica.get("total").and_then(|v| v.as_u64()).unwrap_or(0);
+        if health == "in_service" {
+            break Ok(replica);
+        }
+        if (health, done) != (last.0.as_str(), last.1) {
+            last = (health.to_owned(), done, std::time::Instant::now());
+        } else if last.2.elapsed() >= STALL {
+            eprintln!(
+                "tripod replica replace: no progress for {} s ({health}); the daemon keeps trying",
+                STALL.as_secs()
+            );
+            break Err(1);
+        }
+        match &bar {
+            Some(bar) => {
+                bar.set_message(health.to_string());
+                bar.set_length(total);
+                bar.set_position(done);
+            }
+            None if format == "text" && said.elapsed().as_secs() >= 5 => {
+                eprintln!("{volume}: replica {slot} {health} {done}/{total} chunks");
+                said = std::time::Instant::now();
+            }
+            None => {}
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    match outcome {
+        Ok(replica) => {
+            if format == "json" {
+                println!("{replica:#}");
+            } else {
+                println!(
+                    "{volume}: replica {slot} in service at {}",
+                    replica
+                        .get("location")
+                        .and_then(|v| v.as_str())
+                        .unwrap_or(with)
+                );
+            }
+            0
+        }
+        Err(code) => code,
+    }
+}
+
 /// `tripod scrub`: the exit code (see [`Command::Scrub`]).
 fn run_scrub(volume: &str, format: &str) -> i32 {
     let run = || -> Result<serde_json::Value, tripod::admin_client::ClientError> {
@@ -258,12 +375,50 @@ fn run_status(format: &str) -> i32 {
     }
 }
 
-/// Flags of `tripod replica`.
+/// `tripod replica`: a node (flags only) or an admin action (a subcommand).
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct ReplicaCli {
+    #[command(subcommand)]
+    action: Option<ReplicaAction>,
+    #[command(flatten)]
+    node: ReplicaArgs,
+}
+
+/// Admin actions on a volume's replicas (the daemon's API; `OS_*` variables).
+#[derive(Subcommand)]
+enum ReplicaAction {
+    /// Move replica N of VOLUME to a new root online — an empty directory (e.g. on a new
+    /// disk) or a replica node (`tcp://HOST:PORT`) — and follow its rebuild there with a
+    /// progress bar (rate, ETA) until it is in service. Clients keep using the volume
+    /// meanwhile. Exit 0: the new replica is in service; 1: the daemon refused or the
+    /// rebuild did not finish; 2: the daemon could not be asked.
+    Replace {
+        /// The volume's id.
+        volume: String,
+        /// The replica slot to move: 0, 1 or 2 (as `tripod status` numbers them).
+        #[arg(long = "replica")]
+        slot: usize,
+        /// The new root: an absolute directory (the copy goes in DIR/VOLUME) or
+        /// `tcp://HOST:PORT`.
+        #[arg(long = "with")]
+        with: String,
+        /// Return once the daemon has started the rebuild, without following it.
+        #[arg(long)]
+        no_wait: bool,
+        /// `text` for a person, `json` for a script (the replica's final state).
+        #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+        format: String,
+    },
+}
+
+/// Flags of `tripod replica` as a node.
 #[derive(clap::Args)]
 struct ReplicaArgs {
-    /// Directory holding this node's copies (one subdirectory per volume).
+    /// Directory holding this node's copies (one subdirectory per volume); required to run
+    /// a node.
     #[arg(long, env = "TRIPOD_REPLICA_DIR")]
-    dir: PathBuf,
+    dir: Option<PathBuf>,
     /// Address to listen on (loopback unless told otherwise).
     #[arg(long, default_value = "127.0.0.1:10810", env = "TRIPOD_REPLICA_LISTEN")]
     listen: String,
@@ -288,16 +443,14 @@ impl ReplicaArgs {
 
 /// Runs a replica node until SIGINT/SIGTERM.
 fn run_replica(args: ReplicaArgs) -> anyhow::Result<()> {
+    let Some(dir) = args.dir.clone() else {
+        bail!("a replica node needs --dir DIR (or TRIPOD_REPLICA_DIR): where its copies live");
+    };
     let secret = args.secret()?;
-    std::fs::create_dir_all(&args.dir)
-        .with_context(|| format!("creating {}", args.dir.display()))?;
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     // Write-back stores: the set flushes them when its clients flush (or after every write
     // when the daemon runs with durability=sync).
-    let node = Arc::new(ReplicaNode::new(
-        &args.dir,
-        secret,
-        VolumeOptions::write_back(),
-    ));
+    let node = Arc::new(ReplicaNode::new(&dir, secret, VolumeOptions::write_back()));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -307,7 +460,7 @@ fn run_replica(args: ReplicaArgs) -> anyhow::Result<()> {
             .with_context(|| format!("listening on {}", args.listen))?;
         tracing::info!(
             "replica node serving {} on {}",
-            args.dir.display(),
+            dir.display(),
             listener.local_addr()?
         );
         node.serve(
@@ -408,7 +561,18 @@ fn main() -> anyhow::Result<()> {
     match command {
         // Run above, once its logging (with the audit file) is in place.
         Command::Serve(_) => {}
-        Command::Replica(args) => run_replica(args)?,
+        Command::Replica(ReplicaCli { action: None, node }) => run_replica(node)?,
+        Command::Replica(ReplicaCli {
+            action:
+                Some(ReplicaAction::Replace {
+                    volume,
+                    slot,
+                    with,
+                    no_wait,
+                    format,
+                }),
+            ..
+        }) => std::process::exit(run_replace(&volume, slot, &with, !no_wait, &format)),
         Command::Volume { command } => match command {
             VolumeCommand::Create { dirs, size } => {
                 let (id, _) = dirs.data_dir()?.create(parse_size(&size)?)?;

@@ -133,3 +133,109 @@ fn scrub_repairs_a_bad_copy_and_reports_a_block_bad_everywhere() {
     let out = scrub(&d, "7c3d2bd5-d0a4-4a05-9ad3-a1a6e53f4f52", "text");
     assert_eq!(out.status.code(), Some(2));
 }
+
+fn replace(d: &Daemon, volume: &str, slot: &str, with: &str, extra: &[&str]) -> Output {
+    tripod()
+        .args([
+            "replica",
+            "replace",
+            volume,
+            "--replica",
+            slot,
+            "--with",
+            with,
+        ])
+        .args(extra)
+        .env("OS_AUTH_URL", format!("{}/identity/v3", d.api()))
+        .env("OS_USERNAME", "admin")
+        .env("OS_PASSWORD", ADMIN_PASSWORD)
+        .env("OS_PROJECT_NAME", "admin")
+        .output()
+        .unwrap()
+}
+
+fn said(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn a_replica_moves_to_a_new_disk_online_and_stays_there_after_a_restart() {
+    let d = Daemon::start();
+    let http = Http::login(&d.api());
+    let vol = http.create_volume(1);
+    let (ok, text) = qemu_io(
+        &d.uri(&vol),
+        &["write -P 0x41 0 8M", "write -P 0x42 300M 4M", "flush"],
+    );
+    assert!(ok, "{text}");
+    let new_disk = tempfile::tempdir().unwrap();
+    let target = new_disk.path().join("tripod");
+    let target = target.to_str().unwrap();
+
+    // Refused, nothing changed: a relative path, a slot that does not exist, a root that
+    // already holds one of its replicas.
+    let out = replace(&d, &vol, "1", "relative/dir", &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", said(&out));
+    assert!(said(&out).contains("absolute"), "{}", said(&out));
+    let out = replace(&d, &vol, "3", target, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", said(&out));
+    let here = d.data_dir().join("replicas/2");
+    let out = replace(&d, &vol, "1", here.to_str().unwrap(), &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", said(&out));
+    assert!(!new_disk.path().join("tripod").exists());
+
+    // Moved and rebuilt while the volume stays usable; the command follows it to the end.
+    let out = replace(&d, &vol, "1", target, &["--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", said(&out));
+    let replica: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(replica["health"], "in_service", "{replica}");
+    assert!(
+        replica["location"].as_str().unwrap().starts_with(target),
+        "{replica}"
+    );
+    assert!(new_disk
+        .path()
+        .join("tripod")
+        .join(&vol)
+        .join("set-state")
+        .exists());
+    let (ok, text) = qemu_io(&d.uri(&vol), &["read -P 0x41 0 8M", "read -P 0x42 300M 4M"]);
+    assert!(ok, "{text}");
+
+    // After a restart the volume opens with its replica on the new disk (the placement is
+    // durable), and that copy, opened on its own, holds the data and verifies.
+    let dir = d.stop_keeping_data();
+    let d = Daemon::start_in(dir);
+    let (ok, text) = qemu_io(&d.uri(&vol), &["read -P 0x41 0 8M"]);
+    assert!(ok, "{text}");
+    let out = status(&d, "admin", ADMIN_PASSWORD, &["--format", "json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let entry = v["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["id"] == vol.as_str())
+        .unwrap()
+        .clone();
+    let moved = &entry["replicas"][1];
+    assert!(
+        moved["location"].as_str().unwrap().starts_with(target),
+        "{entry}"
+    );
+    assert_eq!(moved["health"], "in_service", "{entry}");
+    let dir = d.stop_keeping_data();
+    let store = new_disk.path().join("tripod").join(&vol);
+    let storage = std::sync::Arc::new(tripod_engine::FileStorage::new(&store).unwrap());
+    let copy =
+        tripod_engine::Volume::open(storage, tripod_engine::VolumeOptions::write_back()).unwrap();
+    assert_eq!(
+        copy.read(300 << 20, 4 << 20).unwrap(),
+        vec![0x42u8; 4 << 20]
+    );
+    assert!(copy.verify().unwrap().bad.is_empty());
+    drop(dir);
+}

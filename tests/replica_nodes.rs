@@ -267,3 +267,77 @@ fn a_stopped_node_delays_one_write_briefly_and_is_resynced_when_it_resumes() {
     );
     assert!(ok, "{text}");
 }
+
+#[test]
+fn a_replica_moves_from_one_node_to_another_online() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut nodes = cluster(tmp.path(), [SECRET; 3]);
+    let spare = Node::start(&tmp.path().join("spare"), free_port(), SECRET);
+    let d = serve_on(&nodes);
+    let h = Http::login(&d.api());
+    let vol = h.create_volume(1);
+    let (ok, out) = qemu_io(&d.uri(&vol), &["write -P 0x6b 0 6M", "flush"]);
+    assert!(ok, "{out}");
+
+    let (s, v) = h.call(
+        "POST",
+        &format!("os-tripod-volumes/{vol}/replicas/0/replace"),
+        Some(json!({"replace": {"with": spare.url()}})),
+    );
+    assert_eq!(s, 202, "{v}");
+    assert_eq!(v["previous_location"], nodes[0].url().as_str(), "{v}");
+    // The same move again is refused: the spare holds a replica of it now.
+    let (s, v) = h.call(
+        "POST",
+        &format!("os-tripod-volumes/{vol}/replicas/1/replace"),
+        Some(json!({"replace": {"with": spare.url()}})),
+    );
+    assert_eq!(s, 400, "{v}");
+    let in_service = |h: &Http| {
+        let (_, st) = h.call("GET", "os-tripod-status", None);
+        let v = st["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["id"] == vol.as_str())
+            .cloned()
+            .unwrap();
+        let r = v["replicas"][0].clone();
+        r["health"] == "in_service"
+            && r["location"]
+                .as_str()
+                .unwrap()
+                .contains(&spare.port.to_string())
+    };
+    wait_until("the spare node in service", || in_service(&h));
+    assert!(spare.dir.join(&vol).exists());
+
+    // The old node can go: the volume lives on the spare and the other two.
+    nodes[0].kill9();
+    let (ok, out) = qemu_io(
+        &d.uri(&vol),
+        &["read -P 0x6b 0 6M", "write -P 0x6c 1M 1M", "flush"],
+    );
+    assert!(ok, "{out}");
+    let dir = d.stop_keeping_data();
+    let mut args = Vec::new();
+    for n in &nodes {
+        args.push("--replica".to_owned());
+        args.push(n.url());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let d = Daemon::start_with(
+        dir,
+        &args,
+        &[
+            ("TRIPOD_CLUSTER_SECRET", SECRET),
+            ("TRIPOD_SUPERVISE_SECS", "1"),
+        ],
+    );
+    let h = Http::login(&d.api());
+    let (ok, out) = qemu_io(&d.uri(&vol), &["read -P 0x6c 1M 1M", "read -P 0x6b 2M 4M"]);
+    assert!(ok, "{out}");
+    wait_until("the spare node in service after a restart", || {
+        in_service(&h)
+    });
+}

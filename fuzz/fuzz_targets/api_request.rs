@@ -11,7 +11,7 @@ use axum::Router;
 use tower::ServiceExt;
 use tripod::config::{AuthMode, ServeConfig, Settings};
 
-const ROUTES: [(&str, &str); 27] = [
+const ROUTES: [(&str, &str); 28] = [
     ("POST", "/v2/p/volumes"),
     ("GET", "/v2/p/volumes"),
     ("GET", "/v2/p/volumes/detail"),
@@ -39,6 +39,7 @@ const ROUTES: [(&str, &str); 27] = [
     ("POST", "/v2/p/cloudvolumes/{v}/tags/action"),
     ("POST", "/v2/p/cloudvolumes/resource_instances/action"),
     ("POST", "/v2/p/os-vendor-volumes/{v}/tags/action"),
+    ("POST", "/v2/p/os-tripod-volumes/{v}/replicas/1/replace"),
 ];
 
 struct World {

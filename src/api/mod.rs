@@ -136,6 +136,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
         )
         .route("/os-tripod-status", get(status::show))
         .route("/os-tripod-volumes/{id}/scrub", post(status::scrub))
+        .route(
+            "/os-tripod-volumes/{id}/replicas/{slot}/replace",
+            post(status::replace_replica),
+        )
         .route("/cloudvolumes/tags", get(tags::project))
         .route("/cloudvolumes/resource_instances/action", post(tags::query))
         .route("/cloudvolumes/{id}/tags", get(tags::show))

@@ -462,3 +462,13 @@ mod tests {
         assert_eq!(user_metadata(&r.metadata).unwrap_err().evs_code, "EVS.5400");
     }
 }
+
+/// The body of `POST P/os-tripod-volumes/{id}/replicas/{slot}/replace`:
+/// `{"replace": {"with": LOCATION}}`, a replica root (an absolute directory or
+/// `tcp://HOST:PORT`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplaceReplica {
+    /// Where the replica goes.
+    pub with: String,
+}

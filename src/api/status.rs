@@ -10,11 +10,13 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{json, Value};
 
-use super::extract::IdPath;
+use super::extract::{IdPath, JsonBody};
+use super::requests::{parse, ReplaceReplica};
 use super::{blocking, reply, ApiError, ApiResult, ApiState, Ctx};
-use crate::backend::ScrubState;
+use crate::backend::{BackendError, ScrubState};
 use crate::catalog::{CatalogRead, VolumeRecord};
-use tripod_replication::{ReplicaHealth, SetStatus};
+use crate::data_dir::VolumeError;
+use tripod_replication::{ReplicaHealth, ReplicationError, SetStatus};
 
 /// One replica's health as JSON.
 fn replica_json(slot: usize, describe: &str, health: &ReplicaHealth) -> Value {
@@ -155,6 +157,72 @@ pub async fn scrub(
         Ok(reply(
             StatusCode::ACCEPTED,
             json!({"scrub": state.as_ref().map(scrub_json)}),
+        ))
+    })
+    .await
+}
+
+/// Path parameters of a replica of a volume.
+#[derive(Debug, serde::Deserialize)]
+pub struct ReplicaPath {
+    /// The volume id.
+    pub id: String,
+    /// The replica slot (0, 1, 2).
+    pub slot: String,
+}
+
+/// `POST P/os-tripod-volumes/{id}/replicas/{slot}/replace` (admins), body
+/// `{"replace": {"with": "/mnt/new-disk/tripod" | "tcp://HOST:PORT"}}`: moves that replica
+/// of the volume to a new root online (an empty directory, or a replica node without a copy
+/// of it) and rebuilds it there in the background while clients keep using the volume.
+/// 202 with the replica's new state; its progress shows in `GET P/os-tripod-status`. 400 for
+/// a bad slot or location, 409 unless the other two replicas are in service.
+pub async fn replace_replica(
+    ctx: Ctx,
+    State(s): State<Arc<ApiState>>,
+    Path(p): Path<ReplicaPath>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
+    if !ctx.is_admin {
+        return Err(ApiError::forbidden("Policy check failed: admins only."));
+    }
+    let req: ReplaceReplica = parse(&body, "replace", &[], &[])?;
+    let slot: usize =
+        p.slot.parse().ok().filter(|n| *n < 3).ok_or_else(|| {
+            ApiError::bad_request("Invalid input: the replica slot is 0, 1 or 2.")
+        })?;
+    blocking(move || {
+        let v = s.catalog.read(|r| super::volumes::load(r, &ctx, &p.id))?;
+        if crate::backend::exposure_of(&v) == crate::data_dir::Exposure::Hidden {
+            return Err(ApiError::bad_request(format!(
+                "Invalid volume: a replica of a {} volume cannot be replaced.",
+                v.status.as_str()
+            )));
+        }
+        let previous = s
+            .backend
+            .replace_replica(&v.id, slot, &req.with)
+            .map_err(|e| match e {
+                BackendError::Volume(VolumeError::Invalid(m)) => {
+                    ApiError::bad_request(format!("Invalid input: {m}"))
+                }
+                BackendError::Replication(
+                    e @ (ReplicationError::NoQuorum { .. } | ReplicationError::Busy(_)),
+                ) => ApiError::conflict(e.to_string()),
+                other => ApiError::from(other),
+            })?;
+        let status = s.backend.registry().get(&v.id).map(|set| set.status());
+        let replica = match &status {
+            Ok(st) => st
+                .replicas
+                .iter()
+                .find(|(id, _)| id.index() == slot)
+                .map(|(id, r)| replica_json(id.index(), &r.describe, &r.health)),
+            Err(_) => None,
+        };
+        Ok(reply(
+            StatusCode::ACCEPTED,
+            json!({"replica": replica, "previous_location": previous}),
         ))
     })
     .await
