@@ -186,6 +186,7 @@ pub fn check_volume(dir: &DataDir, id: &str, progress: &dyn Progress) -> VolumeC
         }
     }
     if !not_checked {
+        unrecorded(&opened, &in_service, &mut problems, &mut notes);
         compare(&opened, &in_service, &mut problems);
         lost_blocks(&replicas, &in_service, &mut problems);
     }
@@ -377,6 +378,70 @@ fn compare(opened: &[Option<Opened>], in_service: &BTreeSet<usize>, problems: &m
     );
     for view in &views {
         compare_view(&vols, view, problems);
+    }
+}
+
+/// Data no chunk record accounts for: damage (a metadata file cut short or lost) where
+/// another in-service replica holds that chunk; otherwise a note (a crash can leave new data
+/// placed but never recorded, for a write that was never made durable).
+fn unrecorded(
+    opened: &[Option<Opened>],
+    in_service: &BTreeSet<usize>,
+    problems: &mut Vec<String>,
+    notes: &mut Vec<String>,
+) {
+    let head_chunks: BTreeMap<usize, BTreeSet<ChunkIndex>> = opened
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| in_service.contains(i))
+        .filter_map(|(i, o)| {
+            let chunks = o.as_ref()?.volume.view_chunks(&View::Head).ok()?;
+            Some((i, chunks.into_iter().collect()))
+        })
+        .collect();
+    for (i, o) in opened.iter().enumerate() {
+        let Some(o) = o else { continue };
+        let found = match o.volume.unrecorded_data() {
+            Ok(f) => f,
+            Err(e) => {
+                problems.push(format!("replica {i}: mapping its data files: {e}"));
+                continue;
+            }
+        };
+        // Per metadata file: the chunks others hold, and the ones nobody does.
+        let mut missing: BTreeMap<String, (Vec<u64>, Vec<u64>)> = BTreeMap::new();
+        for u in found {
+            let elsewhere = head_chunks
+                .iter()
+                .any(|(j, chunks)| *j != i && chunks.contains(&u.chunk));
+            let entry = missing.entry(u.meta_file).or_default();
+            if elsewhere {
+                entry.0.push(u.chunk.0);
+            } else {
+                entry.1.push(u.chunk.0);
+            }
+        }
+        let list = |chunks: &[u64]| {
+            let shown: Vec<String> = chunks.iter().take(LISTED).map(u64::to_string).collect();
+            let more = if chunks.len() > LISTED { ", …" } else { "" };
+            format!("{}{more}", shown.join(", "))
+        };
+        for (file, (held, alone)) in missing {
+            if !held.is_empty() {
+                problems.push(format!(
+                    "replica {i}: {file} has no record of chunk(s) {} although its data file \
+                     holds data there and another replica has them (metadata cut short or lost)",
+                    list(&held)
+                ));
+            }
+            if !alone.is_empty() {
+                notes.push(format!(
+                    "replica {i}: data without a record in {file} for chunk(s) {} (left by a \
+                     crash before it was recorded; never acknowledged as durable)",
+                    list(&alone)
+                ));
+            }
+        }
     }
 }
 

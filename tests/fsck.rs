@@ -199,3 +199,74 @@ fn replicas_that_disagree_behind_the_sets_back_are_found() {
     assert_eq!(&set.read(3 * 4096, 4096).unwrap()[..], &[7u8; 4096][..]);
     assert_eq!(&set.read(0, 4096).unwrap()[..], &[2u8; 4096][..]);
 }
+
+/// The head layer's metadata file of `replica` of volume `id`.
+fn meta_file(dir: &Path, replica: usize, id: &str) -> PathBuf {
+    data_file(dir, replica, id).with_extension("meta")
+}
+
+#[test]
+fn a_truncated_metadata_file_and_a_missing_layer_file_are_named_and_repaired() {
+    use tripod::data_dir::DataDir;
+    use tripod_engine::VolumeOptions;
+
+    // Written with a small log, so the chunk records are checkpointed into the metadata
+    // files (with the default log they would still be replayed from it).
+    let tmp = tempfile::tempdir().unwrap();
+    let id = {
+        let options = VolumeOptions {
+            wal_limit: 4 << 10,
+            ..VolumeOptions::write_back()
+        };
+        let dir = DataDir::new(tmp.path(), None).with_options(options);
+        let (id, set) = dir.create(8 << 20).unwrap();
+        for i in 0..8u64 {
+            set.write(i << 18, &[0x61u8; 256 << 10]).unwrap();
+            set.flush().unwrap();
+        }
+        id.hyphenated().to_string()
+    };
+    let root = tmp.path();
+
+    // Each damage alone (a repair needs two good copies that agree), found by name and
+    // repaired from the other two.
+    let check_and_repair = |expect: &str| {
+        let out = fsck(root, &[]);
+        let said = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{said}");
+        assert!(said.contains(expect), "{expect:?} not in: {said}");
+        let out = fsck(root, &["--repair"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        let out = fsck(root, &[]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    };
+    let cut = |path: PathBuf, len: u64| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_len(len)
+            .unwrap()
+    };
+    let meta = meta_file(root, 0, &id);
+    let name = meta.file_name().unwrap().to_str().unwrap().to_owned();
+
+    // Replica 0's chunk metadata cut short inside the first chunk's record.
+    cut(meta, 16);
+    check_and_repair(&format!("corrupt {name}"));
+
+    // Replica 2's layer data file gone.
+    let data = data_file(root, 2, &id);
+    let data_name = data.file_name().unwrap().to_str().unwrap().to_owned();
+    std::fs::remove_file(&data).unwrap();
+    check_and_repair(&data_name);
+
+    // Replica 1's metadata file emptied (cut at a record boundary: nothing left to decode,
+    // while its data file still holds what the other replicas record).
+    cut(meta_file(root, 1, &id), 0);
+    check_and_repair(&format!("replica 1: {name} has no record of chunk(s) 0"));
+
+    let d = Daemon::start_in(tmp);
+    let (ok, out) = qemu_io(&d.uri(&id), &["read -P 0x61 0 2M", "read -P 0 2M 6M"]);
+    assert!(ok, "{out}");
+}

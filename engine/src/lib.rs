@@ -51,7 +51,7 @@ pub use addressing::{BlockIndex, ChunkIndex, Geometry, LayerId, Lsn, SnapshotId}
 pub use error::{EngineError, Result};
 pub use format::{FormatVersion, CURRENT_VERSION, MAX_LAYERS, MAX_VOLUME_SIZE};
 pub use locks::{BlockLocks, OwnedRangeGuard, RangeGuard};
-pub use scrub::{BadBlock, VerifyReport};
+pub use scrub::{BadBlock, UnrecordedData, VerifyReport};
 pub use storage::{
     CrashMode, FaultPlan, FaultyStorage, FileStorage, MemStorage, OverlayStorage, Storage,
     StorageFile,

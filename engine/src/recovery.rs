@@ -325,14 +325,25 @@ fn load_layer(
     g: Geometry,
 ) -> Result<(Layer, Vec<(ChunkIndex, String)>)> {
     let id = record.id;
-    let data = storage
-        .open_file(&data_file(id.0))
-        .map_err(EngineError::io(format!("opening data file of {id}")))?;
-    let meta = storage
-        .open_file(&meta_file(id.0))
-        .map_err(EngineError::io(format!("opening metadata file of {id}")))?;
-    let loaded = chunk_meta::load(meta.as_ref(), id, g.chunk_blocks)
-        .map_err(EngineError::io(format!("reading metadata of {id}")))?;
+    // A file the manifest names but the directory lacks is a damaged store, not a passing
+    // I/O error: the copy cannot serve, and only a rebuild from other copies brings it back.
+    let open = |name: String, what: &str| {
+        storage.open_file(&name).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                EngineError::Corrupt {
+                    file: name.clone(),
+                    reason: format!("missing, though the manifest names it as the {what} of {id}"),
+                }
+            } else {
+                EngineError::io(format!("opening {what} {name} of {id}"))(e)
+            }
+        })
+    };
+    let data = open(data_file(id.0), "data file")?;
+    let meta = open(meta_file(id.0), "metadata file")?;
+    let loaded = chunk_meta::load(meta.as_ref(), id, g.chunk_blocks).map_err(EngineError::io(
+        format!("reading metadata file {} of {id}", meta_file(id.0)),
+    ))?;
     if let Some(found) = loaded.future_version {
         return Err(EngineError::UnsupportedVersion {
             file: meta_file(id.0),

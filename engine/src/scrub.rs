@@ -30,7 +30,50 @@ pub struct VerifyReport {
     pub bad: Vec<BadBlock>,
 }
 
+/// A chunk whose data file holds data that no chunk record of its layer accounts for: what a
+/// metadata file cut short or lost leaves behind (and, rarely, a crash between placing new
+/// data and recording it, for a write never made durable).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnrecordedData {
+    /// The layer.
+    pub layer: LayerId,
+    /// Its metadata file (name inside the volume directory), which lacks the record.
+    pub meta_file: String,
+    /// The chunk.
+    pub chunk: crate::addressing::ChunkIndex,
+}
+
 impl Volume {
+    /// Every chunk of every layer whose data file holds data but which has no chunk record
+    /// (from the file system's map of the data files: holes are skipped).
+    pub fn unrecorded_data(&self) -> Result<Vec<UnrecordedData>> {
+        self.check_poison()?;
+        let tree = self.tree.read();
+        let chunk_bytes = u64::from(self.geometry.chunk_blocks) * self.geometry.bs();
+        let mut out = Vec::new();
+        for layer in tree.layers.values() {
+            let regions = layer.data.data_regions().map_err(EngineError::io(format!(
+                "mapping the data file of {}",
+                layer.id()
+            )))?;
+            let chunks = layer.chunks.read();
+            let mut seen = std::collections::BTreeSet::new();
+            for (start, end) in regions {
+                for c in start / chunk_bytes..end.div_ceil(chunk_bytes) {
+                    let chunk = crate::addressing::ChunkIndex(c);
+                    if !chunks.contains_key(&chunk) && seen.insert(c) {
+                        out.push(UnrecordedData {
+                            layer: layer.id(),
+                            meta_file: crate::format::meta_file(layer.id().0),
+                            chunk,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Checks every stored data block of every layer against its CRC. I/O errors other than
     /// a mismatch end the walk with an error.
     pub fn verify(&self) -> Result<VerifyReport> {

@@ -292,6 +292,29 @@ impl StorageFile for OverlayFile {
     fn sync_data(&self) -> io::Result<()> {
         Ok(())
     }
+
+    /// The base's data regions (within the overlay's length) and the written pages, merged.
+    fn data_regions(&self) -> io::Result<Vec<(u64, u64)>> {
+        let c = self.state.lock();
+        let mut regions = match &self.base {
+            Some(base) => base.data_regions()?,
+            None => Vec::new(),
+        };
+        regions.extend(c.pages.keys().map(|p| (p * PAGE, (p + 1) * PAGE)));
+        regions.retain(|(start, _)| *start < c.size);
+        for r in &mut regions {
+            r.1 = r.1.min(c.size);
+        }
+        regions.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(regions.len());
+        for (start, end) in regions {
+            match merged.last_mut() {
+                Some(last) if start <= last.1 => last.1 = last.1.max(end),
+                _ => merged.push((start, end)),
+            }
+        }
+        Ok(merged)
+    }
 }
 
 #[cfg(test)]
@@ -329,6 +352,12 @@ mod tests {
         f.read_at(&mut got, 0).unwrap();
         assert_eq!(&got[..expect.len()], &expect[..]);
         assert!(got[expect.len()..].iter().all(|b| *b == 0));
+
+        // Its data regions: the base's (all of it here) and the page written past the end.
+        assert_eq!(
+            f.data_regions().unwrap(),
+            vec![(0, 3 * PAGE), (5 * PAGE, 5 * PAGE + 4)]
+        );
 
         // A second open sees the same changes.
         let mut again = vec![0u8; 100];
