@@ -83,6 +83,10 @@ pub struct Settings {
     /// Seconds between replica health checks of an open volume [default: 5].
     #[arg(long, env = "TRIPOD_SUPERVISE_SECS")]
     pub supervise_secs: Option<u64>,
+    /// Most MiB per second a resync or rebuild copies to one replica, to leave the disks to
+    /// clients while a copy comes back [default: unlimited; 0 = unlimited].
+    #[arg(long, env = "TRIPOD_SYNC_MIBPS")]
+    pub sync_mibps: Option<u64>,
     /// Default quota limits for new projects (`volumes`, `gigabytes`, …; -1 = unlimited):
     /// the config file's `[quota]` table only.
     #[arg(skip)]
@@ -209,6 +213,8 @@ pub struct ServeConfig {
     pub evs_extra_fields: bool,
     /// Supervisor period, seconds.
     pub supervise_secs: u64,
+    /// Resync and rebuild rate limit, bytes per second (`None`: unlimited).
+    pub sync_rate: Option<u64>,
     /// Default quota limits.
     pub quota: BTreeMap<String, i64>,
     /// Engine tuning of every replica store.
@@ -300,6 +306,10 @@ impl ServeConfig {
                 .map(|e| e.trim_end_matches('/').to_owned()),
             evs_extra_fields: s.evs_extra_fields.unwrap_or(false),
             supervise_secs: s.supervise_secs.unwrap_or(5).max(1),
+            sync_rate: s
+                .sync_mibps
+                .filter(|m| *m > 0)
+                .map(|m| m.saturating_mul(1 << 20)),
             quota,
             volume_options: tripod_engine::VolumeOptions {
                 direct_write_min: match s.direct_write_kib {

@@ -98,6 +98,7 @@ pub fn open_state(
             DurabilityMode::Flush => Durability::Flush,
             DurabilityMode::Sync => Durability::Sync,
         },
+        sync_rate: config.sync_rate,
         ..SetConfig::default()
     };
     let dir = data_dir_of(config)?

@@ -27,6 +27,41 @@ pub struct HealReport {
     pub still_out: Vec<(ReplicaId, String)>,
 }
 
+/// Holds a resync, and a rebuild's copy of the head, to
+/// [`SetConfig::sync_rate`](crate::SetConfig::sync_rate): before each chunk, waits until the
+/// bytes copied since it started are due at that rate. It waits outside every lock, so client
+/// I/O and structural changes never queue behind the pacing.
+struct Pace {
+    rate: Option<u64>,
+    started: std::time::Instant,
+    base: u64,
+}
+
+impl Pace {
+    fn start(set: &ReplicaSet) -> Self {
+        Self {
+            rate: set.config.sync_rate.filter(|r| *r > 0),
+            started: std::time::Instant::now(),
+            base: set.sync_copied.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
+    fn wait(&self, set: &ReplicaSet) {
+        let Some(rate) = self.rate else {
+            return;
+        };
+        let copied = set
+            .sync_copied
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .saturating_sub(self.base);
+        let due = self.started + std::time::Duration::from_secs_f64(copied as f64 / rate as f64);
+        let now = std::time::Instant::now();
+        if due > now {
+            std::thread::sleep(due - now);
+        }
+    }
+}
+
 pub(crate) fn fault(replica: ReplicaId) -> impl FnOnce(ReplicaFault) -> ReplicationError {
     move |source| ReplicationError::Replica { replica, source }
 }
@@ -112,7 +147,13 @@ impl ReplicaSet {
 
     fn try_sync(&self, id: ReplicaId) -> Result<bool> {
         let replica = self.replica(id);
-        replica.check_health().map_err(fault(id))?;
+        match replica.check_health() {
+            Ok(()) => {}
+            // The copy vanished under its open store (its directory removed, a disk
+            // replaced): reopening shows whether it is back, empty, to be rebuilt.
+            Err(ReplicaFault::Engine(EngineError::NotFound)) => {}
+            Err(e) => return Err(fault(id)(e)),
+        }
         match replica.reconnect(self.config.io_timeout) {
             Ok(()) => {}
             Err(ReplicaFault::Engine(e @ EngineError::Corrupt { .. }))
@@ -202,7 +243,9 @@ impl ReplicaSet {
                 return Ok(true);
             }
             let total = todo.len() as u64;
+            let pace = Pace::start(self);
             for (done, chunk) in todo.into_iter().enumerate() {
+                pace.wait(self);
                 if self.membership.lock().sync_aborted(id) {
                     return Ok(false);
                 }
@@ -348,6 +391,9 @@ impl ReplicaSet {
             let list = r.view_chunks(v).wait(timeout).map_err(fault(who))?;
             chunks.extend(list.into_iter().map(|c| c.0));
         }
+        // Not paced: the caller holds the structure lock, and a snapshot or an expand must
+        // not wait for a throttle. Only snapshots' own blocks are copied here; the head's
+        // (most of a volume) follow in the paced passes.
         for chunk in chunks {
             self.copy_chunk(id, ChunkIndex(chunk), &view, &View::Head)?;
         }
@@ -412,6 +458,10 @@ impl ReplicaSet {
                 None
             };
             let raw = raw_blocks(run, data.as_ref(), bs);
+            if data.is_some() {
+                self.sync_copied
+                    .fetch_add(run.len() as u64 * bs, std::sync::atomic::Ordering::Relaxed);
+            }
             target
                 .write_raw(BlockIndex(first), raw)
                 .wait(self.config.io_timeout)

@@ -35,6 +35,9 @@ pub struct SetConfig {
     pub lag_timeout: Duration,
     /// When writes become durable against power loss.
     pub durability: Durability,
+    /// Most bytes per second a resync or rebuild copies to a replica (`None`: as fast as
+    /// the disks go), so that bringing a copy back leaves the disks to clients.
+    pub sync_rate: Option<u64>,
 }
 
 /// When an acknowledged write is durable against power loss.
@@ -56,6 +59,7 @@ impl Default for SetConfig {
             long_timeout: Duration::from_secs(3600),
             lag_timeout: Duration::from_secs(2),
             durability: Durability::Flush,
+            sync_rate: None,
         }
     }
 }
@@ -103,6 +107,8 @@ pub struct ReplicaSet {
     pub(crate) space_refusals: AtomicU64,
     /// The latest write was refused for lack of space (cleared by the next that succeeds).
     pub(crate) out_of_space: AtomicBool,
+    /// Bytes resyncs and rebuilds have copied (paced by [`SetConfig::sync_rate`]).
+    pub(crate) sync_copied: AtomicU64,
     pub(crate) config: SetConfig,
 }
 
@@ -164,6 +170,7 @@ impl ReplicaSet {
             repairs: AtomicU64::new(0),
             space_refusals: AtomicU64::new(0),
             out_of_space: AtomicBool::new(false),
+            sync_copied: AtomicU64::new(0),
             config,
         }
     }

@@ -643,3 +643,61 @@ fn assert_sizes(set: &ReplicaSet, size: u64) {
         assert_eq!(info.size, size, "{id}");
     }
 }
+
+#[test]
+fn a_resync_keeps_to_the_configured_rate() {
+    // 256 KiB/s: the 64 chunks (256 KiB of data) a replica missed take at least a second to
+    // copy back, where unthrottled they take milliseconds. (A lower bound the pacing's
+    // sleeps guarantee, not a performance threshold.)
+    let rig = Rig::new([FaultPlan::default(); 3]);
+    let config = SetConfig {
+        sync_rate: Some(256 << 10),
+        ..config()
+    };
+    let set = ReplicaSet::create(rig.replicas(), 512 * BS, GEOMETRY, config).unwrap();
+    set.flush().unwrap();
+    rig.flaky[2].set(Mode::Down);
+    let mut model = Model::new(512 * BS);
+    for chunk in 0..64u64 {
+        let data = vec![chunk as u8 + 1; 512 * 8];
+        set.write(chunk * 8 * BS, &data).unwrap();
+        model.write(chunk * 8 * BS, &data);
+    }
+    rig.flaky[2].set(Mode::Up);
+    let began = std::time::Instant::now();
+    assert_eq!(set.heal_now().rejoined, vec![ReplicaId::ALL[2]]);
+    assert!(
+        began.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        began.elapsed()
+    );
+    assert_replica_matches(&set, ReplicaId::ALL[2], &model, "after a paced resync");
+}
+
+#[test]
+fn a_replica_directory_removed_and_back_empty_is_rebuilt_in_place() {
+    let root = tempfile::tempdir().unwrap();
+    let dirs: Vec<_> = (0..3).map(|i| root.path().join(format!("r{i}"))).collect();
+    let size = 256 * BS;
+    let set = ReplicaSet::create(
+        [0, 1, 2].map(|i| file_replica(&dirs[i])),
+        size,
+        GEOMETRY,
+        config(),
+    )
+    .unwrap();
+    let mut model = Model::new(size);
+    let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+    set.write(0, &data).unwrap();
+    model.write(0, &data);
+    set.flush().unwrap();
+    std::fs::remove_dir_all(&dirs[1]).unwrap();
+    set.check_health().unwrap();
+    // While it is gone nothing can be done; the set keeps trying.
+    assert!(set.heal_now().rejoined.is_empty());
+    // The disk comes back empty (a new one mounted at the same place): rebuilt there.
+    std::fs::create_dir_all(&dirs[1]).unwrap();
+    let report = set.heal_now();
+    assert_eq!(report.rejoined, vec![ReplicaId::ALL[1]], "{report:?}");
+    assert_replica_matches(&set, ReplicaId::ALL[1], &model, "rebuilt in place");
+}
