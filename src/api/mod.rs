@@ -22,6 +22,7 @@ mod snapshots;
 mod status;
 mod tags;
 mod transfers;
+mod ui;
 mod versions;
 mod volumes;
 
@@ -170,6 +171,9 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v3", get(versions::v3))
         .route("/v3/", get(versions::v3))
         .route("/metrics", get(metrics::render))
+        .route("/ui", get(ui::page))
+        .route("/ui/", get(ui::page))
+        .route("/ui/app.js", get(ui::script))
         .nest("/v2/{project_id}", block.clone())
         .nest("/v3/{project_id}", block)
         .merge(keystone::routes())
