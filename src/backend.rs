@@ -25,6 +25,7 @@ use crate::catalog::{
 use crate::data_dir::{parse_id, Exposure, VolumeError, VolumeRegistry};
 use crate::images;
 use crate::lifecycle::{self, SnapshotOutcome};
+use crate::operations::{Kind, Operation, Operations};
 
 /// Bytes per GiB (the API's size unit).
 pub const GIB: u64 = 1 << 30;
@@ -78,6 +79,8 @@ pub struct Backend {
     tasks: TaskTracker,
     /// The latest scrub of each volume since the daemon started.
     scrubs: Mutex<HashMap<String, ScrubState>>,
+    /// Clones, exports and scrubs running now, with their progress.
+    operations: Operations,
 }
 
 /// Where a volume's latest scrub stands.
@@ -127,6 +130,7 @@ impl Backend {
             images_dir,
             tasks: TaskTracker::new(),
             scrubs: Mutex::new(HashMap::new()),
+            operations: Operations::default(),
         }
     }
 
@@ -188,7 +192,11 @@ impl Backend {
         }
         let id = id.to_owned();
         self.spawn(format!("scrub {id}"), move |b| {
-            let outcome = b.open_set(&id).and_then(|set| Ok(set.scrub()?));
+            let running = b.operations.start(Kind::Scrub, &id, 3);
+            let outcome = b.open_set(&id).and_then(|set| {
+                Ok(set.scrub_with(&|done, total| running.op().advance(done, total))?)
+            });
+            drop(running);
             let state = match outcome {
                 Ok(r) => {
                     tracing::info!(volume = %id, bad = r.bad, repaired = r.repaired, "scrub done");
@@ -269,6 +277,11 @@ impl Backend {
             Err(e) => tracing::error!(volume = %id, "rebuild: {e}"),
         });
         Ok(old)
+    }
+
+    /// The clones, exports and scrubs running on volume `id`, with their progress.
+    pub fn operations_of(&self, id: &str) -> Vec<std::sync::Arc<Operation>> {
+        self.operations.of(id)
     }
 
     /// The latest scrub of volume `id` since the daemon started.
@@ -424,7 +437,9 @@ impl Backend {
                     .ok_or_else(|| BackendError::Gone(format!("snapshot {snap}")))?;
                 let src = self.open_set(&snap_rec.volume_id)?;
                 let view = View::Snapshot(SnapshotId::new(snap.as_str())?);
-                copy_view(&src, &view, snap_rec.size.saturating_mul(GIB), &target)
+                let len = snap_rec.size.saturating_mul(GIB);
+                let running = self.operations.start(Kind::Clone, &rec.id, len);
+                copy_view(&src, &view, len, &target, running.op())
             }
             VolumeSource::Volume(src_id) => {
                 let src = self.open_set(src_id)?;
@@ -435,7 +450,10 @@ impl Backend {
                 }
                 src.snapshot(&temp)?;
                 let len = src.size();
-                let copied = copy_view(&src, &View::Snapshot(temp.clone()), len, &target);
+                let running = self.operations.start(Kind::Clone, &rec.id, len);
+                let view = View::Snapshot(temp.clone());
+                let copied = copy_view(&src, &view, len, &target, running.op());
+                drop(running);
                 let deleted = src.delete_snapshot(&temp);
                 copied?;
                 Ok(deleted?)
@@ -475,8 +493,12 @@ impl Backend {
             set.delete_snapshot(&temp)?;
         }
         set.snapshot(&temp)?;
-        let written = images::write(&set, &temp, &image, &self.images_dir, COPY_STEP)
-            .map_err(|e| BackendError::Image(e.to_string()));
+        let running = self.operations.start(Kind::Export, &rec.id, set.size());
+        let written = images::write(&set, &temp, &image, &self.images_dir, COPY_STEP, &|done| {
+            running.op().advance(done, set.size())
+        })
+        .map_err(|e| BackendError::Image(e.to_string()));
+        drop(running);
         let deleted = set.delete_snapshot(&temp);
         written?;
         deleted?;
@@ -557,7 +579,13 @@ impl Backend {
 
 /// Copies `len` bytes of `view` of `src` into `dst`, skipping all-zero chunks (the target is
 /// fresh, so they already read as zeros and stay unallocated).
-fn copy_view(src: &ReplicaSet, view: &View, len: u64, dst: &ReplicaSet) -> Result<()> {
+fn copy_view(
+    src: &ReplicaSet,
+    view: &View,
+    len: u64,
+    dst: &ReplicaSet,
+    progress: &Operation,
+) -> Result<()> {
     let len = len.min(dst.size());
     let mut off = 0;
     while off < len {
@@ -567,6 +595,7 @@ fn copy_view(src: &ReplicaSet, view: &View, len: u64, dst: &ReplicaSet) -> Resul
             dst.write_bytes(off, data)?;
         }
         off += n;
+        progress.advance(off, len);
     }
     Ok(dst.flush()?)
 }

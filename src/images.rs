@@ -59,6 +59,7 @@ pub fn write(
     image: &ImageRecord,
     dir: &Path,
     step: u64,
+    progress: &dyn Fn(u64),
 ) -> Result<(), ImageError> {
     let img = ImageError::Io;
     std::fs::create_dir_all(dir).map_err(img)?;
@@ -77,6 +78,7 @@ pub fn write(
                 file.write_all_at(&data, off).map_err(img)?;
             }
             off += n;
+            progress(off);
         }
         file.flush().map_err(img)?;
         file.sync_all().map_err(img)?;

@@ -16,6 +16,7 @@ pub mod catalog;
 pub mod config;
 pub mod daemon;
 pub mod data_dir;
+pub mod follow;
 pub mod fsck;
 pub mod identity;
 pub mod images;
@@ -24,6 +25,7 @@ pub mod lifecycle;
 pub mod local_disk;
 pub mod logging;
 pub mod nbd;
+pub mod operations;
 pub mod placement;
 
 /// The README's code blocks, compiled and run as doctests so they cannot rot.

@@ -108,6 +108,19 @@ enum Command {
         #[arg(long, default_value = "/run/tripod")]
         run_dir: PathBuf,
     },
+    /// Follow what a running daemon is doing to VOLUME — replica resyncs and rebuilds,
+    /// clones, image exports, scrubs — with a progress bar each (rate, ETA; a line every few
+    /// seconds when not on a terminal) until nothing runs and every replica is in service
+    /// (admins; OS_* variables). Exit 0: settled; 1: a replica stays out of service with
+    /// nothing in progress for ten minutes, or the volume is gone; 2: the daemon could not be
+    /// asked.
+    Watch {
+        /// The volume's id.
+        volume: String,
+        /// `text` for a person, `json` for a script (the volume's final state).
+        #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+        format: String,
+    },
     /// Check every local replica of every volume offline, changing nothing: format and
     /// metadata (each replica opened and recovered in memory), every block's checksum, and
     /// the in-service replicas against each other. Stop the daemon first (a volume it holds
@@ -200,9 +213,62 @@ fn run_fsck(dir: &tripod::data_dir::DataDir, repair: bool, format: &str) -> i32 
     i32::from(tripod::fsck::exit_code(&report))
 }
 
+/// `tripod watch`: the exit code (see [`Command::Watch`]).
+fn run_watch(volume: &str, format: &str) -> i32 {
+    const STALL: std::time::Duration = std::time::Duration::from_secs(600);
+    let session =
+        match Credentials::from_env(|k| std::env::var(k).ok()).and_then(|c| Session::login(&c)) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("tripod watch: {e}");
+                return 2;
+            }
+        };
+    let mut follow = tripod::follow::Follower::new(volume, format != "text");
+    let mut idle_since: Option<std::time::Instant> = None;
+    let code = loop {
+        let status = match session.get("os-tripod-status") {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("tripod watch: {e}");
+                break 2;
+            }
+        };
+        let Some(v) = tripod::follow::volume_of(&status, volume) else {
+            eprintln!("tripod watch: no volume {volume}");
+            break 1;
+        };
+        let now = tripod::follow::activities(v);
+        follow.update(&now);
+        if now.is_empty() && tripod::follow::settled(v) {
+            follow.finish();
+            if format == "json" {
+                println!("{v:#}");
+            } else {
+                println!("{volume}: nothing in progress, every replica in service");
+            }
+            break 0;
+        }
+        if now.is_empty() {
+            let since = *idle_since.get_or_insert_with(std::time::Instant::now);
+            if since.elapsed() >= STALL {
+                follow.finish();
+                eprintln!(
+                    "tripod watch: a replica is out of service and nothing has run for {} s",
+                    STALL.as_secs()
+                );
+                break 1;
+            }
+        } else {
+            idle_since = None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    code
+}
+
 /// `tripod replica replace`: the exit code (see [`ReplicaAction::Replace`]).
 fn run_replace(volume: &str, slot: usize, with: &str, wait: bool, format: &str) -> i32 {
-    use std::io::IsTerminal;
     use tripod::admin_client::replica_of;
     // The daemon keeps retrying a rebuild that cannot proceed (a node unreachable); the
     // command gives up following it after this long without progress.
@@ -239,26 +305,17 @@ fn run_replace(volume: &str, slot: usize, with: &str, wait: bool, format: &str) 
         }
         return 0;
     }
-    let bar = (format == "text" && std::io::stderr().is_terminal()).then(|| {
-        let bar = indicatif::ProgressBar::new(0);
-        let style = indicatif::ProgressStyle::with_template(
-            "{spinner} {msg} [{bar:30}] {pos}/{len} chunks {per_sec} ETA {eta}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
-        bar.set_style(style.progress_chars("=> "));
-        bar
-    });
-    let mut said = std::time::Instant::now();
+    let mut follow = tripod::follow::Follower::new(volume, format != "text");
     let mut last = (String::new(), 0u64, std::time::Instant::now());
     let outcome = loop {
-        let replica = match session.get("os-tripod-status") {
-            Ok(status) => replica_of(&status, volume, slot),
+        let status = match session.get("os-tripod-status") {
+            Ok(status) => status,
             Err(e) => {
                 eprintln!("tripod replica replace: {e}");
                 break Err(2);
             }
         };
-        let Some(replica) = replica else {
+        let Some(replica) = replica_of(&status, volume, slot) else {
             eprintln!("tripod replica replace: volume {volume} is no longer open on the daemon");
             break Err(1);
         };
@@ -267,7 +324,6 @@ fn run_replace(volume: &str, slot: usize, with: &str, wait: bool, format: &str) 
             .and_then(|h| h.as_str())
             .unwrap_or("?");
         let done = replica.get("done").and_then(|v| v.as_u64()).unwrap_or(0);
-        let total = replica.get("total").and_then(|v| v.as_u64()).unwrap_or(0);
         if health == "in_service" {
             break Ok(replica);
         }
@@ -280,23 +336,12 @@ fn run_replace(volume: &str, slot: usize, with: &str, wait: bool, format: &str) 
             );
             break Err(1);
         }
-        match &bar {
-            Some(bar) => {
-                bar.set_message(health.to_string());
-                bar.set_length(total);
-                bar.set_position(done);
-            }
-            None if format == "text" && said.elapsed().as_secs() >= 5 => {
-                eprintln!("{volume}: replica {slot} {health} {done}/{total} chunks");
-                said = std::time::Instant::now();
-            }
-            None => {}
+        if let Some(v) = tripod::follow::volume_of(&status, volume) {
+            follow.update(&tripod::follow::activities(v));
         }
         std::thread::sleep(std::time::Duration::from_millis(200));
     };
-    if let Some(bar) = &bar {
-        bar.finish_and_clear();
-    }
+    follow.finish();
     match outcome {
         Ok(replica) => {
             if format == "json" {
@@ -322,18 +367,16 @@ fn run_scrub(volume: &str, format: &str) -> i32 {
         let c = Credentials::from_env(|k| std::env::var(k).ok())?;
         let session = Session::login(&c)?;
         session.post(&format!("os-tripod-volumes/{volume}/scrub"))?;
-        let started = std::time::Instant::now();
-        let mut said = 0;
+        let mut follow = tripod::follow::Follower::new(volume, format != "text");
         loop {
             let status = session.get("os-tripod-status")?;
             let scrub = last_scrub(&status, volume).unwrap_or_default();
             if scrub.get("state").and_then(|s| s.as_str()) != Some("running") {
+                follow.finish();
                 return Ok(scrub);
             }
-            let secs = started.elapsed().as_secs();
-            if format == "text" && secs >= said + 5 {
-                eprintln!("{volume}: scrubbing, {secs} s");
-                said = secs;
+            if let Some(v) = tripod::follow::volume_of(&status, volume) {
+                follow.update(&tripod::follow::activities(v));
             }
             std::thread::sleep(std::time::Duration::from_millis(200));
         }
@@ -596,6 +639,7 @@ fn main() -> anyhow::Result<()> {
         } => println!("{}", tripod::local_disk::attach(&nbd, &volume, &run_dir)?),
         Command::Detach { volume, run_dir } => tripod::local_disk::detach(&volume, &run_dir)?,
         Command::Scrub { volume, format } => std::process::exit(run_scrub(&volume, &format)),
+        Command::Watch { volume, format } => std::process::exit(run_watch(&volume, &format)),
         Command::Fsck {
             dirs,
             repair,

@@ -239,3 +239,66 @@ fn a_replica_moves_to_a_new_disk_online_and_stays_there_after_a_restart() {
     assert!(copy.verify().unwrap().bad.is_empty());
     drop(dir);
 }
+
+#[test]
+fn tripod_watch_follows_a_rebuild_to_the_end_with_a_progress_stream() {
+    // Paced at 4 MiB/s, the rebuild of 40 MiB lasts about ten seconds.
+    let d = Daemon::start_with(
+        tempfile::tempdir().unwrap(),
+        &[],
+        &[("TRIPOD_SUPERVISE_SECS", "1"), ("TRIPOD_SYNC_MIBPS", "4")],
+    );
+    let http = Http::login(&d.api());
+    let vol = http.create_volume(1);
+    let (ok, text) = qemu_io(&d.uri(&vol), &["write -P 0x51 0 40M", "flush"]);
+    assert!(ok, "{text}");
+    let copy = d.data_dir().join("replicas/0").join(&vol);
+    std::fs::remove_dir_all(&copy).unwrap();
+    std::fs::create_dir_all(&copy).unwrap();
+    // Once the supervisor has noticed (the copy out of service or already rebuilding).
+    wait_until("replica 0 out of service", || {
+        let (_, st) = http.call("GET", "os-tripod-status", None);
+        st["volumes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|v| v["id"] == vol.as_str() && v["replicas"][0]["health"] != "in_service")
+    });
+    let watch = |extra: &[&str]| {
+        tripod()
+            .args(["watch", &vol])
+            .args(extra)
+            .env("OS_AUTH_URL", format!("{}/identity/v3", d.api()))
+            .env("OS_USERNAME", "admin")
+            .env("OS_PASSWORD", ADMIN_PASSWORD)
+            .env("OS_PROJECT_NAME", "admin")
+            .output()
+            .unwrap()
+    };
+    let out = watch(&[]);
+    let text = said(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    // Not a terminal: a line every few seconds while it runs, then the end.
+    assert!(
+        text.contains(&format!("{vol}: replica 0 rebuilding")),
+        "{text}"
+    );
+    assert!(text.contains("chunks"), "{text}");
+    assert!(text.contains("every replica in service"), "{text}");
+    let (ok, text) = qemu_io(&d.uri(&vol), &["read -P 0x51 0 40M"]);
+    assert!(ok, "{text}");
+    // Settled now: JSON of the volume at once; an unknown volume is exit 1.
+    let out = watch(&["--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", said(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["operations"], serde_json::json!([]));
+    let out = tripod()
+        .args(["watch", "00000000-0000-4000-8000-000000000000"])
+        .env("OS_AUTH_URL", format!("{}/identity/v3", d.api()))
+        .env("OS_USERNAME", "admin")
+        .env("OS_PASSWORD", ADMIN_PASSWORD)
+        .env("OS_PROJECT_NAME", "admin")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", said(&out));
+}

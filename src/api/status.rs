@@ -66,8 +66,14 @@ pub fn scrub_json(state: &ScrubState) -> Value {
 }
 
 /// A volume and, when open, its replicas.
-fn volume_json(v: &VolumeRecord, set: Option<&SetStatus>, scrub: Option<ScrubState>) -> Value {
+fn volume_json(
+    v: &VolumeRecord,
+    set: Option<&SetStatus>,
+    scrub: Option<ScrubState>,
+    operations: Vec<Value>,
+) -> Value {
     let mut out = json!({
+        "operations": operations,
         "id": v.id,
         "name": v.name,
         "project_id": v.project_id,
@@ -114,7 +120,13 @@ pub async fn show(ctx: Ctx, State(s): State<Arc<ApiState>>) -> ApiResult<Respons
                 }) {
                     degraded += 1;
                 }
-                volume_json(v, status.as_ref(), s.backend.scrub_state(&v.id))
+                let ops = s
+                    .backend
+                    .operations_of(&v.id)
+                    .iter()
+                    .map(|o| o.to_json())
+                    .collect();
+                volume_json(v, status.as_ref(), s.backend.scrub_state(&v.id), ops)
             })
             .collect();
         Ok(reply(
