@@ -11,9 +11,9 @@ use serde_json::Value;
 use support::client::{qemu_io, Http};
 use support::*;
 
-fn status(d: &Daemon, user: &str, password: &str, args: &[&str]) -> Output {
+/// `tripod ARGS` logged in to `d` as `user` through the openstack CLI's `OS_*` variables.
+fn admin_as(d: &Daemon, user: &str, password: &str, args: &[&str]) -> Output {
     tripod()
-        .arg("status")
         .args(args)
         .env("OS_AUTH_URL", format!("{}/identity/v3", d.api()))
         .env("OS_USERNAME", user)
@@ -21,6 +21,17 @@ fn status(d: &Daemon, user: &str, password: &str, args: &[&str]) -> Output {
         .env("OS_PROJECT_NAME", "admin")
         .output()
         .unwrap()
+}
+
+/// `tripod ARGS` as the test daemon's admin.
+fn admin(d: &Daemon, args: &[&str]) -> Output {
+    admin_as(d, "admin", ADMIN_PASSWORD, args)
+}
+
+fn status(d: &Daemon, user: &str, password: &str, args: &[&str]) -> Output {
+    let mut all = vec!["status"];
+    all.extend_from_slice(args);
+    admin_as(d, user, password, &all)
 }
 
 #[test]
@@ -75,14 +86,7 @@ fn status_lists_volumes_with_replica_health_and_exit_codes() {
 }
 
 fn scrub(d: &Daemon, volume: &str, format: &str) -> Output {
-    tripod()
-        .args(["scrub", volume, "--format", format])
-        .env("OS_AUTH_URL", format!("{}/identity/v3", d.api()))
-        .env("OS_USERNAME", "admin")
-        .env("OS_PASSWORD", ADMIN_PASSWORD)
-        .env("OS_PROJECT_NAME", "admin")
-        .output()
-        .unwrap()
+    admin(d, &["scrub", volume, "--format", format])
 }
 
 #[test]
@@ -135,23 +139,17 @@ fn scrub_repairs_a_bad_copy_and_reports_a_block_bad_everywhere() {
 }
 
 fn replace(d: &Daemon, volume: &str, slot: &str, with: &str, extra: &[&str]) -> Output {
-    tripod()
-        .args([
-            "replica",
-            "replace",
-            volume,
-            "--replica",
-            slot,
-            "--with",
-            with,
-        ])
-        .args(extra)
-        .env("OS_AUTH_URL", format!("{}/identity/v3", d.api()))
-        .env("OS_USERNAME", "admin")
-        .env("OS_PASSWORD", ADMIN_PASSWORD)
-        .env("OS_PROJECT_NAME", "admin")
-        .output()
-        .unwrap()
+    let mut all = vec![
+        "replica",
+        "replace",
+        volume,
+        "--replica",
+        slot,
+        "--with",
+        with,
+    ];
+    all.extend_from_slice(extra);
+    admin(d, &all)
 }
 
 fn said(out: &Output) -> String {
@@ -265,15 +263,9 @@ fn tripod_watch_follows_a_rebuild_to_the_end_with_a_progress_stream() {
             .any(|v| v["id"] == vol.as_str() && v["replicas"][0]["health"] != "in_service")
     });
     let watch = |extra: &[&str]| {
-        tripod()
-            .args(["watch", &vol])
-            .args(extra)
-            .env("OS_AUTH_URL", format!("{}/identity/v3", d.api()))
-            .env("OS_USERNAME", "admin")
-            .env("OS_PASSWORD", ADMIN_PASSWORD)
-            .env("OS_PROJECT_NAME", "admin")
-            .output()
-            .unwrap()
+        let mut all = vec!["watch", vol.as_str()];
+        all.extend_from_slice(extra);
+        admin(&d, &all)
     };
     let out = watch(&[]);
     let text = said(&out);
@@ -292,13 +284,6 @@ fn tripod_watch_follows_a_rebuild_to_the_end_with_a_progress_stream() {
     assert_eq!(out.status.code(), Some(0), "{}", said(&out));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["operations"], serde_json::json!([]));
-    let out = tripod()
-        .args(["watch", "00000000-0000-4000-8000-000000000000"])
-        .env("OS_AUTH_URL", format!("{}/identity/v3", d.api()))
-        .env("OS_USERNAME", "admin")
-        .env("OS_PASSWORD", ADMIN_PASSWORD)
-        .env("OS_PROJECT_NAME", "admin")
-        .output()
-        .unwrap();
+    let out = admin(&d, &["watch", "00000000-0000-4000-8000-000000000000"]);
     assert_eq!(out.status.code(), Some(1), "{}", said(&out));
 }

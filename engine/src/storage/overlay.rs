@@ -403,6 +403,16 @@ mod tests {
         assert_eq!(base.read_file("manifest").unwrap(), b"old contents");
     }
 
+    /// Every file of `base` with its bytes, by name.
+    fn files(base: &MemStorage) -> Vec<(String, Vec<u8>)> {
+        let mut names = base.list().unwrap();
+        names.sort();
+        names
+            .into_iter()
+            .map(|n| (n.clone(), base.read_file(&n).unwrap()))
+            .collect()
+    }
+
     #[test]
     fn a_volume_opened_through_an_overlay_recovers_without_touching_the_disk() {
         use crate::{Volume, VolumeOptions};
@@ -420,41 +430,20 @@ mod tests {
             vol.write(8192, &[9u8; 4096]).unwrap();
             // Dropped without a checkpoint: the next open replays the log.
         }
-        let before: Vec<(String, Vec<u8>)> = {
-            let mut names = base.list().unwrap();
-            names.sort();
-            names
-                .into_iter()
-                .map(|n| (n.clone(), base.read_file(&n).unwrap()))
-                .collect()
-        };
+        let before = files(&base);
         let overlay = Arc::new(OverlayStorage::new(base.clone()));
         let vol = Volume::open(overlay, VolumeOptions::write_back()).unwrap();
         assert_eq!(vol.read(0, 8192).unwrap(), vec![7u8; 8192]);
         assert_eq!(vol.read(8192, 4096).unwrap(), vec![9u8; 4096]);
         assert!(vol.verify().unwrap().bad.is_empty());
         drop(vol);
-        let after: Vec<(String, Vec<u8>)> = {
-            let mut names = base.list().unwrap();
-            names.sort();
-            names
-                .into_iter()
-                .map(|n| (n.clone(), base.read_file(&n).unwrap()))
-                .collect()
-        };
+        let after = files(&base);
         assert_eq!(before, after);
 
         // The same open straight on the base does write (replay, checkpoint): what the
         // overlay kept from the disk.
         drop(Volume::open(base.clone(), VolumeOptions::write_back()).unwrap());
-        let direct: Vec<(String, Vec<u8>)> = {
-            let mut names = base.list().unwrap();
-            names.sort();
-            names
-                .into_iter()
-                .map(|n| (n.clone(), base.read_file(&n).unwrap()))
-                .collect()
-        };
+        let direct = files(&base);
         assert_ne!(before, direct);
     }
 }
