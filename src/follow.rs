@@ -97,7 +97,10 @@ pub struct Follower {
     /// What is followed, for the plain lines.
     name: String,
     bars: Option<(MultiProgress, HashMap<String, ProgressBar>)>,
-    said: Instant,
+    /// Plain lines: when the last one was printed (`None`: none yet, so the first shows at
+    /// once).
+    said: Option<Instant>,
+    quiet: bool,
 }
 
 impl Follower {
@@ -107,11 +110,8 @@ impl Follower {
         Self {
             name: name.to_owned(),
             bars: tty.then(|| (MultiProgress::new(), HashMap::new())),
-            said: if quiet {
-                Instant::now() + Duration::from_secs(u64::from(u32::MAX))
-            } else {
-                Instant::now()
-            },
+            said: None,
+            quiet,
         }
     }
 
@@ -145,13 +145,18 @@ impl Follower {
                     running
                 });
             }
-            None if self.said.elapsed() >= Duration::from_secs(5) && !now.is_empty() => {
+            None if !self.quiet
+                && !now.is_empty()
+                && self
+                    .said
+                    .is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) =>
+            {
                 let parts: Vec<String> = now
                     .iter()
                     .map(|a| format!("{} {}/{} {}", a.label, a.done, a.total, a.unit))
                     .collect();
                 eprintln!("{}: {}", self.name, parts.join(", "));
-                self.said = Instant::now();
+                self.said = Some(Instant::now());
             }
             None => {}
         }
