@@ -146,6 +146,11 @@ impl Session {
         Ok(Self { token, endpoint })
     }
 
+    /// Logs in with this process's `OS_*` variables.
+    pub fn from_env() -> Result<Self, ClientError> {
+        Self::login(&Credentials::from_env(|k| std::env::var(k).ok())?)
+    }
+
     /// `POST {endpoint}/{path}` with an empty JSON body, as JSON.
     pub fn post(&self, path: &str) -> Result<Value, ClientError> {
         let url = format!("{}/{path}", self.endpoint);

@@ -171,6 +171,8 @@ impl DataDir {
         slot: usize,
         location: &str,
     ) -> Result<(Arc<dyn Replica>, String, Placement), VolumeError> {
+        // One spelling per root, so `/mnt/d/` is found to be `/mnt/d` already in use.
+        let location = location.trim_end_matches('/');
         let uuid = parse_id(id)?;
         let placements = self.placements.as_ref().ok_or_else(|| {
             VolumeError::Invalid("this data directory keeps no placements".into())
@@ -234,7 +236,7 @@ impl DataDir {
         })?;
         let mut after = before.clone();
         if let Some(entry) = after.replicas.get_mut(slot) {
-            *entry = Some(location.trim_end_matches('/').to_owned());
+            *entry = Some(location.to_owned());
         }
         placements
             .store(id, &after)

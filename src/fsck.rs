@@ -27,7 +27,7 @@ use tripod_engine::{
     BlockIndex, ChunkIndex, EngineError, FileStorage, OverlayStorage, Storage, View, Volume,
     VolumeOptions,
 };
-use tripod_replication::{Member, SetState};
+use tripod_replication::{stored_set_state, Member, SetState};
 
 use crate::data_dir::{DataDir, ReplicaRoot};
 
@@ -113,8 +113,11 @@ struct Opened {
     set_state: Option<SetState>,
 }
 
-/// Counts what the check has done, for a progress display.
+/// Counts what the check has done, for a progress display. The total grows as replicas are
+/// opened (each is opened once: its recovery is the expensive part of knowing its size).
 pub trait Progress {
+    /// A replica holding `blocks` stored data blocks was opened: that many more to check.
+    fn discovered(&self, blocks: u64);
     /// `blocks` more data blocks were checked.
     fn advance(&self, blocks: u64);
     /// A volume's check ended.
@@ -133,23 +136,6 @@ pub fn check(dir: &DataDir, progress: &dyn Progress) -> FsckReport {
         })
         .collect();
     FsckReport { volumes }
-}
-
-/// Stored data blocks of every local replica of every volume, to size a progress bar (from
-/// metadata, opening each replica through an overlay; unreadable ones count nothing).
-pub fn blocks_to_check(dir: &DataDir) -> u64 {
-    dir.list()
-        .iter()
-        .flat_map(|id| {
-            let roots = dir.roots_of(id).map(Vec::from).unwrap_or_default();
-            roots.into_iter().map(move |root| (id, root))
-        })
-        .filter_map(|(id, root)| match root {
-            ReplicaRoot::Dir(path) => open_overlay(&path.join(id)).ok(),
-            ReplicaRoot::Node(_) => None,
-        })
-        .map(|v| v.space_used().total_bytes / v.geometry().bs())
-        .sum()
 }
 
 /// Checks one volume.
@@ -207,14 +193,13 @@ pub fn check_volume(dir: &DataDir, id: &str, progress: &dyn Progress) -> VolumeC
     }
 }
 
-/// Opens a replica directory read-only (an overlay: recovery writes stay in memory).
-fn open_overlay(path: &Path) -> Result<Volume, EngineError> {
+/// A replica directory seen read-only (an overlay: recovery writes stay in memory).
+fn overlay_of(path: &Path) -> Result<Arc<dyn Storage>, EngineError> {
     let base = FileStorage::new(path).map_err(|source| EngineError::Io {
         context: "opening the directory".to_string(),
         source,
     })?;
-    let overlay: Arc<dyn Storage> = Arc::new(OverlayStorage::new(Arc::new(base)));
-    Volume::open(overlay, VolumeOptions::write_back())
+    Ok(Arc::new(OverlayStorage::new(Arc::new(base))))
 }
 
 /// Checks one replica: opens it, verifies every block, reads its set state.
@@ -236,7 +221,15 @@ fn check_replica(
         problems.push(format!("replica {index} ({location}) is missing"));
         return (location, ReplicaState::Missing, None);
     }
-    let volume = match open_overlay(&path) {
+    let storage = match overlay_of(&path) {
+        Ok(s) => s,
+        Err(e) => {
+            problems.push(format!("replica {index} ({location}) does not open: {e}"));
+            let error = e.to_string();
+            return (location, ReplicaState::Unreadable { error }, None);
+        }
+    };
+    let volume = match Volume::open(storage.clone(), VolumeOptions::write_back()) {
         Ok(v) => v,
         Err(EngineError::InUse { .. }) => return (location, ReplicaState::InUse, None),
         Err(e) => {
@@ -245,6 +238,7 @@ fn check_replica(
             return (location, ReplicaState::Unreadable { error }, None);
         }
     };
+    progress.discovered(volume.space_used().total_bytes / volume.geometry().bs());
     let mut last = 0;
     let verified = volume.verify_with(&mut |done| {
         progress.advance(done - last);
@@ -261,21 +255,19 @@ fn check_replica(
     let mut bad: Vec<u64> = report.bad.iter().map(|b| b.block.0).collect();
     bad.sort_unstable();
     bad.dedup();
-    let set_state = match std::fs::read(path.join("set-state")) {
-        Ok(bytes) => match SetState::decode(&bytes) {
-            Ok((state, me)) if me.index() == index => Some(state),
-            Ok((_, me)) => {
-                problems.push(format!(
-                    "replica {index} ({location}) holds the set state of replica {}",
-                    me.index()
-                ));
-                None
-            }
-            Err(e) => {
-                problems.push(format!("replica {index} ({location}): set state: {e}"));
-                None
-            }
-        },
+    let set_state = match stored_set_state(storage.as_ref()) {
+        Ok(Some((state, me))) if me.index() == index => Some(state),
+        Ok(Some((_, me))) => {
+            problems.push(format!(
+                "replica {index} ({location}) holds the set state of replica {}",
+                me.index()
+            ));
+            None
+        }
+        Ok(None) => {
+            problems.push(format!("replica {index} ({location}) has no set state"));
+            None
+        }
         Err(e) => {
             problems.push(format!("replica {index} ({location}): set state: {e}"));
             None
@@ -350,16 +342,20 @@ fn compare(opened: &[Option<Opened>], in_service: &BTreeSet<usize>, problems: &m
     let Some((first, reference)) = vols.first() else {
         return;
     };
-    let names = |v: &Volume| -> BTreeSet<String> {
-        v.list_snapshots()
-            .into_iter()
-            .map(|s| s.id.to_string())
-            .collect()
+    let snaps: Vec<BTreeSet<String>> = vols
+        .iter()
+        .map(|(_, v)| {
+            v.list_snapshots()
+                .into_iter()
+                .map(|s| s.id.to_string())
+                .collect()
+        })
+        .collect();
+    let Some(reference_snaps) = snaps.first() else {
+        return;
     };
-    let reference_snaps = names(reference);
-    for (i, v) in vols.iter().skip(1) {
-        let snaps = names(v);
-        for missing in reference_snaps.symmetric_difference(&snaps) {
+    for ((i, _), theirs) in vols.iter().zip(&snaps).skip(1) {
+        for missing in reference_snaps.symmetric_difference(theirs) {
             problems.push(format!(
                 "snapshot {missing} is on only one of replicas {first} and {i}"
             ));
@@ -370,10 +366,7 @@ fn compare(opened: &[Option<Opened>], in_service: &BTreeSet<usize>, problems: &m
         reference
             .list_snapshots()
             .into_iter()
-            .filter(|s| {
-                vols.iter()
-                    .all(|(_, v)| names(v).contains(&s.id.to_string()))
-            })
+            .filter(|s| snaps.iter().all(|set| set.contains(&s.id.to_string())))
             .map(|s| View::Snapshot(s.id)),
     );
     for view in &views {

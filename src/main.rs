@@ -14,7 +14,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use tripod::admin_client::{
-    last_scrub, scrub_exit_code, scrub_line, status_exit_code, status_table, Credentials, Session,
+    last_scrub, scrub_exit_code, scrub_line, status_exit_code, status_table, Session,
 };
 use tripod::config::ServeArgs;
 use tripod::data_dir::DataDir;
@@ -158,10 +158,10 @@ struct FsckProgress {
 }
 
 impl FsckProgress {
-    fn new(total_blocks: u64) -> Self {
+    fn new() -> Self {
         use std::io::IsTerminal;
         let bar = std::io::stderr().is_terminal().then(|| {
-            let bar = indicatif::ProgressBar::new(total_blocks);
+            let bar = indicatif::ProgressBar::new(0);
             let style = indicatif::ProgressStyle::with_template(
                 "{spinner} checking [{bar:30}] {human_pos}/{human_len} blocks {per_sec} ETA {eta}",
             )
@@ -174,6 +174,11 @@ impl FsckProgress {
 }
 
 impl tripod::fsck::Progress for FsckProgress {
+    fn discovered(&self, blocks: u64) {
+        if let Some(bar) = &self.bar {
+            bar.inc_length(blocks);
+        }
+    }
     fn advance(&self, blocks: u64) {
         if let Some(bar) = &self.bar {
             bar.inc(blocks);
@@ -190,7 +195,7 @@ impl tripod::fsck::Progress for FsckProgress {
 
 /// `tripod fsck`: the exit code (see [`Command::Fsck`]).
 fn run_fsck(dir: &tripod::data_dir::DataDir, repair: bool, format: &str) -> i32 {
-    let progress = FsckProgress::new(tripod::fsck::blocks_to_check(dir));
+    let progress = FsckProgress::new();
     let mut report = tripod::fsck::check(dir, &progress);
     if repair {
         for v in &mut report.volumes {
@@ -216,14 +221,13 @@ fn run_fsck(dir: &tripod::data_dir::DataDir, repair: bool, format: &str) -> i32 
 /// `tripod watch`: the exit code (see [`Command::Watch`]).
 fn run_watch(volume: &str, format: &str) -> i32 {
     const STALL: std::time::Duration = std::time::Duration::from_secs(600);
-    let session =
-        match Credentials::from_env(|k| std::env::var(k).ok()).and_then(|c| Session::login(&c)) {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("tripod watch: {e}");
-                return 2;
-            }
-        };
+    let session = match Session::from_env() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("tripod watch: {e}");
+            return 2;
+        }
+    };
     let mut follow = tripod::follow::Follower::new(volume, format != "text");
     let mut idle_since: Option<std::time::Instant> = None;
     let code = loop {
@@ -273,14 +277,13 @@ fn run_replace(volume: &str, slot: usize, with: &str, wait: bool, format: &str) 
     // The daemon keeps retrying a rebuild that cannot proceed (a node unreachable); the
     // command gives up following it after this long without progress.
     const STALL: std::time::Duration = std::time::Duration::from_secs(600);
-    let session =
-        match Credentials::from_env(|k| std::env::var(k).ok()).and_then(|c| Session::login(&c)) {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("tripod replica replace: {e}");
-                return 2;
-            }
-        };
+    let session = match Session::from_env() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("tripod replica replace: {e}");
+            return 2;
+        }
+    };
     let body = serde_json::json!({"replace": {"with": with}});
     let path = format!("os-tripod-volumes/{volume}/replicas/{slot}/replace");
     let started = match session.post_json(&path, &body) {
@@ -364,8 +367,7 @@ fn run_replace(volume: &str, slot: usize, with: &str, wait: bool, format: &str) 
 /// `tripod scrub`: the exit code (see [`Command::Scrub`]).
 fn run_scrub(volume: &str, format: &str) -> i32 {
     let run = || -> Result<serde_json::Value, tripod::admin_client::ClientError> {
-        let c = Credentials::from_env(|k| std::env::var(k).ok())?;
-        let session = Session::login(&c)?;
+        let session = Session::from_env()?;
         session.post(&format!("os-tripod-volumes/{volume}/scrub"))?;
         let mut follow = tripod::follow::Follower::new(volume, format != "text");
         loop {
@@ -399,9 +401,7 @@ fn run_scrub(volume: &str, format: &str) -> i32 {
 
 /// `tripod status`: the exit code (see [`Command::Status`]).
 fn run_status(format: &str) -> i32 {
-    let asked = Credentials::from_env(|k| std::env::var(k).ok())
-        .and_then(|c| Session::login(&c))
-        .and_then(|s| s.get("os-tripod-status"));
+    let asked = Session::from_env().and_then(|s| s.get("os-tripod-status"));
     match asked {
         Ok(status) => {
             if format == "json" {

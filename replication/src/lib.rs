@@ -54,7 +54,7 @@ pub use catch_up::HealReport;
 pub use error::{ReplicaFault, ReplicationError, Result};
 pub use executor::{Executor, DEFAULT_POOL_THREADS};
 pub use ids::{PerReplica, ReplicaId, REPLICAS};
-pub use local::LocalReplica;
+pub use local::{stored_set_state, LocalReplica};
 pub use membership::{Membership, SyncProgress, WriteVerdict};
 pub use replica::{Completer, Pending, Replica, ReplicaInfo};
 pub use scrub::ScrubReport;

@@ -194,6 +194,20 @@ fn store_file(storage: &dyn Storage, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The set state stored in a replica directory, and the replica it says it belongs to
+/// (`None`: none stored), read and checked as the set reads it (size bounded, a reused
+/// spare file's tail ignored): what an offline checker needs.
+pub fn stored_set_state(
+    storage: &dyn Storage,
+) -> Result<Option<(SetState, crate::ReplicaId)>, ReplicaFault> {
+    match load_file(storage)? {
+        None => Ok(None),
+        Some(bytes) => SetState::decode(&bytes)
+            .map(Some)
+            .map_err(ReplicaFault::BadSetState),
+    }
+}
+
 fn load_file(storage: &dyn Storage) -> Result<Option<Bytes>, ReplicaFault> {
     let io = |source| ReplicaFault::Io {
         context: "reading the set state",

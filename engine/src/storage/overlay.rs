@@ -150,9 +150,10 @@ struct Changes {
     base_size: u64,
     /// Whole pages written through the overlay (they win over everything below).
     pages: BTreeMap<u64, Box<[u8]>>,
-    /// Ranges punched through the overlay, `(start, end)`, in the order punched; a page
+    /// Ranges punched through the overlay, merged, by start → end (a log's replay may punch
+    /// a million small ranges; a read looks only at those it overlaps); a page
     /// written later is whole in `pages`, so the order between them does not matter.
-    punched: Vec<(u64, u64)>,
+    punched: BTreeMap<u64, u64>,
 }
 
 impl OverlayFile {
@@ -164,7 +165,7 @@ impl OverlayFile {
                 size,
                 base_size: size,
                 pages: BTreeMap::new(),
-                punched: Vec::new(),
+                punched: BTreeMap::new(),
             }),
         })
     }
@@ -176,7 +177,7 @@ impl OverlayFile {
                 size: 0,
                 base_size: 0,
                 pages: BTreeMap::new(),
-                punched: Vec::new(),
+                punched: BTreeMap::new(),
             }),
         }
     }
@@ -191,7 +192,11 @@ impl OverlayFile {
             let n = usize::try_from(in_base).map_err(io::Error::other)?;
             base.read_at(&mut buf[..n], offset)?;
         }
-        for &(start, end) in &c.punched {
+        let read_end = offset.saturating_add(len);
+        // The range starting before the read that may reach into it, then those inside.
+        let before = c.punched.range(..offset).next_back();
+        let inside = c.punched.range(offset..read_end);
+        for (&start, &end) in before.into_iter().chain(inside) {
             let from = start.max(offset);
             let to = end.min(offset.saturating_add(len));
             if from < to {
@@ -220,6 +225,26 @@ impl OverlayFile {
         }
         Ok(())
     }
+}
+
+/// Adds `start..end` to `ranges` (start → end, disjoint), merging what it touches.
+fn punch_range(ranges: &mut BTreeMap<u64, u64>, mut start: u64, mut end: u64) {
+    if start >= end {
+        return;
+    }
+    if let Some((&s, &e)) = ranges.range(..=start).next_back() {
+        if e >= start {
+            start = s;
+            end = end.max(e);
+        }
+    }
+    let covered: Vec<u64> = ranges.range(start..=end).map(|(s, _)| *s).collect();
+    for s in covered {
+        if let Some(e) = ranges.remove(&s) {
+            end = end.max(e);
+        }
+    }
+    ranges.insert(start, end);
 }
 
 impl StorageFile for OverlayFile {
@@ -272,7 +297,7 @@ impl StorageFile for OverlayFile {
                 bytes[from as usize..to as usize].fill(0);
             }
         }
-        c.punched.push((offset, end));
+        punch_range(&mut c.punched, offset, end);
         Ok(())
     }
 
@@ -384,6 +409,26 @@ mod tests {
         // The base never changed.
         assert_eq!(base.read_file("data").unwrap(), original);
         assert_eq!(base.list().unwrap(), vec!["data".to_string()]);
+    }
+
+    #[test]
+    fn punched_ranges_merge_into_disjoint_ones() {
+        let mut r = BTreeMap::new();
+        for (a, b) in [
+            (10, 20),
+            (30, 40),
+            (18, 31),
+            (50, 60),
+            (5, 6),
+            (60, 61),
+            (0, 0),
+        ] {
+            punch_range(&mut r, a, b);
+        }
+        assert_eq!(
+            r.into_iter().collect::<Vec<_>>(),
+            vec![(5, 6), (10, 40), (50, 61)]
+        );
     }
 
     #[test]
