@@ -27,6 +27,7 @@ pub mod logging;
 pub mod nbd;
 pub mod operations;
 pub mod placement;
+pub mod qos;
 
 /// The README's code blocks, compiled and run as doctests so they cannot rot.
 #[cfg(doctest)]
