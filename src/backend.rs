@@ -26,6 +26,7 @@ use crate::data_dir::{parse_id, Exposure, VolumeError, VolumeRegistry};
 use crate::images;
 use crate::lifecycle::{self, SnapshotOutcome};
 use crate::operations::{Kind, Operation, Operations};
+use crate::volume_types;
 
 /// Bytes per GiB (the API's size unit).
 pub const GIB: u64 = 1 << 30;
@@ -149,9 +150,23 @@ impl Backend {
         &self.images_dir
     }
 
-    /// Offers `volume` over NBD as its status and read-only flag say.
+    /// Offers `volume` over NBD as its status and read-only flag say, with the I/O limits its
+    /// type and size give it.
     pub fn expose(&self, volume: &VolumeRecord) {
         self.registry.expose(&volume.id, exposure_of(volume));
+        self.apply_limits(volume);
+    }
+
+    /// Applies the limits `volume`'s type and size give it to its I/O (requests already
+    /// waiting included).
+    pub fn apply_limits(&self, volume: &VolumeRecord) {
+        match self
+            .catalog
+            .read(|r| volume_types::limits_of(r, volume))
+        {
+            Ok(limits) => self.registry.set_limits(&volume.id, &limits),
+            Err(e) => tracing::error!(volume = %volume.id, "reading the volume's QoS limits: {e}"),
+        }
     }
 
     /// Runs `work` on the runtime's blocking pool, tracked so shutdown can wait for it.

@@ -183,9 +183,6 @@ impl ReplicaLocation {
     }
 }
 
-/// The volume types every deployment offers (EVS's names).
-pub const VOLUME_TYPES: [&str; 5] = ["SATA", "SAS", "SSD", "GPSSD", "ESSD"];
-
 /// Resolved configuration of `tripod serve`.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -278,11 +275,6 @@ impl ServeConfig {
             );
         }
         let default_volume_type = s.default_volume_type.unwrap_or_else(|| "SSD".into());
-        if !VOLUME_TYPES.contains(&default_volume_type.as_str()) {
-            return Err(format!(
-                "default_volume_type {default_volume_type:?} is not one of {VOLUME_TYPES:?}"
-            ));
-        }
         let mut quota = default_quota();
         for (k, v) in s.quota.unwrap_or_default() {
             if v < -1 {

@@ -15,6 +15,7 @@ use crate::config::{AuthMode, DurabilityMode, ReplicaLocation, ServeConfig};
 use crate::data_dir::{DataDir, NodeMaker, ReplicaRoot, VolumeRegistry};
 use crate::identity::{random_hex, Identity};
 use crate::nbd::{self, ServerConfig};
+use crate::volume_types;
 use tripod_replication::remote::RemoteNode;
 use tripod_replication::{Durability, SetConfig};
 
@@ -93,6 +94,18 @@ pub fn open_state(
     );
     let identity = Arc::new(Identity::new(catalog.clone(), config.token_ttl_secs)?);
     bootstrap(&identity, &config.data_dir, admin_password)?;
+    catalog
+        .write(|w| {
+            volume_types::seed(w)?;
+            volume_types::find(w, &config.default_volume_type)
+        })
+        .context("writing the built-in volume types")?
+        .with_context(|| {
+            format!(
+                "default_volume_type {:?} is not a volume type in the catalog",
+                config.default_volume_type
+            )
+        })?;
     let set_config = SetConfig {
         durability: match config.durability {
             DurabilityMode::Flush => Durability::Flush,

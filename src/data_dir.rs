@@ -22,6 +22,7 @@ use uuid::Uuid;
 
 use crate::config::ReplicaLocation;
 use crate::io_metrics::IoMetrics;
+use crate::qos::{Limits, Throttle};
 use crate::placement::{Placement, Placements};
 
 /// Errors of the volume directory.
@@ -447,6 +448,8 @@ pub struct VolumeRegistry {
     supervise_every: Duration,
     /// Per-volume I/O figures (series of open volumes only).
     io: Arc<IoMetrics>,
+    /// Per volume, the QoS throttle every connection to it shares.
+    throttles: Mutex<HashMap<String, Arc<Throttle>>>,
 }
 
 impl VolumeRegistry {
@@ -461,6 +464,7 @@ impl VolumeRegistry {
             gates: Mutex::new(HashMap::new()),
             supervise_every,
             io: Arc::new(IoMetrics::default()),
+            throttles: Mutex::new(HashMap::new()),
         }
     }
 
@@ -516,6 +520,21 @@ impl VolumeRegistry {
             .clone()
     }
 
+    /// The QoS throttle of volume `id`, shared by every connection to it (unlimited until
+    /// [`VolumeRegistry::set_limits`] says otherwise).
+    pub fn throttle(&self, id: &str) -> Arc<Throttle> {
+        self.throttles
+            .lock()
+            .entry(id.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// Applies `limits` to volume `id`'s I/O, also to requests already waiting.
+    pub fn set_limits(&self, id: &str, limits: &Limits) {
+        self.throttle(id).set_limits(limits);
+    }
+
     /// Closes volume `id` if open (stopping its supervisor) and hides it; connections that
     /// still hold it keep their handle until they end.
     pub fn close(&self, id: &str) {
@@ -526,6 +545,7 @@ impl VolumeRegistry {
         }
         drop(closed);
         self.io.forget(id);
+        self.throttles.lock().remove(id);
     }
 
     /// The per-volume I/O figures.

@@ -3,8 +3,9 @@
 //! volume. The label set is bounded: a volume's series exist while it is open and are
 //! dropped when it is closed or deleted.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -65,6 +66,8 @@ pub struct IoMetrics {
     bytes: Family<VolumeOp, Counter>,
     latency: Family<VolumeOp, Histogram, fn() -> Histogram>,
     in_flight: Family<VolumeLabel, Gauge>,
+    throttled_seconds: Family<VolumeLabel, Counter<f64, AtomicU64>>,
+    throttled_requests: Family<VolumeLabel, Counter>,
 }
 
 impl Default for IoMetrics {
@@ -75,6 +78,8 @@ impl Default for IoMetrics {
             bytes: Family::default(),
             latency: Family::new_with_constructor(latency_histogram),
             in_flight: Family::default(),
+            throttled_seconds: Family::default(),
+            throttled_requests: Family::default(),
         }
     }
 }
@@ -95,15 +100,14 @@ impl IoMetrics {
                 latency: self.latency.get_or_create(&labels).clone(),
             }
         });
-        let in_flight = self
-            .in_flight
-            .get_or_create(&VolumeLabel {
-                volume: volume.to_owned(),
-            })
-            .clone();
+        let label = VolumeLabel {
+            volume: volume.to_owned(),
+        };
         VolumeIo {
             per_op: Arc::new(per_op),
-            in_flight,
+            in_flight: self.in_flight.get_or_create(&label).clone(),
+            throttled_seconds: self.throttled_seconds.get_or_create(&label).clone(),
+            throttled_requests: self.throttled_requests.get_or_create(&label).clone(),
         }
     }
 
@@ -119,9 +123,12 @@ impl IoMetrics {
             self.bytes.remove(&labels);
             self.latency.remove(&labels);
         }
-        self.in_flight.remove(&VolumeLabel {
+        let label = VolumeLabel {
             volume: volume.to_owned(),
-        });
+        };
+        self.in_flight.remove(&label);
+        self.throttled_seconds.remove(&label);
+        self.throttled_requests.remove(&label);
     }
 
     /// Adds the families to `reg`.
@@ -151,6 +158,16 @@ impl IoMetrics {
             "Requests a volume is working on now (its queue depth)",
             self.in_flight.clone(),
         );
+        reg.register(
+            "tripod_volume_throttled_seconds",
+            "Time requests to a volume waited for its QoS limits (summed over requests)",
+            self.throttled_seconds.clone(),
+        );
+        reg.register(
+            "tripod_volume_throttled_requests",
+            "Requests to a volume that waited for its QoS limits",
+            self.throttled_requests.clone(),
+        );
     }
 }
 
@@ -168,6 +185,8 @@ struct OpSeries {
 pub struct VolumeIo {
     per_op: Arc<[OpSeries; 5]>,
     in_flight: Gauge,
+    throttled_seconds: Counter<f64, AtomicU64>,
+    throttled_requests: Counter,
 }
 
 impl VolumeIo {
@@ -180,6 +199,14 @@ impl VolumeIo {
             Op::WriteZeroes => zeroes,
             Op::Trim => trim,
             Op::Flush => flush,
+        }
+    }
+
+    /// Notes that a request waited `waited` for the volume's QoS limits.
+    pub fn throttled(&self, waited: Duration) {
+        if !waited.is_zero() {
+            self.throttled_seconds.inc_by(waited.as_secs_f64());
+            self.throttled_requests.inc();
         }
     }
 
@@ -252,6 +279,11 @@ mod tests {
         assert!(!t.contains("tripod_volume_bytes_total{volume=\"v1\",op=\"read\"} 512"));
         assert!(t.contains("tripod_volume_request_seconds_count{volume=\"v1\",op=\"write\"} 1"));
         assert!(t.contains("tripod_volume_in_flight{volume=\"v1\"} 0"));
+        v1.throttled(Duration::ZERO);
+        v1.throttled(Duration::from_millis(1500));
+        let t = text(&m);
+        assert!(t.contains("tripod_volume_throttled_seconds_total{volume=\"v1\"} 1.5"), "{t}");
+        assert!(t.contains("tripod_volume_throttled_requests_total{volume=\"v1\"} 1"));
         m.forget("v1");
         let t = text(&m);
         assert!(!t.contains("volume=\"v1\""), "{t}");

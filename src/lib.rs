@@ -28,6 +28,7 @@ pub mod nbd;
 pub mod operations;
 pub mod placement;
 pub mod qos;
+pub mod volume_types;
 
 /// The README's code blocks, compiled and run as doctests so they cannot rot.
 #[cfg(doctest)]

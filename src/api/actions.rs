@@ -10,12 +10,15 @@ use serde_json::json;
 use super::extract::IdPath;
 use super::extract::JsonBody;
 use super::input::is_uuid;
-use super::requests::{typed, Action, Attach, TextUpdate, UploadImage, ACTIONS, ACTION_CODES};
+use super::requests::{
+    typed, Action, Attach, Retype, TextUpdate, UploadImage, ACTIONS, ACTION_CODES,
+};
 use super::volumes;
-use super::{blocking, empty, info, quotas, reply, ApiError, ApiResult, ApiState, Ctx};
-use crate::catalog::{Attachment, ImageRecord, Timestamp, VolumeRecord};
+use super::{blocking, empty, quotas, reply, types, ApiError, ApiResult, ApiState, Ctx};
+use crate::catalog::{Attachment, CatalogRead, ImageRecord, SnapshotRecord, Timestamp, VolumeRecord};
 use crate::images::{image_format, qemu_img_available};
 use crate::lifecycle::{self, Refusal, MAX_SIZE_GIB};
+use crate::volume_types;
 
 /// `POST P/volumes/{id}/action`.
 pub async fn action(
@@ -67,6 +70,7 @@ pub async fn action(
             .await
         }
         Action::UploadImage(a) => upload(ctx, s, id, a).await,
+        Action::Retype(a) => retype(ctx, s, id, a).await,
     }
 }
 
@@ -117,6 +121,42 @@ async fn extend(ctx: Ctx, s: Arc<ApiState>, id: String, new_size: i64) -> ApiRes
         })?;
         s.backend.expose(&v);
         s.backend.start_volume(&v.id);
+        Ok(empty(StatusCode::ACCEPTED))
+    })
+    .await
+}
+
+/// `os-retype`: the new type's limits reach the volume's I/O at once (requests already
+/// waiting included); the new type's quotas are checked first.
+async fn retype(ctx: Ctx, s: Arc<ApiState>, id: String, a: Retype) -> ApiResult<Response> {
+    let policy = lifecycle::MigrationPolicy::parse(a.migration_policy.as_deref())?;
+    blocking(move || {
+        let v = s.catalog.write(|w| {
+            let mut v = volumes::load(w, &ctx, &id)?;
+            let t = volume_types::find(w, &a.new_type)?
+                .filter(|t| t.is_public || ctx.is_admin)
+                .ok_or_else(|| {
+                    ApiError::not_found(format!("Volume type {} could not be found.", a.new_type))
+                })?;
+            let snapshots: Vec<u64> = w
+                .all::<SnapshotRecord>()?
+                .into_iter()
+                .filter(|x| x.volume_id == v.id)
+                .map(|x| x.size)
+                .collect();
+            quotas::check(
+                w,
+                &s.config,
+                &v.project_id,
+                &lifecycle::retype_deltas(v.size, &snapshots, &t.name),
+                None,
+            )?;
+            let old = lifecycle::retype(&mut v, &t.name, policy)?;
+            tracing::info!(volume = %v.id, from = %old, to = %t.name, "volume retyped");
+            volumes::save(w, &mut v)?;
+            Ok::<_, ApiError>(v)
+        })?;
+        s.backend.expose(&v);
         Ok(empty(StatusCode::ACCEPTED))
     })
     .await
@@ -220,6 +260,7 @@ async fn upload(ctx: Ctx, s: Arc<ApiState>, id: String, a: UploadImage) -> ApiRe
         })?;
         s.backend.expose(&v);
         s.backend.start_volume(&v.id);
+        let volume_type = s.catalog.read(|r| types::record_view(r, &v.volume_type))?;
         Ok(reply(
             StatusCode::ACCEPTED,
             json!({"os-volume_upload_image": {
@@ -228,7 +269,7 @@ async fn upload(ctx: Ctx, s: Arc<ApiState>, id: String, a: UploadImage) -> ApiRe
                 "status": v.status.as_str(),
                 "display_description": v.description,
                 "size": v.size,
-                "volume_type": info::type_record(&v.volume_type),
+                "volume_type": volume_type,
                 "image_id": image_id,
                 "image_name": image_name,
                 "container_format": container_format,

@@ -16,12 +16,14 @@ mod keystone;
 mod list;
 mod metadata;
 mod metrics;
+mod qos_specs;
 mod quotas;
 mod requests;
 mod snapshots;
 mod status;
 mod tags;
 mod transfers;
+mod types;
 mod ui;
 mod versions;
 mod volumes;
@@ -32,7 +34,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 use serde_json::Value;
 
@@ -147,8 +149,36 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/cloudvolumes/{id}/tags/action", post(tags::action))
         .route("/os-vendor-volumes/{id}/tags", get(tags::show))
         .route("/os-vendor-volumes/{id}/tags/action", post(tags::action))
-        .route("/types", get(info::types))
-        .route("/types/{id}", get(info::type_show))
+        .route("/types", get(types::list).post(types::create))
+        .route(
+            "/types/{id}",
+            get(types::show).put(types::update).delete(types::delete),
+        )
+        .route(
+            "/types/{id}/extra_specs",
+            get(types::extra_specs).post(types::set_extra_specs),
+        )
+        .route(
+            "/types/{id}/extra_specs/{key}",
+            get(types::extra_specs)
+                .put(types::set_extra_spec)
+                .delete(types::delete_extra_spec),
+        )
+        .route("/qos-specs", get(qos_specs::list).post(qos_specs::create))
+        .route(
+            "/qos-specs/{id}",
+            get(qos_specs::show)
+                .put(qos_specs::update)
+                .delete(qos_specs::delete),
+        )
+        .route("/qos-specs/{id}/delete_keys", put(qos_specs::delete_keys))
+        .route("/qos-specs/{id}/associations", get(qos_specs::associations))
+        .route("/qos-specs/{id}/associate", get(qos_specs::associate))
+        .route("/qos-specs/{id}/disassociate", get(qos_specs::disassociate))
+        .route(
+            "/qos-specs/{id}/disassociate_all",
+            get(qos_specs::disassociate_all),
+        )
         .route("/os-quota-sets/{id}", get(quotas::show).put(quotas::update))
         .route("/extensions", get(info::extensions))
         .route("/os-availability-zone", get(info::zones))

@@ -13,8 +13,9 @@ use super::extract::{IdPath, JsonBody, Params};
 use super::input::{integer, parse_bool, top};
 use super::{blocking, reply, ApiError, ApiResult, ApiState, Ctx};
 use crate::catalog::{CatalogRead, QuotaRecord, SnapshotRecord, VolumeRecord};
-use crate::config::{ServeConfig, VOLUME_TYPES};
+use crate::config::ServeConfig;
 use crate::lifecycle;
+use crate::volume_types;
 
 /// The resources every quota set shows.
 const BASE: [&str; 7] = [
@@ -27,14 +28,15 @@ const BASE: [&str; 7] = [
     "groups",
 ];
 
-fn resource_names() -> Vec<String> {
+/// The resources of quota sets: the base ones and three per volume type in the catalog.
+fn resource_names(r: &impl CatalogRead) -> Result<Vec<String>, ApiError> {
     let mut names: Vec<String> = BASE.iter().map(|s| (*s).to_owned()).collect();
-    for t in VOLUME_TYPES {
-        for r in ["volumes", "snapshots", "gigabytes"] {
-            names.push(format!("{r}_{t}"));
+    for t in volume_types::all(r)? {
+        for res in ["volumes", "snapshots", "gigabytes"] {
+            names.push(format!("{res}_{}", t.name));
         }
     }
-    names
+    Ok(names)
 }
 
 /// Limits of `project` (`-1` = unlimited).
@@ -43,7 +45,8 @@ pub fn limits(
     config: &ServeConfig,
     project: &str,
 ) -> Result<BTreeMap<String, i64>, ApiError> {
-    let mut out: BTreeMap<String, i64> = resource_names().into_iter().map(|n| (n, -1)).collect();
+    let mut out: BTreeMap<String, i64> =
+        resource_names(r)?.into_iter().map(|n| (n, -1)).collect();
     out.extend(config.quota.clone());
     if let Some(q) = r.get::<QuotaRecord>(project)? {
         out.extend(q.limits);
@@ -56,7 +59,7 @@ pub fn usage(r: &impl CatalogRead, project: &str) -> Result<BTreeMap<String, i64
     let volumes: Vec<VolumeRecord> = r.all()?;
     let snapshots: Vec<SnapshotRecord> = r.all()?;
     Ok(lifecycle::usage(
-        resource_names(),
+        resource_names(r)?,
         &volumes,
         &snapshots,
         project,
@@ -146,22 +149,22 @@ pub async fn update(
     if !ctx.is_admin {
         return Err(ApiError::forbidden("Policy check failed."));
     }
-    let set = top(&body, "quota_set")?;
-    let names = resource_names();
-    let mut new = BTreeMap::new();
-    for (k, v) in set {
-        if !names.contains(k) {
-            return Err(ApiError::bad_request(format!(
-                "Bad key(s) {k} in quota_set"
-            )));
-        }
-        let n = integer(v).filter(|n| *n >= -1).ok_or_else(|| {
-            ApiError::bad_request(format!("Quota limit for {k} must be an integer >= -1"))
-        })?;
-        new.insert(k.clone(), n);
-    }
+    let set = top(&body, "quota_set")?.clone();
     blocking(move || {
         let body = s.catalog.write(|w| {
+            let names = resource_names(w)?;
+            let mut new = BTreeMap::new();
+            for (k, v) in &set {
+                if !names.contains(k) {
+                    return Err(ApiError::bad_request(format!(
+                        "Bad key(s) {k} in quota_set"
+                    )));
+                }
+                let n = integer(v).filter(|n| *n >= -1).ok_or_else(|| {
+                    ApiError::bad_request(format!("Quota limit for {k} must be an integer >= -1"))
+                })?;
+                new.insert(k.clone(), n);
+            }
             let mut rec = w.get::<QuotaRecord>(&p.id)?.unwrap_or(QuotaRecord {
                 project_id: p.id.clone(),
                 limits: BTreeMap::new(),

@@ -144,10 +144,13 @@ pub enum Action {
     /// Write an image of the volume.
     #[serde(rename = "os-volume_upload_image")]
     UploadImage(UploadImage),
+    /// Change the volume's type.
+    #[serde(rename = "os-retype")]
+    Retype(Retype),
 }
 
 /// The actions' names, as [`Action`] spells them.
-pub const ACTIONS: [&str; 8] = [
+pub const ACTIONS: [&str; 9] = [
     "os-extend",
     "os-set_bootable",
     "os-update_readonly_flag",
@@ -156,10 +159,22 @@ pub const ACTIONS: [&str; 8] = [
     "os-attach",
     "os-detach",
     "os-volume_upload_image",
+    "os-retype",
 ];
 
 /// EVS codes of the action members.
 pub const ACTION_CODES: &[(&str, &str)] = &[("os-extend", "EVS.1010")];
+
+/// `os-retype`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retype {
+    /// The new type's name or id.
+    pub new_type: String,
+    /// `never` (default) or `on-demand`.
+    #[serde(default)]
+    pub migration_policy: Option<String>,
+}
 
 /// `os-extend`.
 #[derive(Debug, Deserialize)]

@@ -16,11 +16,12 @@ use super::list::{collection_body, metadata_matches, ListQuery, Listable, SortVa
 use super::requests::{
     parse, user_metadata, Rename, VolumeCreate, TEXT_CODES, VOLUME_CREATE_CODES,
 };
-use super::{blocking, empty, info, quotas, reply, ApiError, ApiResult, ApiState, Ctx};
+use super::{blocking, empty, quotas, reply, ApiError, ApiResult, ApiState, Ctx};
 use crate::catalog::{
     CatalogRead, PendingOp, SnapshotRecord, Timestamp, VolumeRecord, VolumeStatus,
 };
 use crate::lifecycle::{self, CreateSource, MAX_SIZE_GIB};
+use crate::volume_types;
 
 /// Volume `id` as `ctx` may see it (its own project's, or any for an admin), else 404.
 pub fn load(r: &impl CatalogRead, ctx: &Ctx, id: &str) -> ApiResult<VolumeRecord> {
@@ -292,13 +293,22 @@ pub async fn create(
     }
     let requested_type = match &req.volume_type {
         None => None,
-        Some(t) => Some(
-            info::find_type(t)
-                .ok_or_else(|| {
-                    ApiError::not_found(format!("Volume type with name {t} could not be found."))
-                })?
-                .to_owned(),
-        ),
+        Some(t) => {
+            let found = {
+                let (s, t) = (s.clone(), t.clone());
+                blocking(move || Ok(s.catalog.read(|r| volume_types::find(r, &t))?)).await?
+            };
+            Some(
+                found
+                    .filter(|found| found.is_public || ctx.is_admin)
+                    .map(|found| found.name)
+                    .ok_or_else(|| {
+                        ApiError::not_found(format!(
+                            "Volume type with name {t} could not be found."
+                        ))
+                    })?,
+            )
+        }
     };
     let snapshot_id = req.snapshot_id;
     let source_volid = req.source_volid;

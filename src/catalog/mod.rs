@@ -58,7 +58,7 @@ pub struct Catalog {
     db: redb::Database,
 }
 
-const ALL_TABLES: [Table; 10] = [
+const ALL_TABLES: [Table; 12] = [
     VolumeRecord::TABLE,
     SnapshotRecord::TABLE,
     TransferRecord::TABLE,
@@ -69,6 +69,8 @@ const ALL_TABLES: [Table; 10] = [
     GrantRecord::TABLE,
     TokenRecord::TABLE,
     SettingRecord::TABLE,
+    VolumeTypeRecord::TABLE,
+    QosSpecRecord::TABLE,
 ];
 
 impl Catalog {

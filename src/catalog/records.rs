@@ -402,3 +402,53 @@ impl Record for SettingRecord {
         self.name.clone()
     }
 }
+
+/// A volume type: a name users pick at creation, its extra specs and its QoS spec.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeTypeRecord {
+    /// UUID.
+    pub id: String,
+    /// Unique name (what volume records hold).
+    pub name: String,
+    /// Description.
+    pub description: Option<String>,
+    /// Listed to every project (private types: admins only).
+    pub is_public: bool,
+    /// Extra specs (`qos:<key>` entries add to or override the QoS spec's keys).
+    pub extra_specs: BTreeMap<String, String>,
+    /// The associated QoS spec.
+    pub qos_specs_id: Option<String>,
+    /// Created.
+    pub created_at: Timestamp,
+    /// Last changed.
+    pub updated_at: Option<Timestamp>,
+}
+
+impl Record for VolumeTypeRecord {
+    const TABLE: Table = Table::new("volume_types");
+    fn key(&self) -> String {
+        self.id.clone()
+    }
+}
+
+/// A QoS spec: named limits that volume types are associated with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QosSpecRecord {
+    /// UUID.
+    pub id: String,
+    /// Unique name.
+    pub name: String,
+    /// Who enforces it: `front-end`, `back-end` or `both` (Cinder's consumers).
+    pub consumer: String,
+    /// The limits (`crate::qos::spec` keys).
+    pub specs: BTreeMap<String, String>,
+    /// Created.
+    pub created_at: Timestamp,
+}
+
+impl Record for QosSpecRecord {
+    const TABLE: Table = Table::new("qos_specs");
+    fn key(&self) -> String {
+        self.id.clone()
+    }
+}

@@ -14,6 +14,7 @@
 //!  upload:     available|in-use(force) ─► uploading ──► (previous, ok or not)
 //!  rollback:   available|error_rollbacking ─► rollbacking ──ok──► available, fail ─► error_rollbacking
 //!  transfer:   available ─► awaiting-transfer ── accept/withdraw ─► available
+//!  retype:     available|in-use ─► (same status, new type: no data moves)
 //!  delete:     available|error* ─► deleting ──ok──► (gone), fail ─► error_deleting
 //! ```
 //!
@@ -30,7 +31,9 @@ mod volume;
 #[cfg(test)]
 mod tests;
 
-pub use quota::{extend_deltas, snapshot_deltas, usage, volume_deltas, within_limits, Deltas};
+pub use quota::{
+    extend_deltas, retype_deltas, snapshot_deltas, usage, volume_deltas, within_limits, Deltas,
+};
 pub use refusal::Refusal;
 pub use snapshot::{
     begin_rollback, begin_snapshot_delete, may_snapshot, snapshot_finished, SnapshotOutcome,
@@ -39,6 +42,6 @@ pub use tags::{add_tags, check_tag, remove_tags, tags_match, MAX_TAGS};
 pub use transfer::{accept_transfer, offer_transfer, withdraw_transfer};
 pub use volume::{
     attach, begin_delete, begin_extend, begin_upload, check_create_source, detach, finish,
-    is_copy_source, may_change, reserve, set_bootable, set_readonly, unreserve, Aftermath,
-    CreateSource, MAX_SIZE_GIB,
+    is_copy_source, may_change, reserve, retype, set_bootable, set_readonly, unreserve, Aftermath,
+    CreateSource, MigrationPolicy, MAX_SIZE_GIB,
 };

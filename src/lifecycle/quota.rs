@@ -42,6 +42,18 @@ pub fn extend_deltas(grow: u64, t: &str) -> Deltas {
     vec![("gigabytes".into(), grow), (format!("gigabytes_{t}"), grow)]
 }
 
+/// What moving a volume of `size` GiB with `snapshots` (their sizes) to type `t` adds to
+/// `t`'s resources (the project's totals do not change; the old type's usage drops by as
+/// much once the volume has its new type).
+pub fn retype_deltas(size: u64, snapshots: &[u64], t: &str) -> Deltas {
+    let snap_gib = snapshots.iter().fold(0i64, |acc, s| acc.saturating_add(gib(*s)));
+    vec![
+        (format!("volumes_{t}"), 1),
+        (format!("snapshots_{t}"), i64::try_from(snapshots.len()).unwrap_or(i64::MAX)),
+        (format!("gigabytes_{t}"), gib(size).saturating_add(snap_gib)),
+    ]
+}
+
 /// `project`'s usage by resource: every volume not being deleted and every snapshot, in
 /// total and per volume type. `names` are reported even when unused (as 0).
 pub fn usage(

@@ -168,6 +168,56 @@ pub fn begin_extend(v: &mut VolumeRecord, new_size: u64) -> Result<u64, Refusal>
     Ok(grow)
 }
 
+/// `os-retype`'s `migration_policy`: whether the data may move to another back end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MigrationPolicy {
+    /// The data must stay where it is (Cinder's default).
+    Never,
+    /// The data may move.
+    OnDemand,
+}
+
+impl MigrationPolicy {
+    /// Parses Cinder's spelling (absent: `never`).
+    pub fn parse(s: Option<&str>) -> Result<Self, Refusal> {
+        match s {
+            None | Some("never") => Ok(Self::Never),
+            Some("on-demand") => Ok(Self::OnDemand),
+            Some(other) => Err(Refusal::coded(
+                "EVS.5400",
+                format!("Invalid migration_policy {other}: it must be never or on-demand."),
+            )),
+        }
+    }
+}
+
+/// `os-retype` to the type named `new_type`: available or in-use (also shared), to a
+/// different type. Every type shares the same replica sets, so no data moves (either
+/// migration policy is satisfied) and the change is one catalog transaction: the volume
+/// keeps its status (Cinder shows `retyping` only while a driver migrates data). Returns the
+/// old type's name.
+pub fn retype(
+    v: &mut VolumeRecord,
+    new_type: &str,
+    _policy: MigrationPolicy,
+) -> Result<String, Refusal> {
+    may_change(v)?;
+    if !matches!(v.status, Available | InUse) || v.pending.is_some() {
+        return Err(Refusal::VolumeStatus {
+            wanted: "available or in-use",
+            actual: v.status,
+            code: "EVS.5400",
+        });
+    }
+    if v.volume_type == new_type {
+        return Err(Refusal::coded(
+            "EVS.5400",
+            format!("New volume type must be different from the current one ({new_type})."),
+        ));
+    }
+    Ok(std::mem::replace(&mut v.volume_type, new_type.to_owned()))
+}
+
 /// `os-volume_upload_image`: available (or in-use with `force`) → uploading into `image_id`.
 pub fn begin_upload(v: &mut VolumeRecord, force: bool, image_id: &str) -> Result<(), Refusal> {
     may_change(v)?;

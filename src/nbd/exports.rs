@@ -12,16 +12,32 @@ use tripod_replication::ReplicaSet;
 use super::device::{BlockDevice, DeviceError, DeviceFuture, Export, Exports, Run};
 use crate::data_dir::{Exposure, VolumeRegistry};
 use crate::io_metrics::{Op, VolumeIo};
+use crate::qos::{Direction, Throttle};
 
 /// A volume as one NBD connection sees it: its replica set behind a write gate the registry
 /// closes when the volume becomes read-only or is hidden, so connections made before the
-/// change get EPERM for writes from then on (reads keep working).
+/// change get EPERM for writes from then on (reads keep working), and behind the volume's
+/// QoS throttle, where requests over its limits wait.
 struct GatedVolume {
     set: Arc<ReplicaSet>,
     writable: Arc<AtomicBool>,
+    /// The volume's QoS limits (shared with every connection to it).
+    throttle: Arc<Throttle>,
     /// The volume's I/O figures.
     io: VolumeIo,
 }
+
+/// How the throttle counts a request: its direction and whether it moves its bytes.
+fn cost_of(op: Op) -> (Direction, bool) {
+    match op {
+        Op::Read => (Direction::Read, true),
+        Op::Write => (Direction::Write, true),
+        Op::WriteZeroes | Op::Trim | Op::Flush => (Direction::Write, false),
+    }
+}
+
+/// An async device call to start once the request is admitted.
+type Start<T> = Box<dyn FnOnce(&GatedVolume) -> DeviceFuture<T> + Send>;
 
 impl GatedVolume {
     fn check(&self) -> Result<(), DeviceError> {
@@ -32,7 +48,8 @@ impl GatedVolume {
         }
     }
 
-    /// Runs `f` counted as one `op` of `bytes` in the volume's I/O figures.
+    /// Runs `f` counted as one `op` of `bytes` in the volume's I/O figures, once the
+    /// volume's limits let it through (this thread sleeps meanwhile).
     fn counted<T>(
         &self,
         op: Op,
@@ -40,21 +57,42 @@ impl GatedVolume {
         f: impl FnOnce() -> Result<T, DeviceError>,
     ) -> Result<T, DeviceError> {
         let request = self.io.start(op, bytes);
+        if op != Op::Flush && self.throttle.is_limited() {
+            let (dir, data) = cost_of(op);
+            self.io
+                .throttled(self.throttle.admit_blocking(dir, bytes, data));
+        }
         let r = f();
         request.done(r.is_ok());
         r
     }
 
-    /// Awaits `fut` counted as one `op` of `bytes` in the volume's I/O figures.
+    /// Starts `start` counted as one `op` of `bytes` in the volume's I/O figures, once the
+    /// volume's limits let it through (waiting holds no thread). A write checks the gate
+    /// again after a wait: the volume may have become read-only meanwhile.
     fn counted_async<T: Send + 'static>(
-        &self,
+        self: Arc<Self>,
         op: Op,
         bytes: u64,
-        fut: DeviceFuture<T>,
+        start: Start<T>,
     ) -> DeviceFuture<T> {
         let request = self.io.start(op, bytes);
+        if op == Op::Flush || !self.throttle.is_limited() {
+            let fut = start(&self);
+            return Box::pin(async move {
+                let r = fut.await;
+                request.done(r.is_ok());
+                r
+            });
+        }
         Box::pin(async move {
-            let r = fut.await;
+            let (dir, data) = cost_of(op);
+            let waited = self.throttle.admit(dir, bytes, data).await;
+            self.io.throttled(waited);
+            let r = match (op, self.check()) {
+                (Op::Read, _) | (_, Ok(())) => start(&self).await,
+                (_, Err(e)) => Err(e),
+            };
             request.done(r.is_ok());
             r
         })
@@ -64,6 +102,19 @@ impl GatedVolume {
     fn refused<T: Send + 'static>(&self, op: Op, e: DeviceError) -> DeviceFuture<T> {
         self.io.start(op, 0).done(false);
         Box::pin(std::future::ready(Err(e)))
+    }
+
+    /// A write-like call: refused at once if the gate is closed, else counted and throttled.
+    fn gated_async<T: Send + 'static>(
+        self: Arc<Self>,
+        op: Op,
+        bytes: u64,
+        start: Start<T>,
+    ) -> DeviceFuture<T> {
+        match self.check() {
+            Ok(()) => self.counted_async(op, bytes, start),
+            Err(e) => self.refused(op, e),
+        }
     }
 }
 
@@ -101,40 +152,42 @@ impl BlockDevice for GatedVolume {
         BlockDevice::allocation(self.set.as_ref(), offset, len)
     }
     fn read_async(self: Arc<Self>, offset: u64, len: u32) -> DeviceFuture<Bytes> {
-        let fut = self.set.clone().read_async(offset, len);
-        self.counted_async(Op::Read, u64::from(len), fut)
+        self.counted_async(
+            Op::Read,
+            u64::from(len),
+            Box::new(move |me| me.set.clone().read_async(offset, len)),
+        )
     }
     fn write_async(self: Arc<Self>, offset: u64, data: Bytes) -> DeviceFuture<()> {
         let bytes = data.len() as u64;
-        match self.check() {
-            Ok(()) => {
-                let fut = BlockDevice::write_async(self.set.clone(), offset, data);
-                self.counted_async(Op::Write, bytes, fut)
-            }
-            Err(e) => self.refused(Op::Write, e),
-        }
+        self.gated_async(
+            Op::Write,
+            bytes,
+            Box::new(move |me| BlockDevice::write_async(me.set.clone(), offset, data)),
+        )
     }
     fn write_zeroes_async(self: Arc<Self>, offset: u64, len: u32, punch: bool) -> DeviceFuture<()> {
-        match self.check() {
-            Ok(()) => {
-                let fut = BlockDevice::write_zeroes_async(self.set.clone(), offset, len, punch);
-                self.counted_async(Op::WriteZeroes, u64::from(len), fut)
-            }
-            Err(e) => self.refused(Op::WriteZeroes, e),
-        }
+        self.gated_async(
+            Op::WriteZeroes,
+            u64::from(len),
+            Box::new(move |me| {
+                BlockDevice::write_zeroes_async(me.set.clone(), offset, len, punch)
+            }),
+        )
     }
     fn trim_async(self: Arc<Self>, offset: u64, len: u32) -> DeviceFuture<()> {
-        match self.check() {
-            Ok(()) => {
-                let fut = BlockDevice::trim_async(self.set.clone(), offset, len);
-                self.counted_async(Op::Trim, u64::from(len), fut)
-            }
-            Err(e) => self.refused(Op::Trim, e),
-        }
+        self.gated_async(
+            Op::Trim,
+            u64::from(len),
+            Box::new(move |me| BlockDevice::trim_async(me.set.clone(), offset, len)),
+        )
     }
     fn flush_async(self: Arc<Self>) -> DeviceFuture<()> {
-        let fut = BlockDevice::flush_async(self.set.clone());
-        self.counted_async(Op::Flush, 0, fut)
+        self.counted_async(
+            Op::Flush,
+            0,
+            Box::new(|me| BlockDevice::flush_async(me.set.clone())),
+        )
     }
 }
 
@@ -150,6 +203,7 @@ impl Exports for VolumeRegistry {
                 device: Arc::new(GatedVolume {
                     set,
                     writable: self.write_gate(name),
+                    throttle: self.throttle(name),
                     io: self.io_metrics().volume(name),
                 }),
                 read_only,

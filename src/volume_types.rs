@@ -1,0 +1,124 @@
+//! Volume types in the catalog: the five built-in EVS classes (written once, on the first
+//! start; admins may change or delete them like any other type), lookup by name or id, and
+//! the limits a type gives one volume.
+//!
+//! A volume's limits are its type's QoS spec (when its consumer is one Tripod enforces),
+//! with the type's `qos:<key>` extra specs added on top (so `openstack volume type create
+//! --property qos:total_iops_sec=500` works without a separate spec), resolved for the
+//! volume's size.
+
+use std::collections::BTreeMap;
+
+use crate::catalog::{
+    CatalogError, CatalogRead, QosSpecRecord, SettingRecord, Timestamp, VolumeRecord,
+    VolumeTypeRecord, Writer,
+};
+use crate::qos::{evs, spec, Consumer, Limits};
+
+/// The setting that records that the built-in types were written.
+const SEEDED: &str = "volume_types_seeded";
+/// The prefix of extra specs that are QoS keys.
+pub const QOS_PREFIX: &str = "qos:";
+
+/// Writes the built-in types and their QoS specs, unless that was done before (so types an
+/// admin deleted stay deleted). Returns whether it wrote them.
+pub fn seed(w: &mut Writer) -> Result<bool, CatalogError> {
+    if w.get::<SettingRecord>(SEEDED)?.is_some() {
+        return Ok(false);
+    }
+    let now = Timestamp::now();
+    for class in evs::CLASSES {
+        w.put(&QosSpecRecord {
+            id: class.qos_id.into(),
+            name: format!("{}-qos", class.name),
+            consumer: "back-end".into(),
+            specs: class.specs(),
+            created_at: now,
+        })?;
+        w.put(&VolumeTypeRecord {
+            id: class.type_id.into(),
+            name: class.name.into(),
+            description: Some(format!("{} ({}), three replicas", class.title, class.name)),
+            is_public: true,
+            extra_specs: BTreeMap::from([("volume_backend_name".into(), "tripod".into())]),
+            qos_specs_id: Some(class.qos_id.into()),
+            created_at: now,
+            updated_at: None,
+        })?;
+    }
+    w.put(&SettingRecord {
+        name: SEEDED.into(),
+        value: "1".into(),
+    })?;
+    Ok(true)
+}
+
+/// Every type, oldest first (the built-in ones in EVS's order, slowest first).
+pub fn all(r: &impl CatalogRead) -> Result<Vec<VolumeTypeRecord>, CatalogError> {
+    let mut types: Vec<VolumeTypeRecord> = r.all()?;
+    let builtin = |t: &VolumeTypeRecord| {
+        evs::CLASSES
+            .iter()
+            .position(|c| c.type_id == t.id)
+            .unwrap_or(usize::MAX)
+    };
+    types.sort_by(|a, b| {
+        (a.created_at, builtin(a), &a.name).cmp(&(b.created_at, builtin(b), &b.name))
+    });
+    Ok(types)
+}
+
+/// The type named or identified by `name_or_id`.
+pub fn find(
+    r: &impl CatalogRead,
+    name_or_id: &str,
+) -> Result<Option<VolumeTypeRecord>, CatalogError> {
+    if let Some(t) = r.get::<VolumeTypeRecord>(name_or_id)? {
+        return Ok(Some(t));
+    }
+    Ok(r.all::<VolumeTypeRecord>()?
+        .into_iter()
+        .find(|t| t.name == name_or_id))
+}
+
+/// The QoS keys that apply to volumes of type `t`.
+pub fn effective_specs(
+    r: &impl CatalogRead,
+    t: &VolumeTypeRecord,
+) -> Result<BTreeMap<String, String>, CatalogError> {
+    let mut specs = BTreeMap::new();
+    if let Some(q) = match &t.qos_specs_id {
+        Some(id) => r.get::<QosSpecRecord>(id)?,
+        None => None,
+    } {
+        if Consumer::parse(&q.consumer).is_some_and(Consumer::enforced) {
+            specs.extend(q.specs);
+        }
+    }
+    for (k, v) in &t.extra_specs {
+        if let Some(key) = k.strip_prefix(QOS_PREFIX) {
+            specs.insert(key.to_owned(), v.clone());
+        }
+    }
+    Ok(specs)
+}
+
+/// The limits of volume `v` now (none if its type is gone).
+pub fn limits_of(r: &impl CatalogRead, v: &VolumeRecord) -> Result<Limits, CatalogError> {
+    Ok(match find(r, &v.volume_type)? {
+        Some(t) => spec::resolve(&effective_specs(r, &t)?, v.size),
+        None => Limits::default(),
+    })
+}
+
+/// Checks the `qos:` entries of a type's extra specs (as they would be stored).
+pub fn validate_extra_specs(extra: &BTreeMap<String, String>) -> Result<(), spec::SpecError> {
+    let qos: BTreeMap<String, String> = extra
+        .iter()
+        .filter_map(|(k, v)| {
+            k.strip_prefix(QOS_PREFIX)
+                .map(|key| (key.to_owned(), v.clone()))
+        })
+        .collect();
+    spec::validate(&qos)
+}
