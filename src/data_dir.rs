@@ -530,6 +530,11 @@ impl VolumeRegistry {
             .clone()
     }
 
+    /// The QoS limits in force for volume `id` (`None`: never set).
+    pub fn limits(&self, id: &str) -> Option<Limits> {
+        self.throttles.lock().get(id).map(|t| t.limits())
+    }
+
     /// Applies `limits` to volume `id`'s I/O, also to requests already waiting.
     pub fn set_limits(&self, id: &str, limits: &Limits) {
         self.throttle(id).set_limits(limits);

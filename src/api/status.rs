@@ -16,6 +16,7 @@ use super::{blocking, reply, ApiError, ApiResult, ApiState, Ctx};
 use crate::backend::{BackendError, ScrubState};
 use crate::catalog::{CatalogRead, VolumeRecord};
 use crate::data_dir::VolumeError;
+use crate::qos::Limits;
 use tripod_replication::{ReplicaHealth, ReplicationError, SetStatus};
 
 /// One replica's health as JSON.
@@ -71,7 +72,14 @@ fn volume_json(
     set: Option<&SetStatus>,
     scrub: Option<ScrubState>,
     operations: Vec<Value>,
+    limits: Option<Limits>,
 ) -> Value {
+    let qos: serde_json::Map<String, Value> = limits
+        .unwrap_or_default()
+        .to_pairs()
+        .into_iter()
+        .map(|(k, n)| (k, json!(n)))
+        .collect();
     let mut out = json!({
         "operations": operations,
         "id": v.id,
@@ -79,6 +87,8 @@ fn volume_json(
         "project_id": v.project_id,
         "status": v.status.as_str(),
         "size": v.size,
+        "volume_type": v.volume_type,
+        "qos": qos,
         "open": set.is_some(),
         "last_scrub": scrub.as_ref().map(scrub_json),
     });
@@ -126,7 +136,13 @@ pub async fn show(ctx: Ctx, State(s): State<Arc<ApiState>>) -> ApiResult<Respons
                     .iter()
                     .map(|o| o.to_json())
                     .collect();
-                volume_json(v, status.as_ref(), s.backend.scrub_state(&v.id), ops)
+                volume_json(
+                    v,
+                    status.as_ref(),
+                    s.backend.scrub_state(&v.id),
+                    ops,
+                    s.backend.registry().limits(&v.id),
+                )
             })
             .collect();
         Ok(reply(

@@ -129,6 +129,28 @@ impl Limits {
     pub fn is_unlimited(&self) -> bool {
         self.rates.iter().flatten().all(Option::is_none)
     }
+
+    /// The limits as resolved numbers under Cinder's key names (`total_iops_sec`, its burst
+    /// as `total_iops_sec_max`, `size_iops_sec`, …), for display.
+    pub fn to_pairs(&self) -> Vec<(String, f64)> {
+        let mut out = Vec::new();
+        for scope in Scope::ALL {
+            for unit in Unit::ALL {
+                if let Some(r) = self.rate(scope, unit) {
+                    let stem = format!("{}_{}_sec", scope.name(), unit.name());
+                    if let Some(b) = r.burst {
+                        out.push((format!("{stem}_max"), b));
+                        out.push((format!("{stem}_max_length"), r.burst_secs));
+                    }
+                    out.push((stem, r.per_sec));
+                }
+            }
+        }
+        if let (Some(size), false) = (self.iops_size, self.is_unlimited()) {
+            out.push(("size_iops_sec".into(), size as f64));
+        }
+        out
+    }
 }
 
 /// Why a spec was refused.

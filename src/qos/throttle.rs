@@ -46,6 +46,7 @@ struct Slot {
 
 #[derive(Debug, Default)]
 struct State {
+    limits: Limits,
     slots: [Option<Slot>; SLOTS],
     iops_size: Option<u64>,
     serial: u64,
@@ -100,6 +101,7 @@ impl Throttle {
     /// [`Throttle::set_limits`] at time `now` (since the throttle was made).
     pub fn set_limits_at(&self, limits: &Limits, now: Duration) {
         let mut st = self.state.lock();
+        st.limits = limits.clone();
         st.iops_size = limits.iops_size;
         for scope in Scope::ALL {
             for unit in Unit::ALL {
@@ -124,6 +126,11 @@ impl Throttle {
         }
         self.limited
             .store(st.slots.iter().any(Option::is_some), Ordering::Release);
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> Limits {
+        self.state.lock().limits.clone()
     }
 
     /// Whether any limit is set.

@@ -1,6 +1,8 @@
 //! In-process admin API for handler tests: a real catalog and real replica sets in a
 //! temporary data directory, driven through `Router::oneshot`.
 
+#![allow(dead_code)]
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
