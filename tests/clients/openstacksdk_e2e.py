@@ -5,8 +5,8 @@ Usage: python openstacksdk_e2e.py API_URL NBD_HOST:PORT PASSWORD
 Authenticates with a password against /identity/v3, then through the block-storage proxy:
 creates a volume, writes a pattern over NBD with qemu-io, snapshots it, overwrites, rolls
 back with the EVS rollback call, checks the first pattern is back, extends it online and
-checks the new space reads zeros, then deletes snapshot and volume. Exits non-zero on any
-mismatch.
+checks the new space reads zeros; makes a QoS spec and a volume type (with a `qos:` extra
+spec) and retypes the volume to it; then deletes everything. Exits non-zero on any mismatch.
 """
 import subprocess
 import sys
@@ -82,9 +82,26 @@ assert vol.size == 2, vol.size
 qemu_io(vol.id, "read -P 0x11 1023M 1M", "read -P 0 1024M 1M", "read -P 0 2047M 1M")
 print("extended")
 
+version = sys.argv[4] if len(sys.argv) > 4 else "3"
+spec = bs.create_qos_spec(name=f"gold-{version}", consumer="both", total_iops_sec="900")
+assert spec.specs == {"total_iops_sec": "900"}, spec.specs
+vtype = bs.create_type(name=f"gold-{version}", description="900 IOPS")
+bs.update_type_extra_specs(vtype, **{"qos:total_bytes_sec": "104857600"})
+bs.associate_qos_spec(spec, vtype.id)
+assert [a.name for a in bs.qos_spec_associations(spec)] == [f"gold-{version}"]
+assert bs.get_type(vtype.id).extra_specs["qos:total_bytes_sec"] == "104857600"
+bs.retype_volume(vol, vtype, migration_policy="never")
+vol = wait_status(lambda: bs.get_volume(vol.id), "available", "volume after retype")
+assert vol.volume_type == f"gold-{version}", vol.volume_type
+qemu_io(vol.id, "read -P 0x11 1023M 1M")
+print("retyped")
+
 bs.delete_snapshot(snap)
 bs.wait_for_delete(snap, wait=120)
 bs.delete_volume(vol)
 bs.wait_for_delete(vol, wait=120)
 assert bs.find_volume(vol.id, ignore_missing=True) is None
+bs.disassociate_qos_spec(spec, vtype.id)
+bs.delete_qos_spec(spec, ignore_missing=False)
+bs.delete_type(vtype, ignore_missing=False)
 print("ok")
