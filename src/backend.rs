@@ -160,10 +160,7 @@ impl Backend {
     /// Applies the limits `volume`'s type and size give it to its I/O (requests already
     /// waiting included).
     pub fn apply_limits(&self, volume: &VolumeRecord) {
-        match self
-            .catalog
-            .read(|r| volume_types::limits_of(r, volume))
-        {
+        match self.catalog.read(|r| volume_types::limits_of(r, volume)) {
             Ok(limits) => self.registry.set_limits(&volume.id, &limits),
             Err(e) => tracing::error!(volume = %volume.id, "reading the volume's QoS limits: {e}"),
         }

@@ -22,8 +22,8 @@ use uuid::Uuid;
 
 use crate::config::ReplicaLocation;
 use crate::io_metrics::IoMetrics;
-use crate::qos::{Limits, Throttle};
 use crate::placement::{Placement, Placements};
+use crate::qos::{Limits, Throttle};
 
 /// Errors of the volume directory.
 #[derive(Debug, thiserror::Error)]

@@ -282,7 +282,10 @@ mod tests {
         v1.throttled(Duration::ZERO);
         v1.throttled(Duration::from_millis(1500));
         let t = text(&m);
-        assert!(t.contains("tripod_volume_throttled_seconds_total{volume=\"v1\"} 1.5"), "{t}");
+        assert!(
+            t.contains("tripod_volume_throttled_seconds_total{volume=\"v1\"} 1.5"),
+            "{t}"
+        );
         assert!(t.contains("tripod_volume_throttled_requests_total{volume=\"v1\"} 1"));
         m.forget("v1");
         let t = text(&m);

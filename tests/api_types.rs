@@ -45,8 +45,13 @@ async fn built_in_types_carry_evs_limits_that_follow_the_size() {
     assert_eq!(names, ["SATA", "SAS", "SSD", "GPSSD", "ESSD"]);
     let ssd = &types.body["volume_types"][2];
     let qos_id = ssd["qos_specs_id"].as_str().unwrap().to_owned();
-    let spec = api.get(&format!("{p}/qos-specs/{qos_id}"), &admin.token).await;
-    assert_eq!(spec.body["qos_specs"]["specs"]["total_iops_sec_per_gb"], "50");
+    let spec = api
+        .get(&format!("{p}/qos-specs/{qos_id}"), &admin.token)
+        .await;
+    assert_eq!(
+        spec.body["qos_specs"]["specs"]["total_iops_sec_per_gb"],
+        "50"
+    );
     assert_eq!(spec.body["qos_specs"]["consumer"], "back-end");
 
     // An SSD disk of 1 GiB: 1800 + 50 = 1850 IOPS; extended to 3 GiB: 1950.
@@ -56,11 +61,18 @@ async fn built_in_types_carry_evs_limits_that_follow_the_size() {
     assert_eq!(iops(&api, &v), Some(1850.0));
     let a = action(&api, &admin, &v, json!({"os-extend": {"new_size": 3}})).await;
     assert_eq!(a.status, StatusCode::ACCEPTED, "{:?}", a.body);
-    api.wait_status(&format!("{p}/volumes/{v}"), &admin.token, "volume", "available")
-        .await;
+    api.wait_status(
+        &format!("{p}/volumes/{v}"),
+        &admin.token,
+        "volume",
+        "available",
+    )
+    .await;
     assert_eq!(iops(&api, &v), Some(1950.0));
     // The operator's view shows them.
-    let st = api.get(&format!("{p}/os-tripod-status"), &admin.token).await;
+    let st = api
+        .get(&format!("{p}/os-tripod-status"), &admin.token)
+        .await;
     let row = st.body["volumes"]
         .as_array()
         .unwrap()
@@ -71,7 +83,10 @@ async fn built_in_types_carry_evs_limits_that_follow_the_size() {
     assert_eq!(row["volume_type"], "SSD");
     assert_eq!(row["qos"]["total_iops_sec"], 1950.0);
     assert_eq!(row["qos"]["total_iops_sec_max"], 16000.0);
-    assert_eq!(row["qos"]["total_bytes_sec"], f64::from((120 + 1) << 20) + 524288.0);
+    assert_eq!(
+        row["qos"]["total_bytes_sec"],
+        f64::from((120 + 1) << 20) + 524288.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -90,7 +105,11 @@ async fn admins_manage_types_and_qos_specs_and_volumes_follow() {
         )
         .await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
-    assert!(bad.body.to_string().contains("total_iops_secs"), "{:?}", bad.body);
+    assert!(
+        bad.body.to_string().contains("total_iops_secs"),
+        "{:?}",
+        bad.body
+    );
     let spec = api
         .post(
             &format!("{p}/qos-specs"),
@@ -120,7 +139,9 @@ async fn admins_manage_types_and_qos_specs_and_volumes_follow() {
         .await;
     assert_eq!(denied.status, StatusCode::FORBIDDEN);
     assert_eq!(
-        api.get(&format!("{up}/qos-specs"), &user.token).await.status,
+        api.get(&format!("{up}/qos-specs"), &user.token)
+            .await
+            .status,
         StatusCode::FORBIDDEN
     );
 
@@ -142,7 +163,10 @@ async fn admins_manage_types_and_qos_specs_and_volumes_follow() {
         .await;
     assert_eq!(assoc.status, StatusCode::ACCEPTED);
     let a = api
-        .get(&format!("{p}/qos-specs/{spec_id}/associations"), &admin.token)
+        .get(
+            &format!("{p}/qos-specs/{spec_id}/associations"),
+            &admin.token,
+        )
         .await;
     assert_eq!(a.body["qos_associations"][0]["name"], "bronze");
     // Members see the type but not its spec id.
@@ -215,7 +239,9 @@ async fn admins_manage_types_and_qos_specs_and_volumes_follow() {
         .delete(&format!("{p}/qos-specs/{spec_id}"), &admin.token)
         .await;
     assert_eq!(busy.status, StatusCode::BAD_REQUEST);
-    let in_use = api.delete(&format!("{p}/types/{type_id}"), &admin.token).await;
+    let in_use = api
+        .delete(&format!("{p}/types/{type_id}"), &admin.token)
+        .await;
     assert_eq!(in_use.status, StatusCode::BAD_REQUEST);
     assert!(in_use.body.to_string().contains("still in use"));
     let forced = api
@@ -239,7 +265,9 @@ async fn admins_manage_types_and_qos_specs_and_volumes_follow() {
     let ssd = api.get(&format!("{p}/types/default"), &admin.token).await;
     let ssd_id = ssd.body["volume_type"]["id"].as_str().unwrap().to_owned();
     assert_eq!(ssd.body["volume_type"]["name"], "SSD");
-    let d = api.delete(&format!("{p}/types/{ssd_id}"), &admin.token).await;
+    let d = api
+        .delete(&format!("{p}/types/{ssd_id}"), &admin.token)
+        .await;
     assert_eq!(d.status, StatusCode::BAD_REQUEST);
 }
 
@@ -253,7 +281,13 @@ async fn retype_applies_the_new_limits_and_keeps_cinders_rules() {
         .await;
     // SAS at 10 GiB: 1800 + 8 x 10.
     assert_eq!(iops(&api, &v), Some(1880.0));
-    let a = action(&api, &admin, &v, json!({"os-retype": {"new_type": "ESSD", "migration_policy": "never"}})).await;
+    let a = action(
+        &api,
+        &admin,
+        &v,
+        json!({"os-retype": {"new_type": "ESSD", "migration_policy": "never"}}),
+    )
+    .await;
     assert_eq!(a.status, StatusCode::ACCEPTED, "{:?}", a.body);
     // ESSD at 10 GiB: 1800 + 50 x 10; the status never left available.
     assert_eq!(iops(&api, &v), Some(2300.0));
@@ -293,7 +327,12 @@ async fn retype_applies_the_new_limits_and_keeps_cinders_rules() {
         .await;
     assert_eq!(q.status, StatusCode::OK, "{:?}", q.body);
     let over = action(&api, &admin, &v, json!({"os-retype": {"new_type": "SSD"}})).await;
-    assert_eq!(over.status, StatusCode::PAYLOAD_TOO_LARGE, "{:?}", over.body);
+    assert_eq!(
+        over.status,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "{:?}",
+        over.body
+    );
     assert_eq!(iops(&api, &v), Some(2300.0));
     let ok = action(&api, &admin, &v, json!({"os-retype": {"new_type": "SAS"}})).await;
     assert_eq!(ok.status, StatusCode::ACCEPTED, "{:?}", ok.body);

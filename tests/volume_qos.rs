@@ -67,7 +67,8 @@ fn fio(dir: &std::path::Path, uri: &str, secs: u32) -> (f64, f64) {
     let text = String::from_utf8_lossy(&out.stdout);
     let v: Value = serde_json::from_str(&text[text.find('{').unwrap()..]).unwrap();
     let job = &v["jobs"][0];
-    let ios = job["read"]["total_ios"].as_f64().unwrap() + job["write"]["total_ios"].as_f64().unwrap();
+    let ios =
+        job["read"]["total_ios"].as_f64().unwrap() + job["write"]["total_ios"].as_f64().unwrap();
     let ran = job["job_runtime"].as_f64().unwrap() / 1000.0;
     (ios, ran)
 }
@@ -79,8 +80,7 @@ fn counter(api: &str, metric: &str, volume: &str) -> f64 {
         .output()
         .unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
-    let scrape =
-        prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
     scrape
         .samples
         .iter()
@@ -114,12 +114,18 @@ fn two_types_under_one_load_each_keep_their_own_limits() {
     let slow_iops = slow_ios / slow_secs;
     eprintln!("slow: {slow_iops:.0} IOPS; open: {open_ios} I/Os");
     assert!(slow_iops > 0.0);
-    assert!(slow_iops <= 200.0 * 1.25 + 20.0, "{slow_iops} IOPS on a 200 IOPS type");
+    assert!(
+        slow_iops <= 200.0 * 1.25 + 20.0,
+        "{slow_iops} IOPS on a 200 IOPS type"
+    );
     // Its requests waited; the other volume's never did, and it did more than the limit.
     let api = d.api();
     assert!(counter(&api, "tripod_volume_throttled_seconds_total", &slow) > 0.0);
     assert!(counter(&api, "tripod_volume_throttled_requests_total", &slow) > 0.0);
-    assert_eq!(counter(&api, "tripod_volume_throttled_requests_total", &open), 0.0);
+    assert_eq!(
+        counter(&api, "tripod_volume_throttled_requests_total", &open),
+        0.0
+    );
     assert!(open_ios > slow_ios, "{open_ios} vs {slow_ios}");
 }
 

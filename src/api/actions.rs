@@ -15,7 +15,9 @@ use super::requests::{
 };
 use super::volumes;
 use super::{blocking, empty, quotas, reply, types, ApiError, ApiResult, ApiState, Ctx};
-use crate::catalog::{Attachment, CatalogRead, ImageRecord, SnapshotRecord, Timestamp, VolumeRecord};
+use crate::catalog::{
+    Attachment, CatalogRead, ImageRecord, SnapshotRecord, Timestamp, VolumeRecord,
+};
 use crate::images::{image_format, qemu_img_available};
 use crate::lifecycle::{self, Refusal, MAX_SIZE_GIB};
 use crate::volume_types;

@@ -133,7 +133,9 @@ pub async fn create(
     blocking(move || {
         let rec = s.catalog.write(|w| {
             if w.all::<QosSpecRecord>()?.iter().any(|x| x.name == name) {
-                return Err(ApiError::conflict(format!("QoS Specs {name} already exists.")));
+                return Err(ApiError::conflict(format!(
+                    "QoS Specs {name} already exists."
+                )));
             }
             let rec = QosSpecRecord {
                 id: uuid::Uuid::new_v4().hyphenated().to_string(),
@@ -162,7 +164,10 @@ pub async fn show(
     admin_only(&ctx)?;
     blocking(move || {
         let q = s.catalog.read(|r| load(r, &p.id))?;
-        Ok(reply(StatusCode::OK, json!({"qos_specs": view(&q), "links": []})))
+        Ok(reply(
+            StatusCode::OK,
+            json!({"qos_specs": view(&q), "links": []}),
+        ))
     })
     .await
 }
@@ -202,7 +207,9 @@ pub async fn update(
         Some(_) => return Err(ApiError::bad_request("consumer must be a string.")),
     };
     if q.contains_key("name") {
-        return Err(ApiError::bad_request("A QoS spec's name can not be changed."));
+        return Err(ApiError::bad_request(
+            "A QoS spec's name can not be changed.",
+        ));
     }
     let new = pairs(&q)?;
     change(s, p.id, move |rec| {
@@ -227,7 +234,11 @@ pub async fn delete_keys(
     let keys: Vec<String> = body
         .get("keys")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|k| k.as_str().map(str::to_owned)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|k| k.as_str().map(str::to_owned))
+                .collect()
+        })
         .ok_or_else(|| ApiError::bad_request("Missing required element 'keys' in request body."))?;
     let id = p.id.clone();
     change(s, p.id, move |rec| {

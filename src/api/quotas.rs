@@ -45,8 +45,7 @@ pub fn limits(
     config: &ServeConfig,
     project: &str,
 ) -> Result<BTreeMap<String, i64>, ApiError> {
-    let mut out: BTreeMap<String, i64> =
-        resource_names(r)?.into_iter().map(|n| (n, -1)).collect();
+    let mut out: BTreeMap<String, i64> = resource_names(r)?.into_iter().map(|n| (n, -1)).collect();
     out.extend(config.quota.clone());
     if let Some(q) = r.get::<QuotaRecord>(project)? {
         out.extend(q.limits);

@@ -70,12 +70,7 @@ fn admin_only(ctx: &Ctx) -> ApiResult<()> {
 }
 
 /// The type `id` names (or `default`), as `ctx` may see it.
-fn load(
-    r: &impl CatalogRead,
-    ctx: &Ctx,
-    default: &str,
-    id: &str,
-) -> ApiResult<VolumeTypeRecord> {
+fn load(r: &impl CatalogRead, ctx: &Ctx, default: &str, id: &str) -> ApiResult<VolumeTypeRecord> {
     let wanted = if id == "default" { default } else { id };
     volume_types::find(r, wanted)?
         .filter(|t| t.is_public || ctx.is_admin)
@@ -91,12 +86,13 @@ pub async fn list(
     let wanted = match params.get("is_public") {
         None => Some(true),
         Some(p) if p.eq_ignore_ascii_case("none") => None,
-        Some(p) => Some(parse_bool(p).ok_or_else(|| {
-            ApiError::bad_request(format!("Invalid is_public filter [{p}]"))
-        })?),
+        Some(p) => Some(
+            parse_bool(p)
+                .ok_or_else(|| ApiError::bad_request(format!("Invalid is_public filter [{p}]")))?,
+        ),
     };
     blocking(move || {
-        let all = s.catalog.read(|r| volume_types::all(r))?;
+        let all = s.catalog.read(volume_types::all)?;
         let shown: Vec<Value> = all
             .iter()
             .filter(|t| {
@@ -123,7 +119,10 @@ pub async fn show(
         let t = s
             .catalog
             .read(|r| load(r, &ctx, &s.config.default_volume_type, &p.id))?;
-        Ok(reply(StatusCode::OK, json!({"volume_type": view(&ctx, &t)})))
+        Ok(reply(
+            StatusCode::OK,
+            json!({"volume_type": view(&ctx, &t)}),
+        ))
     })
     .await
 }
@@ -145,9 +144,9 @@ fn flag(obj: &Obj, keys: &[&str]) -> ApiResult<Option<bool>> {
             None => continue,
             Some(Value::Bool(b)) => return Ok(Some(*b)),
             Some(Value::String(t)) => {
-                return parse_bool(t).map(Some).ok_or_else(|| {
-                    ApiError::bad_request(format!("Invalid value '{t}' for {key}"))
-                })
+                return parse_bool(t)
+                    .map(Some)
+                    .ok_or_else(|| ApiError::bad_request(format!("Invalid value '{t}' for {key}")))
             }
             Some(_) => return Err(ApiError::bad_request(format!("Invalid value for {key}"))),
         }
@@ -193,7 +192,9 @@ fn name_taken(r: &impl CatalogRead, name: &str, except: &str) -> ApiResult<()> {
         .iter()
         .any(|t| t.name == name && t.id != except);
     if taken {
-        Err(ApiError::conflict(format!("Volume Type {name} already exists.")))
+        Err(ApiError::conflict(format!(
+            "Volume Type {name} already exists."
+        )))
     } else {
         Ok(())
     }
@@ -224,7 +225,11 @@ pub async fn create(
         .ok_or_else(|| ApiError::bad_request("Volume type name can not be empty."))?;
     let description = text(t, "description")?.flatten();
     let is_public = flag(t, &["os-volume-type-access:is_public", "is_public"])?.unwrap_or(true);
-    let extra_specs = t.get("extra_specs").map(specs).transpose()?.unwrap_or_default();
+    let extra_specs = t
+        .get("extra_specs")
+        .map(specs)
+        .transpose()?
+        .unwrap_or_default();
     check_qos(&extra_specs)?;
     blocking(move || {
         let rec = s.catalog.write(|w| {
@@ -243,7 +248,10 @@ pub async fn create(
             Ok::<_, ApiError>(rec)
         })?;
         tracing::info!(volume_type = %rec.id, name = %rec.name, "volume type created");
-        Ok(reply(StatusCode::OK, json!({"volume_type": view(&ctx, &rec)})))
+        Ok(reply(
+            StatusCode::OK,
+            json!({"volume_type": view(&ctx, &rec)}),
+        ))
     })
     .await
 }
@@ -267,7 +275,12 @@ pub async fn update(
     let t = top(&body, "volume_type")?;
     only(
         t,
-        &["name", "description", "is_public", "os-volume-type-access:is_public"],
+        &[
+            "name",
+            "description",
+            "is_public",
+            "os-volume-type-access:is_public",
+        ],
     )?;
     let name = text(t, "name")?
         .map(|n| {
@@ -306,7 +319,10 @@ pub async fn update(
             w.put(&rec)?;
             Ok::<_, ApiError>(rec)
         })?;
-        Ok(reply(StatusCode::OK, json!({"volume_type": view(&ctx, &rec)})))
+        Ok(reply(
+            StatusCode::OK,
+            json!({"volume_type": view(&ctx, &rec)}),
+        ))
     })
     .await
 }
@@ -336,9 +352,7 @@ pub async fn delete(
                 ));
             }
             if !volumes_of(w, &rec.name)?.is_empty() {
-                return Err(ApiError::bad_request(
-                    "Target volume type is still in use.",
-                ));
+                return Err(ApiError::bad_request("Target volume type is still in use."));
             }
             w.delete::<VolumeTypeRecord>(&rec.id)?;
             Ok::<_, ApiError>(())

@@ -46,10 +46,15 @@ pub fn extend_deltas(grow: u64, t: &str) -> Deltas {
 /// `t`'s resources (the project's totals do not change; the old type's usage drops by as
 /// much once the volume has its new type).
 pub fn retype_deltas(size: u64, snapshots: &[u64], t: &str) -> Deltas {
-    let snap_gib = snapshots.iter().fold(0i64, |acc, s| acc.saturating_add(gib(*s)));
+    let snap_gib = snapshots
+        .iter()
+        .fold(0i64, |acc, s| acc.saturating_add(gib(*s)));
     vec![
         (format!("volumes_{t}"), 1),
-        (format!("snapshots_{t}"), i64::try_from(snapshots.len()).unwrap_or(i64::MAX)),
+        (
+            format!("snapshots_{t}"),
+            i64::try_from(snapshots.len()).unwrap_or(i64::MAX),
+        ),
         (format!("gigabytes_{t}"), gib(size).saturating_add(snap_gib)),
     ]
 }

@@ -170,9 +170,7 @@ impl BlockDevice for GatedVolume {
         self.gated_async(
             Op::WriteZeroes,
             u64::from(len),
-            Box::new(move |me| {
-                BlockDevice::write_zeroes_async(me.set.clone(), offset, len, punch)
-            }),
+            Box::new(move |me| BlockDevice::write_zeroes_async(me.set.clone(), offset, len, punch)),
         )
     }
     fn trim_async(self: Arc<Self>, offset: u64, len: u32) -> DeviceFuture<()> {

@@ -47,7 +47,7 @@ impl Bucket {
     pub fn take(&mut self, cost: f64, now: Duration) -> Option<f64> {
         self.advance(now);
         self.level -= cost;
-        (self.level < 0.0).then(|| self.earned - self.level)
+        (self.level < 0.0).then_some(self.earned - self.level)
     }
 
     /// How long from `now` until the bucket has earned up to `mark` at its current rate.

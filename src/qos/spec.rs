@@ -51,7 +51,7 @@ impl Consumer {
 }
 
 /// What requests a limit applies to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Scope {
     /// Reads and writes together.
     Total,
@@ -75,7 +75,7 @@ impl Scope {
 }
 
 /// What a limit counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Unit {
     /// Requests.
     Iops,
@@ -109,7 +109,7 @@ pub struct Rate {
 /// The limits of one volume: a rate per scope and unit (where set).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Limits {
-    rates: [[Option<Rate>; 2]; 3],
+    rates: BTreeMap<(Scope, Unit), Rate>,
     /// Bytes one I/O counts as (larger requests count in proportion).
     pub iops_size: Option<u64>,
 }
@@ -117,17 +117,20 @@ pub struct Limits {
 impl Limits {
     /// The limit of `scope` and `unit`, if any.
     pub fn rate(&self, scope: Scope, unit: Unit) -> Option<Rate> {
-        self.rates[scope as usize][unit as usize]
+        self.rates.get(&(scope, unit)).copied()
     }
 
     /// Sets the limit of `scope` and `unit`.
     pub fn set(&mut self, scope: Scope, unit: Unit, rate: Option<Rate>) {
-        self.rates[scope as usize][unit as usize] = rate;
+        match rate {
+            Some(r) => self.rates.insert((scope, unit), r),
+            None => self.rates.remove(&(scope, unit)),
+        };
     }
 
     /// Whether no limit is set.
     pub fn is_unlimited(&self) -> bool {
-        self.rates.iter().flatten().all(Option::is_none)
+        self.rates.is_empty()
     }
 
     /// The limits as resolved numbers under Cinder's key names (`total_iops_sec`, its burst
@@ -159,7 +162,7 @@ pub enum SpecError {
     /// A key Tripod does not know (and not `vendor:`-scoped).
     #[error("unknown QoS key {0:?}")]
     UnknownKey(String),
-    /// A value that is not a non-negative number.
+    /// A value that is not a non-negative number (a whole one for `size_iops_sec`).
     #[error("QoS key {key:?} must be a non-negative number, not {value:?}")]
     BadValue {
         /// The key.
@@ -209,25 +212,34 @@ fn number(key: &str, value: &str) -> Result<f64, SpecError> {
         })
 }
 
+fn whole(key: &str, value: &str) -> Result<u64, SpecError> {
+    value
+        .trim()
+        .parse::<u64>()
+        .map_err(|_| SpecError::BadValue {
+            key: key.to_owned(),
+            value: value.to_owned(),
+        })
+}
+
 /// Checks every key and value of `specs` (the whole set, as it would be stored).
 pub fn validate(specs: &BTreeMap<String, String>) -> Result<(), SpecError> {
-    let mut used = [[false; 2]; 3];
+    let mut used = std::collections::BTreeSet::new();
     for (key, value) in specs {
         if key.contains(':') {
             continue;
         }
         if key == "size_iops_sec" {
-            number(key, value)?;
+            whole(key, value)?;
             continue;
         }
         let (scope, unit, _) = split_key(key).ok_or_else(|| SpecError::UnknownKey(key.clone()))?;
         number(key, value)?;
-        used[scope as usize][unit as usize] = true;
+        used.insert((scope, unit));
     }
     for unit in Unit::ALL {
-        let u = unit as usize;
-        if used[Scope::Total as usize][u]
-            && (used[Scope::Read as usize][u] || used[Scope::Write as usize][u])
+        if used.contains(&(Scope::Total, unit))
+            && (used.contains(&(Scope::Read, unit)) || used.contains(&(Scope::Write, unit)))
         {
             return Err(SpecError::Mixed(format!("total_{}_sec", unit.name())));
         }
@@ -241,7 +253,10 @@ pub fn resolve(specs: &BTreeMap<String, String>, size_gib: u64) -> Limits {
     let get = |key: &str| specs.get(key).and_then(|v| number(key, v).ok());
     let size = size_gib as f64;
     let mut limits = Limits {
-        iops_size: get("size_iops_sec").filter(|n| *n >= 1.0).map(|n| n as u64),
+        iops_size: specs
+            .get("size_iops_sec")
+            .and_then(|v| whole("size_iops_sec", v).ok())
+            .filter(|n| *n >= 1),
         ..Limits::default()
     };
     for scope in Scope::ALL {

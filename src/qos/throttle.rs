@@ -4,6 +4,7 @@
 //! wait in arrival order; a change of limits (extend, retype, a new spec) reaches requests
 //! already waiting at their next check, at most [`RECHECK`] later.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -29,12 +30,8 @@ pub enum Direction {
     Write,
 }
 
-/// Bucket slots: scope × unit × (sustained, peak).
-const SLOTS: usize = 12;
-
-fn slot(scope: Scope, unit: Unit, peak: bool) -> usize {
-    (scope as usize * 2 + unit as usize) * 2 + usize::from(peak)
-}
+/// Where a bucket sits: its scope, unit and whether it is the peak (burst-rate) one.
+type SlotKey = (Scope, Unit, bool);
 
 /// A bucket and the serial of its making, so a request waiting on a bucket that was removed
 /// and made anew does not wait on the new one's count.
@@ -47,27 +44,28 @@ struct Slot {
 #[derive(Debug, Default)]
 struct State {
     limits: Limits,
-    slots: [Option<Slot>; SLOTS],
+    slots: BTreeMap<SlotKey, Slot>,
     iops_size: Option<u64>,
     serial: u64,
 }
 
-/// The shape of the buckets one rate makes: (rate, capacity) sustained and, for a burst, peak.
-fn shapes(rate: Rate) -> [(usize, Option<(f64, f64)>); 2] {
-    let sustained_cap = match rate.burst {
+/// The (rate, capacity) of the bucket one rate makes: the sustained one or, for a burst,
+/// the peak one.
+fn shape(rate: Rate, peak: bool) -> Option<(f64, f64)> {
+    if peak {
+        return rate.burst.map(|b| (b, b * MIN_WINDOW));
+    }
+    let capacity = match rate.burst {
         Some(b) => ((b - rate.per_sec) * rate.burst_secs).max(rate.per_sec * MIN_WINDOW),
         None => rate.per_sec * MIN_WINDOW,
     };
-    [
-        (0, Some((rate.per_sec, sustained_cap))),
-        (1, rate.burst.map(|b| (b, b * MIN_WINDOW))),
-    ]
+    Some((rate.per_sec, capacity))
 }
 
 /// Where a request stands in the buckets it took from.
 #[derive(Debug, Default)]
 pub struct Ticket {
-    marks: Vec<(usize, u64, f64)>,
+    marks: Vec<(SlotKey, u64, f64)>,
 }
 
 /// One volume's throttle.
@@ -105,27 +103,30 @@ impl Throttle {
         st.iops_size = limits.iops_size;
         for scope in Scope::ALL {
             for unit in Unit::ALL {
-                let wanted = limits.rate(scope, unit).map(shapes);
                 for peak in [false, true] {
-                    let shape = wanted.and_then(|w| w[usize::from(peak)].1);
-                    let i = slot(scope, unit, peak);
-                    match (shape, st.slots[i].as_mut()) {
+                    let key = (scope, unit, peak);
+                    let wanted = limits.rate(scope, unit).and_then(|r| shape(r, peak));
+                    match (wanted, st.slots.get_mut(&key)) {
                         (Some((rate, cap)), Some(s)) => s.bucket.reshape(rate, cap, now),
                         (Some((rate, cap)), None) => {
                             st.serial += 1;
                             let serial = st.serial;
-                            st.slots[i] = Some(Slot {
-                                bucket: Bucket::new(rate, cap, now),
-                                serial,
-                            });
+                            st.slots.insert(
+                                key,
+                                Slot {
+                                    bucket: Bucket::new(rate, cap, now),
+                                    serial,
+                                },
+                            );
                         }
-                        (None, _) => st.slots[i] = None,
+                        (None, _) => {
+                            st.slots.remove(&key);
+                        }
                     }
                 }
             }
         }
-        self.limited
-            .store(st.slots.iter().any(Option::is_some), Ordering::Release);
+        self.limited.store(!st.slots.is_empty(), Ordering::Release);
     }
 
     /// The limits in force.
@@ -161,10 +162,10 @@ impl Throttle {
                     continue;
                 }
                 for peak in [false, true] {
-                    let i = slot(s, unit, peak);
-                    if let Some(slot) = st.slots[i].as_mut() {
+                    let key = (s, unit, peak);
+                    if let Some(slot) = st.slots.get_mut(&key) {
                         if let Some(mark) = slot.bucket.take(cost, now) {
-                            ticket.marks.push((i, slot.serial, mark));
+                            ticket.marks.push((key, slot.serial, mark));
                         }
                     }
                 }
@@ -180,8 +181,8 @@ impl Throttle {
         }
         let mut st = self.state.lock();
         let mut wait = Duration::ZERO;
-        for &(i, serial, mark) in &ticket.marks {
-            if let Some(slot) = st.slots[i].as_mut().filter(|s| s.serial == serial) {
+        for &(key, serial, mark) in &ticket.marks {
+            if let Some(slot) = st.slots.get_mut(&key).filter(|s| s.serial == serial) {
                 wait = wait.max(slot.bucket.wait(mark, now));
             }
         }
