@@ -35,6 +35,7 @@ mod format;
 #[doc(hidden)]
 pub mod fuzzing;
 mod layer;
+mod linked_clone;
 mod locks;
 mod manifest;
 mod recovery;
@@ -50,6 +51,7 @@ mod wal;
 pub use addressing::{BlockIndex, ChunkIndex, Geometry, LayerId, Lsn, SnapshotId};
 pub use error::{EngineError, Result};
 pub use format::{FormatVersion, CURRENT_VERSION, MAX_LAYERS, MAX_VOLUME_SIZE};
+pub use linked_clone::CloneReport;
 pub use locks::{BlockLocks, OwnedRangeGuard, RangeGuard};
 pub use scrub::{BadBlock, UnrecordedData, VerifyReport};
 pub use storage::{

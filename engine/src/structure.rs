@@ -239,7 +239,7 @@ impl Volume {
         })
     }
 
-    fn with_wal(
+    pub(crate) fn with_wal(
         &self,
         tree: &Tree,
         f: impl FnOnce(&Self, &Tree, &mut crate::commit::WalState) -> Result<()>,
@@ -292,6 +292,14 @@ impl Volume {
             return Ok(());
         };
         if l.record.role != Role::Hidden || children.is_empty() {
+            return Ok(());
+        }
+        // A linked clone shares this layer's files: neither store may change them (the
+        // space comes back once only one store names them).
+        let shared = |f: &FileHandle| f.links().map(|n| n > 1);
+        if shared(&l.data).map_err(EngineError::io("checking a layer's links"))?
+            || shared(&l.meta).map_err(EngineError::io("checking a layer's links"))?
+        {
             return Ok(());
         }
         let mut freed = Vec::new();

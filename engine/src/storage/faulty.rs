@@ -146,6 +146,10 @@ impl StorageFile for FaultyFile {
         self.inner.sync_data()
     }
 
+    fn links(&self) -> io::Result<u64> {
+        self.inner.links()
+    }
+
     fn data_regions(&self) -> io::Result<Vec<(u64, u64)>> {
         self.inner.data_regions()
     }
@@ -199,5 +203,18 @@ impl Storage for FaultyStorage {
 
     fn lock(&self) -> io::Result<()> {
         self.inner.lock()
+    }
+
+    fn file_path(&self, name: &str) -> Option<std::path::PathBuf> {
+        self.inner.file_path(name)
+    }
+
+    fn link_from(&self, src: &dyn Storage, src_name: &str, name: &str) -> io::Result<bool> {
+        self.check("link")?;
+        self.inner.link_from(src, src_name, name)
+    }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        self.inner.as_any()
     }
 }

@@ -164,6 +164,10 @@ impl StorageFile for DiskFile {
         Ok(self.file.metadata()?.blocks() * 512)
     }
 
+    fn links(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.nlink())
+    }
+
     fn sync_data(&self) -> io::Result<()> {
         self.file.sync_data()
     }
@@ -225,6 +229,28 @@ impl Storage for FileStorage {
 
     fn sync_dir(&self) -> io::Result<()> {
         File::open(&self.dir)?.sync_all()
+    }
+
+    fn file_path(&self, name: &str) -> Option<PathBuf> {
+        self.path(name).ok()
+    }
+
+    fn link_from(&self, src: &dyn Storage, src_name: &str, name: &str) -> io::Result<bool> {
+        let Some(from) = src.file_path(src_name) else {
+            return Ok(false);
+        };
+        match fs::hard_link(from, self.path(name)?) {
+            Ok(()) => Ok(true),
+            // Another file system, one without hard links, or the link limit: copy instead.
+            Err(e)
+                if [Errno::XDEV, Errno::PERM, Errno::OPNOTSUPP, Errno::MLINK]
+                    .iter()
+                    .any(|n| e.raw_os_error() == Some(n.raw_os_error())) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     fn free_space(&self) -> io::Result<Option<u64>> {

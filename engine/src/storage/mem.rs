@@ -43,6 +43,8 @@ struct Inode {
     current: Vec<u8>,
     durable: Vec<u8>,
     pending: Vec<PendingOp>,
+    /// Names the file has now, in every storage sharing it.
+    links: u64,
 }
 
 fn apply(image: &mut Vec<u8>, op: &PendingOp) {
@@ -86,6 +88,16 @@ struct Dir {
     syncs: u64,
     /// Largest file allowed, like a file system's limit (`None`: unlimited).
     max_file_size: Option<u64>,
+}
+
+impl Dir {
+    /// One name of inode `ino` went away.
+    fn unlink(&self, ino: u64) {
+        if let Some(inode) = self.inodes.get(&ino) {
+            let mut i = inode.lock();
+            i.links = i.links.saturating_sub(1);
+        }
+    }
 }
 
 /// In-memory storage with a power-loss model. Cloning shares the same files.
@@ -156,6 +168,10 @@ impl StorageFile for MemFile {
         Ok((used * SECTOR) as u64)
     }
 
+    fn links(&self) -> io::Result<u64> {
+        Ok(self.inode.lock().links)
+    }
+
     fn sync_data(&self) -> io::Result<()> {
         let mut inode = self.inode.lock();
         let pending = std::mem::take(&mut inode.pending);
@@ -211,10 +227,12 @@ impl MemStorage {
                         replay_maybe_torn(&mut image, op, rng);
                     }
                 }
+                let links = dir.durable_names.values().filter(|i| *i == ino).count() as u64;
                 let survivor = Inode {
                     current: image.clone(),
                     durable: image,
                     pending: Vec::new(),
+                    links,
                 };
                 out.inodes.insert(*ino, Arc::new(Mutex::new(survivor)));
             }
@@ -258,6 +276,7 @@ impl MemStorage {
             current: content.to_vec(),
             durable: content.to_vec(),
             pending: Vec::new(),
+            links: 1,
         };
         dir.inodes.insert(ino, Arc::new(Mutex::new(inode)));
         dir.names.insert(name.to_owned(), ino);
@@ -323,7 +342,10 @@ impl Storage for MemStorage {
         }
         let ino = dir.next_inode;
         dir.next_inode += 1;
-        let inode = Arc::new(Mutex::new(Inode::default()));
+        let inode = Arc::new(Mutex::new(Inode {
+            links: 1,
+            ..Inode::default()
+        }));
         dir.inodes.insert(ino, inode.clone());
         dir.names.insert(name.to_owned(), ino);
         Ok(Arc::new(MemFile {
@@ -338,15 +360,52 @@ impl Storage for MemStorage {
 
     fn remove_file(&self, name: &str) -> io::Result<()> {
         let mut dir = self.dir.lock();
-        dir.names.remove(name).ok_or_else(|| not_found(name))?;
+        let ino = dir.names.remove(name).ok_or_else(|| not_found(name))?;
+        dir.unlink(ino);
         Ok(())
     }
 
     fn rename(&self, from: &str, to: &str) -> io::Result<()> {
         let mut dir = self.dir.lock();
         let ino = dir.names.remove(from).ok_or_else(|| not_found(from))?;
-        dir.names.insert(to.to_owned(), ino);
+        if let Some(replaced) = dir.names.insert(to.to_owned(), ino) {
+            dir.unlink(replaced);
+        }
         Ok(())
+    }
+
+    fn link_from(&self, src: &dyn Storage, src_name: &str, name: &str) -> io::Result<bool> {
+        let Some(src) = src.as_any().and_then(|a| a.downcast_ref::<MemStorage>()) else {
+            return Ok(false);
+        };
+        let inode = {
+            let from = src.dir.lock();
+            let ino = from
+                .names
+                .get(src_name)
+                .ok_or_else(|| not_found(src_name))?;
+            from.inodes
+                .get(ino)
+                .ok_or_else(|| not_found(src_name))?
+                .clone()
+        };
+        let mut dir = self.dir.lock();
+        if dir.names.contains_key(name) {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("file {name:?} exists"),
+            ));
+        }
+        inode.lock().links += 1;
+        let ino = dir.next_inode;
+        dir.next_inode += 1;
+        dir.inodes.insert(ino, inode);
+        dir.names.insert(name.to_owned(), ino);
+        Ok(true)
+    }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
     }
 
     fn sync_dir(&self) -> io::Result<()> {
@@ -405,6 +464,24 @@ mod tests {
         s.sync_dir().unwrap();
         let kept = s.crash(CrashMode::LoseUnsynced);
         assert!(kept.exists("final").unwrap() && !kept.exists("tmp").unwrap());
+    }
+
+    #[test]
+    fn a_link_shares_the_file_and_counts_its_names() {
+        let a = MemStorage::new();
+        let b = MemStorage::new();
+        let f = a.create_file("x").unwrap();
+        f.write_at(b"shared", 0).unwrap();
+        assert!(b.link_from(&a, "x", "y").unwrap());
+        assert_eq!(b.read_file("y").unwrap(), b"shared");
+        assert_eq!(f.links().unwrap(), 2);
+        a.remove_file("x").unwrap();
+        assert_eq!(f.links().unwrap(), 1);
+        assert_eq!(b.read_file("y").unwrap(), b"shared");
+        // Not durable in `b` before its directory is synced.
+        assert!(!b.crash(CrashMode::LoseUnsynced).exists("y").unwrap());
+        b.sync_dir().unwrap();
+        assert!(b.crash(CrashMode::LoseUnsynced).exists("y").unwrap());
     }
 
     #[test]

@@ -58,6 +58,12 @@ pub trait StorageFile: Send + Sync {
     fn allocated(&self) -> io::Result<u64>;
     /// Makes every write and punch so far durable (fdatasync).
     fn sync_data(&self) -> io::Result<()>;
+    /// How many names the file has (hard links), in this storage and any other: more than
+    /// one means another volume shares it (a linked clone), so it must not be changed in
+    /// place. Backends without links say 1.
+    fn links(&self) -> io::Result<u64> {
+        Ok(1)
+    }
     /// Byte ranges `(start, end)` that may hold data, in order; everything outside them
     /// reads as zeros (the file system's holes). The default is the whole file.
     fn data_regions(&self) -> io::Result<Vec<(u64, u64)>> {
@@ -97,6 +103,25 @@ pub trait Storage: Send + Sync {
     /// Bytes free for new data on the file system holding the storage (`None`: unknown).
     fn free_space(&self) -> io::Result<Option<u64>> {
         Ok(None)
+    }
+
+    /// The path of file `name` on the local file system, where the backend has one.
+    fn file_path(&self, name: &str) -> Option<std::path::PathBuf> {
+        let _ = name;
+        None
+    }
+
+    /// Makes `name` here a second name of `src`'s file `src_name` (a hard link: one file,
+    /// two names, durable here after [`Storage::sync_dir`]). `Ok(false)` when the two
+    /// cannot share a file (other file systems, other backends): the caller copies instead.
+    fn link_from(&self, src: &dyn Storage, src_name: &str, name: &str) -> io::Result<bool> {
+        let _ = (src, src_name, name);
+        Ok(false)
+    }
+
+    /// The backend as `Any`, for backends that link only among their own kind.
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
     }
 
     /// Takes an exclusive lock on the directory for as long as this storage lives, so two
