@@ -438,39 +438,57 @@ impl Backend {
     fn do_create(&self, rec: &VolumeRecord, source: &VolumeSource) -> Result<()> {
         let uuid = parse_id(&rec.id)?;
         self.registry.close(&rec.id);
-        let dir = self.registry.data_dir();
-        let target = dir.create_with_id(&uuid, rec.size.saturating_mul(GIB))?;
+        let size = rec.size.saturating_mul(GIB);
         match source {
-            VolumeSource::Blank => Ok(()),
+            VolumeSource::Blank => {
+                self.registry.data_dir().create_with_id(&uuid, size)?;
+                Ok(())
+            }
             VolumeSource::Snapshot(snap) => {
                 let snap_rec = self
                     .catalog
                     .read(|r| r.get::<SnapshotRecord>(snap))?
                     .ok_or_else(|| BackendError::Gone(format!("snapshot {snap}")))?;
                 let src = self.open_set(&snap_rec.volume_id)?;
-                let view = View::Snapshot(SnapshotId::new(snap.as_str())?);
+                let id = SnapshotId::new(snap.as_str())?;
                 let len = snap_rec.size.saturating_mul(GIB);
-                let running = self.operations.start(Kind::Clone, &rec.id, len);
-                copy_view(&src, &view, len, &target, running.op())
+                self.clone_from(rec, &uuid, &src, &id, len)
             }
             VolumeSource::Volume(src_id) => {
                 let src = self.open_set(src_id)?;
-                // A point-in-time copy: read from a temporary snapshot of the source.
+                // A point-in-time copy: from a temporary snapshot of the source.
                 let temp = SnapshotId::new(format!("clone-{}", rec.id))?;
                 if src.list_snapshots()?.iter().any(|s| s.id == temp) {
                     src.delete_snapshot(&temp)?;
                 }
                 src.snapshot(&temp)?;
-                let len = src.size();
-                let running = self.operations.start(Kind::Clone, &rec.id, len);
-                let view = View::Snapshot(temp.clone());
-                let copied = copy_view(&src, &view, len, &target, running.op());
-                drop(running);
+                let cloned = self.clone_from(rec, &uuid, &src, &temp, src.size());
                 let deleted = src.delete_snapshot(&temp);
-                copied?;
+                cloned?;
                 Ok(deleted?)
             }
         }
+    }
+
+    /// Makes volume `uuid` (record `rec`) hold snapshot `id` of `src` (`len` bytes of it):
+    /// a linked clone sharing the snapshot's files in O(metadata) where every replica allows
+    /// it, else a block-by-block copy shown in the volume's operations.
+    fn clone_from(
+        &self,
+        rec: &VolumeRecord,
+        uuid: &uuid::Uuid,
+        src: &ReplicaSet,
+        id: &SnapshotId,
+        len: u64,
+    ) -> Result<()> {
+        let dir = self.registry.data_dir();
+        let size = rec.size.saturating_mul(GIB);
+        if dir.clone_linked(src, id, uuid, size)?.is_some() {
+            return Ok(());
+        }
+        let target = dir.create_with_id(uuid, size)?;
+        let running = self.operations.start(Kind::Clone, &rec.id, len);
+        copy_view(src, &View::Snapshot(id.clone()), len, &target, running.op())
     }
 
     fn do_extend(&self, rec: &VolumeRecord, new_size: u64) -> Result<()> {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tripod_engine::{FileStorage, Geometry, VolumeOptions};
+use tripod_engine::{FileStorage, Geometry, SnapshotId, VolumeOptions};
 use tripod_replication::remote::RemoteNode;
 use tripod_replication::{
     Executor, LocalReplica, Replica, ReplicaSet, SetConfig, Supervisor, DEFAULT_POOL_THREADS,
@@ -349,6 +349,41 @@ impl DataDir {
             Geometry::default(),
             self.config,
         )?)
+    }
+
+    /// Creates volume `id` of `size` bytes as snapshot `snapshot` of the open volume
+    /// `source`, in O(metadata) by linking the snapshot's files into the new copies
+    /// (`ReplicaSet::clone_linked`). `None` when that is not possible here (a replica out of
+    /// service, copies on nodes): nothing is left behind and the caller copies instead.
+    pub fn clone_linked(
+        &self,
+        source: &ReplicaSet,
+        snapshot: &SnapshotId,
+        id: &Uuid,
+        size: u64,
+    ) -> Result<Option<ReplicaSet>, VolumeError> {
+        self.remove(id)?;
+        let targets = self.replicas_of(id)?;
+        match source.clone_linked(snapshot, targets, size, self.config) {
+            Ok((set, report)) => {
+                tracing::info!(
+                    volume = %id,
+                    linked = report.linked,
+                    copied = report.copied,
+                    "created as a linked clone"
+                );
+                Ok(Some(set))
+            }
+            Err(tripod_replication::ReplicationError::NotLinkable(why)) => {
+                tracing::info!(volume = %id, "no linked clone ({why}); copying");
+                self.remove(id)?;
+                Ok(None)
+            }
+            Err(e) => {
+                let _ = self.remove(id);
+                Err(e.into())
+            }
+        }
     }
 
     /// Removes every replica of volume `id` (absent ones are fine; an unreachable node is

@@ -168,6 +168,41 @@ fn a_node_with_another_secret_is_refused_and_deleting_removes_every_copy() {
     let d = serve_on(&nodes);
     let h = Http::login(&d.api());
     let id = h.create_volume(1);
+    // A volume from a snapshot on nodes: copied block by block (nodes share no files).
+    let (ok, text) = qemu_io(
+        &d.uri(&id),
+        &["write -P 0x71 0 1M", "write -P 0x72 1020M 1M"],
+    );
+    assert!(ok, "{text}");
+    let (s, v) = h.call(
+        "POST",
+        "snapshots",
+        Some(json!({"snapshot": {"volume_id": id, "name": "s"}})),
+    );
+    assert_eq!(s, 202, "{v}");
+    let snap = v["snapshot"]["id"].as_str().unwrap().to_owned();
+    h.wait(&format!("snapshots/{snap}"), "snapshot", "available");
+    let (s, v) = h.call(
+        "POST",
+        "volumes",
+        Some(json!({"volume": {"snapshot_id": snap}})),
+    );
+    assert_eq!(s, 202, "{v}");
+    let copy = v["volume"]["id"].as_str().unwrap().to_owned();
+    h.wait(&format!("volumes/{copy}"), "volume", "available");
+    let (ok, text) = qemu_io(
+        &d.uri(&copy),
+        &["read -P 0x71 0 1M", "read -P 0x72 1020M 1M"],
+    );
+    assert!(ok, "{text}");
+    for x in [&copy, &snap] {
+        let what = if *x == copy { "volumes" } else { "snapshots" };
+        let (s, _) = h.call("DELETE", &format!("{what}/{x}"), None);
+        assert_eq!(s, 202);
+        wait_until("deleted", || {
+            h.call("GET", &format!("{what}/{x}"), None).0 == 404
+        });
+    }
     let (s, _) = h.call("DELETE", &format!("volumes/{id}"), None);
     assert_eq!(s, 202);
     wait_until("the volume to be deleted", || {

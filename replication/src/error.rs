@@ -36,6 +36,9 @@ pub enum ReplicaFault {
     /// message does), or broke the protocol.
     #[error("replica node: {0}")]
     Remote(String),
+    /// This kind of replica cannot do the operation (e.g. a copy on a node sharing files).
+    #[error("not supported by this replica: {0}")]
+    Unsupported(&'static str),
 }
 
 /// Everything that can go wrong in a replica set.
@@ -81,6 +84,10 @@ pub enum ReplicationError {
     /// A resync or rebuild is already running for this replica.
     #[error("{0} is busy syncing")]
     Busy(ReplicaId),
+    /// A linked clone cannot be made here (a replica out of service, a copy on a node):
+    /// nothing was created; copy the data instead.
+    #[error("no linked clone possible: {0}")]
+    NotLinkable(String),
     /// Blocking work handed off by an async caller did not finish (the runtime is shutting
     /// down, or the work panicked).
     #[error("the request's blocking part did not finish: {0}")]

@@ -39,6 +39,7 @@ mod error;
 mod executor;
 mod fanout;
 mod ids;
+mod linked_clone;
 mod local;
 mod membership;
 mod open;

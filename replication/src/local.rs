@@ -10,8 +10,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use parking_lot::RwLock;
 use tripod_engine::{
-    BatchWrite, BlockIndex, BlockInfo, ChunkIndex, EngineError, Geometry, RawBlock, SnapshotId,
-    Storage, VerifyReport, View, Volume, VolumeOptions,
+    BatchWrite, BlockIndex, BlockInfo, ChunkIndex, CloneReport, EngineError, Geometry, RawBlock,
+    SnapshotId, Storage, VerifyReport, View, Volume, VolumeOptions,
 };
 
 use crate::error::ReplicaFault;
@@ -236,6 +236,24 @@ fn load_file(storage: &dyn Storage) -> Result<Option<Bytes>, ReplicaFault> {
 impl Replica for LocalReplica {
     fn describe(&self) -> String {
         self.name.clone()
+    }
+
+    fn local_storage(&self) -> Option<Arc<dyn Storage>> {
+        Some(self.storage.clone())
+    }
+
+    fn link_snapshot(
+        &self,
+        id: SnapshotId,
+        size: u64,
+        target: Arc<dyn Replica>,
+    ) -> Pending<CloneReport> {
+        let Some(dest) = target.local_storage() else {
+            return Pending::ready(Err(ReplicaFault::Unsupported(
+                "a linked clone onto a replica node",
+            )));
+        };
+        self.run(move |v| v.link_snapshot_into(&id, dest.as_ref(), size))
     }
 
     fn format(&self, size: u64, geometry: Geometry) -> Pending<()> {

@@ -205,6 +205,22 @@ pub trait Replica: Send + Sync {
 
     /// Takes snapshot `id` of the head; `size` records a smaller snapshot size (rebuilds).
     fn snapshot(&self, id: SnapshotId, size: Option<u64>) -> Pending<()>;
+    /// The store of a copy in a local directory (`None` for a copy on a node).
+    fn local_storage(&self) -> Option<Arc<dyn tripod_engine::Storage>> {
+        None
+    }
+    /// Makes `target` — an empty copy in a local directory — hold snapshot `id` of this
+    /// copy at `size` bytes, sharing the snapshot's files where the file system allows
+    /// (the engine's linked clone). Copies that cannot answer `Unsupported`.
+    fn link_snapshot(
+        &self,
+        id: SnapshotId,
+        size: u64,
+        target: Arc<dyn Replica>,
+    ) -> Pending<tripod_engine::CloneReport> {
+        let _ = (id, size, target);
+        Pending::ready(Err(ReplicaFault::Unsupported("linked clones")))
+    }
     /// Deletes snapshot `id`.
     fn delete_snapshot(&self, id: SnapshotId) -> Pending<()>;
     /// Rolls the head back to snapshot `id`.
