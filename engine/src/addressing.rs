@@ -6,16 +6,22 @@ use std::fmt;
 use crate::error::EngineError;
 
 /// Index of one block in a volume (byte offset / block size).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct BlockIndex(pub u64);
 
 /// Index of one chunk in a volume (block index / blocks per chunk).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct ChunkIndex(pub u64);
 
 /// Identifier of one layer inside one replica. Never reused: the manifest keeps a counter.
 /// `0` is reserved for "no layer".
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct LayerId(pub u64);
 
 /// Log sequence number of one write-ahead-log record; strictly increasing per volume.
@@ -39,8 +45,24 @@ pub const MAX_SNAPSHOT_ID_LEN: usize = 64;
 
 /// Name of a snapshot, chosen by the caller: 1 to 64 bytes of `[A-Za-z0-9._-]`, so ids such
 /// as UUIDs fit and every id is safe in file names and logs.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(try_from = "String", into = "String")]
 pub struct SnapshotId(String);
+
+impl TryFrom<String> for SnapshotId {
+    type Error = EngineError;
+    fn try_from(id: String) -> Result<Self, EngineError> {
+        Self::new(id)
+    }
+}
+
+impl From<SnapshotId> for String {
+    fn from(id: SnapshotId) -> String {
+        id.0
+    }
+}
 
 impl SnapshotId {
     /// Validates and wraps a snapshot id.
@@ -73,7 +95,7 @@ impl TryFrom<&str> for SnapshotId {
 }
 
 /// Block size and chunk size of one volume, fixed at creation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Geometry {
     /// Bytes per block: 4096 (default) or 512.
     pub block_size: u32,

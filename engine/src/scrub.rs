@@ -9,7 +9,7 @@ use crate::view::View;
 use crate::volume::{Access, Volume};
 
 /// One stored block whose content does not match its checksum.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BadBlock {
     /// The layer holding the bad copy.
     pub layer: LayerId,
@@ -22,7 +22,7 @@ pub struct BadBlock {
 }
 
 /// What [`Volume::verify`] found.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct VerifyReport {
     /// Data blocks read and checked.
     pub blocks_checked: u64,

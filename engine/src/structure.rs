@@ -18,7 +18,7 @@ use crate::volume::Volume;
 type FileHandle = std::sync::Arc<dyn crate::storage::StorageFile>;
 
 /// A snapshot as listed by [`Volume::list_snapshots`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SnapshotInfo {
     /// The snapshot's id.
     pub id: SnapshotId,

@@ -9,7 +9,9 @@ use crate::layer::{Layer, Tree};
 use crate::volume::Volume;
 
 /// Which content of a volume.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum View {
     /// The live head.
     Head,
@@ -18,7 +20,7 @@ pub enum View {
 }
 
 /// What one block of a view reads as.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum BlockContent {
     /// Never written anywhere on the view's chain: zeros.
     Hole,
@@ -36,7 +38,7 @@ impl BlockContent {
 }
 
 /// One block of a view, from metadata alone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BlockInfo {
     /// What it reads as.
     pub content: BlockContent,

@@ -154,7 +154,7 @@ fn deliver<T>(slot: &Slot<T>, value: Answer<T>) {
 }
 
 /// What a replica reports about its copy.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ReplicaInfo {
     /// Volume size in bytes.
     pub size: u64,

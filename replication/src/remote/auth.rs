@@ -20,12 +20,14 @@ use bytes::{BufMut, Bytes, BytesMut};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
-use super::wire::{put_string, seal, Reader, WireError};
+use tripod_engine::codec::{Reader, Short};
+
+use super::wire::{seal, WireError};
 
 /// Magic that opens the `Hello` and `Challenge` frames.
 pub const MAGIC: &[u8; 8] = b"TRIPODRN";
 /// The protocol version this build speaks.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 /// Shortest cluster secret accepted.
 pub const MIN_SECRET_LEN: usize = 16;
 /// Longest volume name (a path component on the node).
@@ -165,9 +167,42 @@ pub struct Hello {
     pub volume: String,
 }
 
+impl From<Short> for AuthError {
+    fn from(s: Short) -> Self {
+        AuthError::Wire(WireError::Truncated(s.what))
+    }
+}
+
+/// A `u16`-length string.
+fn string(r: &mut Reader, what: &'static str) -> Result<String, AuthError> {
+    let len = r.u16(what)?;
+    let bytes = r.take(usize::from(len), what)?;
+    String::from_utf8(bytes.to_vec())
+        .map_err(|_| AuthError::Wire(WireError::Invalid(format!("{what}: not UTF-8"))))
+}
+
+/// Refuses bytes after the last field.
+fn finish(r: &Reader) -> Result<(), AuthError> {
+    match r.remaining() {
+        0 => Ok(()),
+        n => Err(AuthError::Wire(WireError::Trailing(n))),
+    }
+}
+
+/// Appends a `u16`-length string (a longer one is cut on a character boundary).
+fn put_string(out: &mut BytesMut, s: &str) {
+    let mut end = s.len().min(usize::from(u16::MAX));
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    let cut = s.get(..end).unwrap_or_default();
+    out.put_u16_le(u16::try_from(cut.len()).unwrap_or(0));
+    out.put_slice(cut.as_bytes());
+}
+
 fn check_magic(r: &mut Reader) -> Result<(), AuthError> {
     let magic = r.take(MAGIC.len(), "magic")?;
-    if &magic[..] != MAGIC {
+    if magic != MAGIC {
         return Err(AuthError::Protocol("bad magic".into()));
     }
     let version = r.u16("version")?;
@@ -179,10 +214,10 @@ fn check_magic(r: &mut Reader) -> Result<(), AuthError> {
     Ok(())
 }
 
-fn array<const N: usize>(r: &mut Reader, what: &'static str) -> Result<[u8; N], WireError> {
+fn array<const N: usize>(r: &mut Reader, what: &'static str) -> Result<[u8; N], AuthError> {
     let b = r.take(N, what)?;
     let mut out = [0u8; N];
-    out.copy_from_slice(&b);
+    out.copy_from_slice(b);
     Ok(out)
 }
 
@@ -200,11 +235,11 @@ impl Hello {
 
     /// Parses a frame body; the volume name must be valid.
     pub fn decode(frame: Bytes) -> Result<Self, AuthError> {
-        let mut r = Reader::new(frame);
+        let mut r = Reader::new(&frame);
         check_magic(&mut r)?;
         let nonce = array(&mut r, "nonce")?;
-        let volume = r.string("volume")?;
-        r.finish()?;
+        let volume = string(&mut r, "volume")?;
+        finish(&r)?;
         if !valid_volume_name(&volume) {
             return Err(AuthError::Protocol(format!(
                 "invalid volume name {volume:?}"
@@ -255,11 +290,11 @@ impl Challenge {
 
     /// Parses a frame body.
     pub fn decode(frame: Bytes) -> Result<Self, AuthError> {
-        let mut r = Reader::new(frame);
+        let mut r = Reader::new(&frame);
         check_magic(&mut r)?;
         let nonce = array(&mut r, "nonce")?;
         let proof = array(&mut r, "proof")?;
-        r.finish()?;
+        finish(&r)?;
         Ok(Self { nonce, proof })
     }
 }
@@ -311,22 +346,15 @@ pub fn verdict(refusal: Option<&str>) -> Bytes {
 
 /// Parses a verdict frame body.
 pub fn decode_verdict(frame: Bytes) -> Result<(), AuthError> {
-    let mut r = Reader::new(frame);
+    let mut r = Reader::new(&frame);
     match r.u8("verdict")? {
-        0 => {
-            r.finish()?;
-            Ok(())
-        }
+        0 => finish(&r),
         1 => {
-            let reason = r.string("refusal")?;
-            r.finish()?;
+            let reason = string(&mut r, "refusal")?;
+            finish(&r)?;
             Err(AuthError::Refused(reason))
         }
-        t => Err(WireError::Unknown {
-            what: "verdict",
-            value: t.into(),
-        }
-        .into()),
+        t => Err(AuthError::Wire(WireError::Invalid(format!("verdict {t}")))),
     }
 }
 

@@ -1,249 +1,246 @@
 //! Faults on the wire. The set decides what to do from a fault's kind (a checksum mismatch
 //! triggers a repair, an out-of-range request is the caller's error, an empty replica gets
-//! a rebuild), so every kind it looks at crosses the network intact; the rest travel as
-//! their message.
+//! a rebuild), so every kind it looks at crosses the network intact ([`WireFault`]); the
+//! rest travel as their message.
 
-use bytes::{BufMut, BytesMut};
+use serde::{Deserialize, Serialize};
 use tripod_engine::{BlockIndex, EngineError, LayerId, SnapshotId};
 
-use super::wire::{put_string, Reader, WireError};
 use crate::error::ReplicaFault;
 
-const F_REMOTE: u8 = 0;
-const F_TIMEOUT: u8 = 1;
-const F_DISCONNECTED: u8 = 2;
-const F_EMPTY: u8 = 3;
-const F_BAD_SET_STATE: u8 = 4;
-const F_IO: u8 = 5;
-const E_OUT_OF_RANGE: u8 = 10;
-const E_CHECKSUM: u8 = 11;
-const E_IO: u8 = 12;
-const E_POISONED: u8 = 13;
-const E_CORRUPT: u8 = 14;
-const E_VERSION: u8 = 15;
-const E_NOT_FOUND: u8 = 16;
-const E_EXISTS: u8 = 17;
-const E_GEOMETRY: u8 = 18;
-const E_SIZE: u8 = 19;
-const E_SHRINK: u8 = 20;
-const E_SNAPSHOT_ID: u8 = 21;
-const E_SNAPSHOT_EXISTS: u8 = 22;
-const E_SNAPSHOT_NOT_FOUND: u8 = 23;
-const E_LAYERS: u8 = 24;
-const E_NO_SPACE: u8 = 25;
-
 /// The reasons the engine gives for an invalid size (its `reason` is a `&'static str`).
-const SIZE_REASONS: [&str; 5] = [
+const SIZE_REASONS: [&str; 6] = [
     "must not be zero",
     "must be a multiple of the block size",
     "exceeds the 1 PiB limit",
     "larger than the volume",
     "larger than this file system's largest file",
+    "smaller than the snapshot",
 ];
 
-fn put_io(out: &mut BytesMut, context: &str, e: &std::io::Error) {
-    put_string(out, context);
-    out.put_i32_le(e.raw_os_error().unwrap_or(0));
-    put_string(out, &e.to_string());
+/// An I/O error as it crosses: where, the errno (0: none) and the message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct WireIo {
+    context: String,
+    errno: i32,
+    message: String,
 }
 
-pub(crate) fn put_fault(out: &mut BytesMut, fault: &ReplicaFault) {
-    match fault {
-        ReplicaFault::Timeout(d) => {
-            out.put_u8(F_TIMEOUT);
-            out.put_u64_le(u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+impl WireIo {
+    fn of(context: &str, e: &std::io::Error) -> Self {
+        Self {
+            context: context.to_owned(),
+            errno: e.raw_os_error().unwrap_or(0),
+            message: e.to_string(),
         }
-        ReplicaFault::Disconnected => out.put_u8(F_DISCONNECTED),
-        ReplicaFault::Empty => out.put_u8(F_EMPTY),
-        ReplicaFault::BadSetState(m) => {
-            out.put_u8(F_BAD_SET_STATE);
-            put_string(out, m);
-        }
-        ReplicaFault::Io { context, source } => {
-            out.put_u8(F_IO);
-            put_io(out, context, source);
-        }
-        ReplicaFault::Engine(e) => put_engine(out, e),
-        other => {
-            out.put_u8(F_REMOTE);
-            put_string(out, &other.to_string());
+    }
+
+    fn error(&self) -> std::io::Error {
+        if self.errno > 0 {
+            std::io::Error::from_raw_os_error(self.errno)
+        } else {
+            std::io::Error::other(self.message.clone())
         }
     }
 }
 
-fn put_engine(out: &mut BytesMut, e: &EngineError) {
-    match e {
-        EngineError::OutOfRange { offset, len, size } => {
-            out.put_u8(E_OUT_OF_RANGE);
-            out.put_u64_le(*offset);
-            out.put_u64_le(*len);
-            out.put_u64_le(*size);
+/// A replica fault as it crosses the wire. The variants' order is the wire's tag order:
+/// append only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum WireFault {
+    /// Anything without a kind of its own: its message.
+    Remote(String),
+    Timeout {
+        ms: u64,
+    },
+    Disconnected,
+    Empty,
+    BadSetState(String),
+    /// An I/O fault of the node outside its store.
+    Io(WireIo),
+    OutOfRange {
+        offset: u64,
+        len: u64,
+        size: u64,
+    },
+    Checksum {
+        block: u64,
+        layer: u64,
+        expected: u32,
+        actual: u32,
+    },
+    EngineIo(WireIo),
+    Poisoned,
+    Corrupt {
+        file: String,
+        reason: String,
+    },
+    Version {
+        file: String,
+        found: u32,
+        supported: u32,
+    },
+    NotFound,
+    AlreadyExists,
+    Geometry(String),
+    Size {
+        size: u64,
+        reason: String,
+    },
+    Shrink {
+        current: u64,
+        requested: u64,
+    },
+    SnapshotId(String),
+    SnapshotExists(SnapshotId),
+    SnapshotNotFound(SnapshotId),
+    Layers {
+        limit: u64,
+    },
+    NoSpace(WireIo),
+}
+
+impl From<&ReplicaFault> for WireFault {
+    fn from(fault: &ReplicaFault) -> Self {
+        match fault {
+            ReplicaFault::Timeout(d) => Self::Timeout {
+                ms: u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
+            },
+            ReplicaFault::Disconnected => Self::Disconnected,
+            ReplicaFault::Empty => Self::Empty,
+            ReplicaFault::BadSetState(m) => Self::BadSetState(m.clone()),
+            ReplicaFault::Io { context, source } => Self::Io(WireIo::of(context, source)),
+            ReplicaFault::Engine(e) => Self::from(e),
+            other => Self::Remote(other.to_string()),
         }
-        EngineError::ChecksumMismatch {
-            block,
-            layer,
-            expected,
-            actual,
-        } => {
-            out.put_u8(E_CHECKSUM);
-            out.put_u64_le(block.0);
-            out.put_u64_le(layer.0);
-            out.put_u32_le(*expected);
-            out.put_u32_le(*actual);
-        }
-        EngineError::Io { context, source } => {
-            out.put_u8(E_IO);
-            put_io(out, context, source);
-        }
-        EngineError::NoSpace { context, source } => {
-            out.put_u8(E_NO_SPACE);
-            put_io(out, context, source);
-        }
-        EngineError::Poisoned => out.put_u8(E_POISONED),
-        EngineError::Corrupt { file, reason } => {
-            out.put_u8(E_CORRUPT);
-            put_string(out, file);
-            put_string(out, reason);
-        }
-        EngineError::UnsupportedVersion {
-            file,
-            found,
-            supported,
-        } => {
-            out.put_u8(E_VERSION);
-            put_string(out, file);
-            out.put_u32_le(*found);
-            out.put_u32_le(*supported);
-        }
-        EngineError::NotFound => out.put_u8(E_NOT_FOUND),
-        EngineError::AlreadyExists => out.put_u8(E_EXISTS),
-        EngineError::InvalidGeometry(m) => {
-            out.put_u8(E_GEOMETRY);
-            put_string(out, m);
-        }
-        EngineError::InvalidSize { size, reason } => {
-            out.put_u8(E_SIZE);
-            out.put_u64_le(*size);
-            put_string(out, reason);
-        }
-        EngineError::Shrink { current, requested } => {
-            out.put_u8(E_SHRINK);
-            out.put_u64_le(*current);
-            out.put_u64_le(*requested);
-        }
-        EngineError::InvalidSnapshotId(s) => {
-            out.put_u8(E_SNAPSHOT_ID);
-            put_string(out, s);
-        }
-        EngineError::SnapshotExists(id) => {
-            out.put_u8(E_SNAPSHOT_EXISTS);
-            put_string(out, id.as_str());
-        }
-        EngineError::SnapshotNotFound(id) => {
-            out.put_u8(E_SNAPSHOT_NOT_FOUND);
-            put_string(out, id.as_str());
-        }
-        EngineError::TooManyLayers { limit } => {
-            out.put_u8(E_LAYERS);
-            out.put_u64_le(*limit as u64);
-        }
-        other => {
+    }
+}
+
+impl From<&EngineError> for WireFault {
+    fn from(e: &EngineError) -> Self {
+        match e {
+            EngineError::OutOfRange { offset, len, size } => Self::OutOfRange {
+                offset: *offset,
+                len: *len,
+                size: *size,
+            },
+            EngineError::ChecksumMismatch {
+                block,
+                layer,
+                expected,
+                actual,
+            } => Self::Checksum {
+                block: block.0,
+                layer: layer.0,
+                expected: *expected,
+                actual: *actual,
+            },
+            EngineError::Io { context, source } => Self::EngineIo(WireIo::of(context, source)),
+            EngineError::NoSpace { context, source } => Self::NoSpace(WireIo::of(context, source)),
+            EngineError::Poisoned => Self::Poisoned,
+            EngineError::Corrupt { file, reason } => Self::Corrupt {
+                file: file.clone(),
+                reason: reason.clone(),
+            },
+            EngineError::UnsupportedVersion {
+                file,
+                found,
+                supported,
+            } => Self::Version {
+                file: file.clone(),
+                found: *found,
+                supported: *supported,
+            },
+            EngineError::NotFound => Self::NotFound,
+            EngineError::AlreadyExists => Self::AlreadyExists,
+            EngineError::InvalidGeometry(m) => Self::Geometry(m.clone()),
+            EngineError::InvalidSize { size, reason } => Self::Size {
+                size: *size,
+                reason: (*reason).to_owned(),
+            },
+            EngineError::Shrink { current, requested } => Self::Shrink {
+                current: *current,
+                requested: *requested,
+            },
+            EngineError::InvalidSnapshotId(s) => Self::SnapshotId(s.clone()),
+            EngineError::SnapshotExists(id) => Self::SnapshotExists(id.clone()),
+            EngineError::SnapshotNotFound(id) => Self::SnapshotNotFound(id.clone()),
+            EngineError::TooManyLayers { limit } => Self::Layers {
+                limit: *limit as u64,
+            },
             // `InUse` and anything added later: the message is what matters to a reader.
-            out.put_u8(F_REMOTE);
-            put_string(out, &other.to_string());
+            other => Self::Remote(other.to_string()),
         }
     }
 }
 
-fn read_io(r: &mut Reader) -> Result<(String, std::io::Error), WireError> {
-    let context = r.string("I/O context")?;
-    let code = r.u32("errno")? as i32;
-    let message = r.string("I/O message")?;
-    let error = if code > 0 {
-        std::io::Error::from_raw_os_error(code)
-    } else {
-        std::io::Error::other(message)
-    };
-    Ok((context, error))
-}
-
-fn snapshot_id(r: &mut Reader) -> Result<SnapshotId, WireError> {
-    SnapshotId::new(r.string("snapshot id")?).map_err(|_| WireError::Invalid("snapshot id"))
-}
-
-pub(crate) fn read_fault(r: &mut Reader) -> Result<ReplicaFault, WireError> {
-    let engine = |e: EngineError| Ok(ReplicaFault::Engine(e));
-    match r.u8("fault")? {
-        F_REMOTE => Ok(ReplicaFault::Remote(r.string("fault message")?)),
-        F_TIMEOUT => Ok(ReplicaFault::Timeout(std::time::Duration::from_millis(
-            r.u64("timeout")?,
-        ))),
-        F_DISCONNECTED => Ok(ReplicaFault::Disconnected),
-        F_EMPTY => Ok(ReplicaFault::Empty),
-        F_BAD_SET_STATE => Ok(ReplicaFault::BadSetState(r.string("fault message")?)),
-        F_IO => {
-            let (context, source) = read_io(r)?;
+impl From<WireFault> for ReplicaFault {
+    fn from(f: WireFault) -> Self {
+        let engine = ReplicaFault::Engine;
+        match f {
+            WireFault::Remote(m) => Self::Remote(m),
+            WireFault::Timeout { ms } => Self::Timeout(std::time::Duration::from_millis(ms)),
+            WireFault::Disconnected => Self::Disconnected,
+            WireFault::Empty => Self::Empty,
+            WireFault::BadSetState(m) => Self::BadSetState(m),
             // The static context of a node-side I/O fault cannot cross the wire; keep it in
             // the message instead.
-            Ok(ReplicaFault::Remote(format!(
-                "I/O error while {context}: {source}"
-            )))
+            WireFault::Io(io) => {
+                Self::Remote(format!("I/O error while {}: {}", io.context, io.error()))
+            }
+            WireFault::OutOfRange { offset, len, size } => {
+                engine(EngineError::OutOfRange { offset, len, size })
+            }
+            WireFault::Checksum {
+                block,
+                layer,
+                expected,
+                actual,
+            } => engine(EngineError::ChecksumMismatch {
+                block: BlockIndex(block),
+                layer: LayerId(layer),
+                expected,
+                actual,
+            }),
+            WireFault::EngineIo(io) => engine(EngineError::Io {
+                source: io.error(),
+                context: io.context,
+            }),
+            WireFault::NoSpace(io) => engine(EngineError::NoSpace {
+                source: io.error(),
+                context: io.context,
+            }),
+            WireFault::Poisoned => engine(EngineError::Poisoned),
+            WireFault::Corrupt { file, reason } => engine(EngineError::Corrupt { file, reason }),
+            WireFault::Version {
+                file,
+                found,
+                supported,
+            } => engine(EngineError::UnsupportedVersion {
+                file,
+                found,
+                supported,
+            }),
+            WireFault::NotFound => engine(EngineError::NotFound),
+            WireFault::AlreadyExists => engine(EngineError::AlreadyExists),
+            WireFault::Geometry(m) => engine(EngineError::InvalidGeometry(m)),
+            WireFault::Size { size, reason } => engine(EngineError::InvalidSize {
+                size,
+                reason: SIZE_REASONS
+                    .iter()
+                    .find(|known| **known == reason)
+                    .copied()
+                    .unwrap_or("refused by the replica node"),
+            }),
+            WireFault::Shrink { current, requested } => {
+                engine(EngineError::Shrink { current, requested })
+            }
+            WireFault::SnapshotId(s) => engine(EngineError::InvalidSnapshotId(s)),
+            WireFault::SnapshotExists(id) => engine(EngineError::SnapshotExists(id)),
+            WireFault::SnapshotNotFound(id) => engine(EngineError::SnapshotNotFound(id)),
+            WireFault::Layers { limit } => engine(EngineError::TooManyLayers {
+                limit: usize::try_from(limit).unwrap_or(usize::MAX),
+            }),
         }
-        E_OUT_OF_RANGE => engine(EngineError::OutOfRange {
-            offset: r.u64("offset")?,
-            len: r.u64("length")?,
-            size: r.u64("size")?,
-        }),
-        E_CHECKSUM => engine(EngineError::ChecksumMismatch {
-            block: BlockIndex(r.u64("block")?),
-            layer: LayerId(r.u64("layer")?),
-            expected: r.u32("crc")?,
-            actual: r.u32("crc")?,
-        }),
-        E_IO => {
-            let (context, source) = read_io(r)?;
-            engine(EngineError::Io { context, source })
-        }
-        E_NO_SPACE => {
-            let (context, source) = read_io(r)?;
-            engine(EngineError::NoSpace { context, source })
-        }
-        E_POISONED => engine(EngineError::Poisoned),
-        E_CORRUPT => engine(EngineError::Corrupt {
-            file: r.string("file")?,
-            reason: r.string("reason")?,
-        }),
-        E_VERSION => engine(EngineError::UnsupportedVersion {
-            file: r.string("file")?,
-            found: r.u32("version")?,
-            supported: r.u32("version")?,
-        }),
-        E_NOT_FOUND => engine(EngineError::NotFound),
-        E_EXISTS => engine(EngineError::AlreadyExists),
-        E_GEOMETRY => engine(EngineError::InvalidGeometry(r.string("geometry")?)),
-        E_SIZE => {
-            let size = r.u64("size")?;
-            let text = r.string("reason")?;
-            let reason = SIZE_REASONS
-                .iter()
-                .find(|known| **known == text)
-                .copied()
-                .unwrap_or("refused by the replica node");
-            engine(EngineError::InvalidSize { size, reason })
-        }
-        E_SHRINK => engine(EngineError::Shrink {
-            current: r.u64("size")?,
-            requested: r.u64("size")?,
-        }),
-        E_SNAPSHOT_ID => engine(EngineError::InvalidSnapshotId(r.string("snapshot id")?)),
-        E_SNAPSHOT_EXISTS => engine(EngineError::SnapshotExists(snapshot_id(r)?)),
-        E_SNAPSHOT_NOT_FOUND => engine(EngineError::SnapshotNotFound(snapshot_id(r)?)),
-        E_LAYERS => engine(EngineError::TooManyLayers {
-            limit: usize::try_from(r.u64("limit")?).unwrap_or(usize::MAX),
-        }),
-        t => Err(WireError::Unknown {
-            what: "fault",
-            value: t.into(),
-        }),
     }
 }

@@ -1,19 +1,25 @@
-//! The replica-node wire format: length-prefixed frames carrying one request or one answer.
+//! The replica-node wire format after the handshake: length-prefixed frames, each one
+//! request or one answer.
 //!
-//! Every frame is `len: u32 LE` then `len` bytes. After the handshake (see
-//! [`super::auth`]) a request frame is `id: u64, op: u8, body` and an answer frame is
-//! `id: u64, status: u8 (0 ok, 1 fault), body`; answers may come in any order. Integers are
-//! little-endian, strings `u16` length + UTF-8, byte strings `u32` length + bytes. Decoding
-//! is pure and total: any byte string yields a value or a [`WireError`], never a panic, and
-//! no allocation is larger than the frame it came from. `replication/FORMAT.md` has the
-//! table of operations.
+//! ```text
+//! len u32 | id u64 | control_len u32 | control (control_len bytes) | payload (the rest)
+//! ```
+//!
+//! `control` is the message itself ([`Request`] or [`Answer`] without their bulk bytes) in
+//! bincode 2 with fixed-width little-endian integers, decoded under a size limit; `payload`
+//! carries the bulk bytes (write data, read data, a set state), whose length the control
+//! part states, and is handed on as a slice of the frame, never copied. Decoding is total:
+//! any byte string yields a value or a [`WireError`], never a panic, and no allocation is
+//! larger than the frame it came from. `replication/FORMAT.md` has the messages.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bincode::config::{Configuration, Fixint, Limit, LittleEndian};
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use tripod_engine::{
-    BadBlock, BlockContent, BlockIndex, BlockInfo, ChunkIndex, Geometry, LayerId, RawBlock,
-    SnapshotId, SnapshotInfo, VerifyReport, View,
+    BlockIndex, BlockInfo, ChunkIndex, Geometry, RawBlock, SnapshotId, VerifyReport, View,
 };
 
+use super::fault::WireFault;
 use crate::error::ReplicaFault;
 use crate::replica::ReplicaInfo;
 
@@ -24,6 +30,15 @@ pub const MAX_FRAME: usize = (64 << 20) + 4096;
 /// Largest read a request may ask for (the answer must fit in a frame).
 pub const MAX_READ: u64 = 64 << 20;
 
+/// `id u64` and `control_len u32`.
+const HEADER: usize = 12;
+
+/// The control parts' encoding: fixed-width little-endian integers (so every value has one
+/// encoding and a frame re-encodes to itself), never reading or allocating past a frame.
+const CONFIG: Configuration<LittleEndian, Fixint, Limit<MAX_FRAME>> = bincode::config::standard()
+    .with_fixed_int_encoding()
+    .with_limit::<MAX_FRAME>();
+
 /// Why bytes are not a valid frame.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
@@ -33,17 +48,10 @@ pub enum WireError {
     /// Bytes were left over after the last field.
     #[error("{0} trailing bytes in the frame")]
     Trailing(usize),
-    /// An unknown operation, status or tag.
-    #[error("unknown {what} {value}")]
-    Unknown {
-        /// Which kind of tag.
-        what: &'static str,
-        /// Its value.
-        value: u64,
-    },
-    /// A field's value is not allowed (bad UTF-8, bad snapshot id, oversized read).
+    /// A field's value is not allowed (bad UTF-8, bad snapshot id, oversized read, an
+    /// unknown message).
     #[error("invalid {0}")]
-    Invalid(&'static str),
+    Invalid(String),
     /// A frame longer than [`MAX_FRAME`].
     #[error("frame of {0} bytes exceeds the limit")]
     TooLarge(u64),
@@ -174,630 +182,378 @@ pub enum Answer {
 /// A decoded answer frame.
 pub type AnswerFrame = (u64, Result<Answer, ReplicaFault>);
 
-// ---------------------------------------------------------------------------------------
-// Reading
-
-/// A cursor over one frame that never reads past its end.
-pub(crate) struct Reader {
-    buf: Bytes,
+/// A request's control part; `len` fields say how many payload bytes belong to it. The
+/// variants' order is the wire's tag order: append only.
+#[derive(Debug, Serialize, Deserialize)]
+enum RequestMsg {
+    Format {
+        size: u64,
+        geometry: Geometry,
+    },
+    Info,
+    Write {
+        offset: u64,
+        generation: u64,
+        len: u32,
+    },
+    WriteZeroes {
+        offset: u64,
+        len: u64,
+        generation: u64,
+    },
+    WriteRaw {
+        first: BlockIndex,
+        blocks: Vec<RawHeader>,
+    },
+    Read {
+        view: View,
+        offset: u64,
+        len: u64,
+    },
+    Flush,
+    Snapshot {
+        id: SnapshotId,
+        size: Option<u64>,
+    },
+    DeleteSnapshot(SnapshotId),
+    Rollback(SnapshotId),
+    Expand(u64),
+    Verify,
+    ViewChunks(View),
+    ChunkSummary {
+        view: View,
+        chunk: ChunkIndex,
+    },
+    Repair {
+        view: View,
+        block: BlockIndex,
+        len: u32,
+    },
+    LoadSetState,
+    StoreSetState {
+        len: u32,
+    },
+    Reconnect {
+        timeout_ms: u64,
+    },
+    Health,
+    Destroy,
+    List,
 }
 
-impl Reader {
-    pub(crate) fn new(buf: Bytes) -> Self {
-        Self { buf }
-    }
+/// One block of a raw write: its generation and, when it holds data, the data's length in
+/// the payload (blocks' data follow each other there).
+#[derive(Debug, Serialize, Deserialize)]
+struct RawHeader {
+    generation: u64,
+    len: Option<u32>,
+}
 
-    fn need(&self, n: usize, what: &'static str) -> Result<(), WireError> {
-        if self.buf.remaining() < n {
-            Err(WireError::Truncated(what))
-        } else {
-            Ok(())
-        }
-    }
+/// An answer's control part (same rules as [`RequestMsg`]).
+#[derive(Debug, Serialize, Deserialize)]
+enum AnswerMsg {
+    Done,
+    Info(ReplicaInfo),
+    Data { len: u32 },
+    NoData,
+    Verify(VerifyReport),
+    Chunks(Vec<ChunkIndex>),
+    Summary(Vec<BlockInfo>),
+    Repaired(bool),
+    Names(Vec<String>),
+    Fault(WireFault),
+}
 
-    pub(crate) fn u8(&mut self, what: &'static str) -> Result<u8, WireError> {
-        self.need(1, what)?;
-        Ok(self.buf.get_u8())
-    }
-
-    pub(crate) fn u16(&mut self, what: &'static str) -> Result<u16, WireError> {
-        self.need(2, what)?;
-        Ok(self.buf.get_u16_le())
-    }
-
-    pub(crate) fn u32(&mut self, what: &'static str) -> Result<u32, WireError> {
-        self.need(4, what)?;
-        Ok(self.buf.get_u32_le())
-    }
-
-    pub(crate) fn u64(&mut self, what: &'static str) -> Result<u64, WireError> {
-        self.need(8, what)?;
-        Ok(self.buf.get_u64_le())
-    }
-
-    /// `n` bytes, sharing the frame's buffer.
-    pub(crate) fn take(&mut self, n: usize, what: &'static str) -> Result<Bytes, WireError> {
-        self.need(n, what)?;
-        Ok(self.buf.split_to(n))
-    }
-
-    pub(crate) fn bytes(&mut self, what: &'static str) -> Result<Bytes, WireError> {
-        let n = self.u32(what)? as usize;
-        self.take(n, what)
-    }
-
-    pub(crate) fn string(&mut self, what: &'static str) -> Result<String, WireError> {
-        let n = self.u16(what)? as usize;
-        let raw = self.take(n, what)?;
-        String::from_utf8(raw.to_vec()).map_err(|_| WireError::Invalid(what))
-    }
-
-    /// A count of items each at least `min_size` bytes long, checked against what is left
-    /// so it can size an allocation.
-    fn count(&mut self, min_size: usize, what: &'static str) -> Result<usize, WireError> {
-        let n = self.u32(what)? as usize;
-        if n.saturating_mul(min_size) > self.buf.remaining() {
-            return Err(WireError::Truncated(what));
-        }
-        Ok(n)
-    }
-
-    fn snapshot_id(&mut self) -> Result<SnapshotId, WireError> {
-        let s = self.string("snapshot id")?;
-        SnapshotId::new(s).map_err(|_| WireError::Invalid("snapshot id"))
-    }
-
-    fn view(&mut self) -> Result<View, WireError> {
-        match self.u8("view")? {
-            0 => Ok(View::Head),
-            1 => Ok(View::Snapshot(self.snapshot_id()?)),
-            t => Err(WireError::Unknown {
-                what: "view",
-                value: t.into(),
-            }),
-        }
-    }
-
-    fn geometry(&mut self) -> Result<Geometry, WireError> {
-        Ok(Geometry {
-            block_size: self.u32("block size")?,
-            chunk_blocks: self.u32("chunk blocks")?,
-        })
-    }
-
-    fn option_u64(&mut self, what: &'static str) -> Result<Option<u64>, WireError> {
-        match self.u8(what)? {
-            0 => Ok(None),
-            1 => Ok(Some(self.u64(what)?)),
-            t => Err(WireError::Unknown {
-                what,
-                value: t.into(),
-            }),
-        }
-    }
-
-    pub(crate) fn finish(self) -> Result<(), WireError> {
-        match self.buf.remaining() {
-            0 => Ok(()),
-            n => Err(WireError::Trailing(n)),
-        }
-    }
+/// A payload length as the control part states it (payloads are at most a frame).
+fn len32(b: &[u8]) -> u32 {
+    u32::try_from(b.len()).unwrap_or(u32::MAX)
 }
 
 // ---------------------------------------------------------------------------------------
 // Writing
 
-pub(crate) fn put_string(out: &mut BytesMut, s: &str) {
-    // Every string sent is short (ids, names, messages); longer ones are cut on a char
-    // boundary rather than sent with a wrong length.
-    let mut end = s.len().min(usize::from(u16::MAX));
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    let cut = s.get(..end).unwrap_or_default();
-    out.put_u16_le(u16::try_from(cut.len()).unwrap_or(0));
-    out.put_slice(cut.as_bytes());
-}
-
-fn put_bytes(out: &mut BytesMut, b: &[u8]) {
-    put_len(out, b.len());
-    out.put_slice(b);
-}
-
-fn put_view(out: &mut BytesMut, view: &View) {
-    match view {
-        View::Head => out.put_u8(0),
-        View::Snapshot(id) => {
-            out.put_u8(1);
-            put_string(out, id.as_str());
-        }
-    }
-}
-
-fn put_option_u64(out: &mut BytesMut, v: Option<u64>) {
-    match v {
-        None => out.put_u8(0),
-        Some(v) => {
-            out.put_u8(1);
-            out.put_u64_le(v);
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Requests
-
-const OP_FORMAT: u8 = 1;
-const OP_INFO: u8 = 2;
-const OP_WRITE: u8 = 3;
-const OP_WRITE_ZEROES: u8 = 4;
-const OP_WRITE_RAW: u8 = 5;
-const OP_READ: u8 = 6;
-const OP_FLUSH: u8 = 7;
-const OP_SNAPSHOT: u8 = 8;
-const OP_DELETE_SNAPSHOT: u8 = 9;
-const OP_ROLLBACK: u8 = 10;
-const OP_EXPAND: u8 = 11;
-const OP_VERIFY: u8 = 12;
-const OP_VIEW_CHUNKS: u8 = 13;
-const OP_CHUNK_SUMMARY: u8 = 14;
-const OP_REPAIR: u8 = 15;
-const OP_LOAD_SET_STATE: u8 = 16;
-const OP_STORE_SET_STATE: u8 = 17;
-const OP_RECONNECT: u8 = 18;
-const OP_HEALTH: u8 = 19;
-const OP_DESTROY: u8 = 20;
-const OP_LIST: u8 = 21;
-
-/// Encodes request `id` as one frame (length prefix included).
-pub fn encode_request(id: u64, req: &Request) -> Bytes {
-    let payload = match req {
-        Request::Write { data, .. } | Request::Repair { data, .. } => data.len(),
-        Request::StoreSetState(d) => d.len(),
-        Request::WriteRaw { blocks, .. } => blocks
-            .iter()
-            .map(|b| 13 + b.data.as_ref().map_or(0, |d| d.len()))
-            .sum(),
-        _ => 0,
-    };
-    let mut out = BytesMut::with_capacity(64 + payload);
+/// A frame: the length prefix, `id`, the control part and the payload pieces.
+fn frame(id: u64, control: &impl Serialize, payload: &[&[u8]]) -> Bytes {
+    // Every message here encodes (no maps, no failing serializers); an empty control part
+    // would be refused by the reader rather than misread.
+    let control = bincode::serde::encode_to_vec(control, CONFIG).unwrap_or_default();
+    let body: usize = payload.iter().map(|p| p.len()).sum();
+    let mut out = BytesMut::with_capacity(4 + HEADER + control.len() + body);
     out.put_u32_le(0);
     out.put_u64_le(id);
-    match req {
-        Request::Format { size, geometry } => {
-            out.put_u8(OP_FORMAT);
-            out.put_u64_le(*size);
-            out.put_u32_le(geometry.block_size);
-            out.put_u32_le(geometry.chunk_blocks);
-        }
-        Request::Info => out.put_u8(OP_INFO),
-        Request::Write {
-            offset,
-            generation,
-            data,
-        } => {
-            out.put_u8(OP_WRITE);
-            out.put_u64_le(*offset);
-            out.put_u64_le(*generation);
-            put_bytes(&mut out, data);
-        }
-        Request::WriteZeroes {
-            offset,
-            len,
-            generation,
-        } => {
-            out.put_u8(OP_WRITE_ZEROES);
-            out.put_u64_le(*offset);
-            out.put_u64_le(*len);
-            out.put_u64_le(*generation);
-        }
-        Request::WriteRaw { first, blocks } => {
-            out.put_u8(OP_WRITE_RAW);
-            out.put_u64_le(first.0);
-            put_len(&mut out, blocks.len());
-            for b in blocks {
-                out.put_u64_le(b.generation);
-                match &b.data {
-                    None => out.put_u8(0),
-                    Some(d) => {
-                        out.put_u8(1);
-                        put_bytes(&mut out, d);
-                    }
-                }
-            }
-        }
-        Request::Read { view, offset, len } => {
-            out.put_u8(OP_READ);
-            put_view(&mut out, view);
-            out.put_u64_le(*offset);
-            out.put_u64_le(*len);
-        }
-        Request::Flush => out.put_u8(OP_FLUSH),
-        Request::Snapshot { id, size } => {
-            out.put_u8(OP_SNAPSHOT);
-            put_string(&mut out, id.as_str());
-            put_option_u64(&mut out, *size);
-        }
-        Request::DeleteSnapshot(id) => {
-            out.put_u8(OP_DELETE_SNAPSHOT);
-            put_string(&mut out, id.as_str());
-        }
-        Request::Rollback(id) => {
-            out.put_u8(OP_ROLLBACK);
-            put_string(&mut out, id.as_str());
-        }
-        Request::Expand(size) => {
-            out.put_u8(OP_EXPAND);
-            out.put_u64_le(*size);
-        }
-        Request::Verify => out.put_u8(OP_VERIFY),
-        Request::ViewChunks(view) => {
-            out.put_u8(OP_VIEW_CHUNKS);
-            put_view(&mut out, view);
-        }
-        Request::ChunkSummary { view, chunk } => {
-            out.put_u8(OP_CHUNK_SUMMARY);
-            put_view(&mut out, view);
-            out.put_u64_le(chunk.0);
-        }
-        Request::Repair { view, block, data } => {
-            out.put_u8(OP_REPAIR);
-            put_view(&mut out, view);
-            out.put_u64_le(block.0);
-            put_bytes(&mut out, data);
-        }
-        Request::LoadSetState => out.put_u8(OP_LOAD_SET_STATE),
-        Request::StoreSetState(state) => {
-            out.put_u8(OP_STORE_SET_STATE);
-            put_bytes(&mut out, state);
-        }
-        Request::Reconnect { timeout_ms } => {
-            out.put_u8(OP_RECONNECT);
-            out.put_u64_le(*timeout_ms);
-        }
-        Request::Health => out.put_u8(OP_HEALTH),
-        Request::Destroy => out.put_u8(OP_DESTROY),
-        Request::List => out.put_u8(OP_LIST),
+    out.put_u32_le(len32(&control));
+    out.put_slice(&control);
+    for p in payload {
+        out.put_slice(p);
     }
     seal(out)
 }
 
-/// Fills in the length prefix of a frame built after a zero placeholder.
+/// Fills in the length prefix of a frame built after a 4-byte placeholder.
 pub(crate) fn seal(mut out: BytesMut) -> Bytes {
-    // Frames are far below 4 GiB (`MAX_FRAME`; longer payloads go in pieces).
-    let len = u32::try_from(out.len().saturating_sub(4)).unwrap_or(u32::MAX);
+    let len = u32::try_from(out.len() - 4).unwrap_or(u32::MAX);
     if let Some(prefix) = out.get_mut(..4) {
         prefix.copy_from_slice(&len.to_le_bytes());
     }
     out.freeze()
 }
 
-/// Writes a list's length. Lists are bounded by the frame size, far below `u32::MAX`; a
-/// longer one would be cut short by the receiver's checks, never read past.
-fn put_len(out: &mut BytesMut, n: usize) {
-    out.put_u32_le(u32::try_from(n).unwrap_or(u32::MAX));
+/// Encodes request `req` as a frame (with its length prefix).
+pub fn encode_request(id: u64, req: &Request) -> Bytes {
+    let one = |msg: RequestMsg| frame(id, &msg, &[]);
+    match req {
+        Request::Format { size, geometry } => one(RequestMsg::Format {
+            size: *size,
+            geometry: *geometry,
+        }),
+        Request::Info => one(RequestMsg::Info),
+        Request::Write {
+            offset,
+            generation,
+            data,
+        } => frame(
+            id,
+            &RequestMsg::Write {
+                offset: *offset,
+                generation: *generation,
+                len: len32(data),
+            },
+            &[data],
+        ),
+        Request::WriteZeroes {
+            offset,
+            len,
+            generation,
+        } => one(RequestMsg::WriteZeroes {
+            offset: *offset,
+            len: *len,
+            generation: *generation,
+        }),
+        Request::WriteRaw { first, blocks } => {
+            let headers = blocks
+                .iter()
+                .map(|b| RawHeader {
+                    generation: b.generation,
+                    len: b.data.as_deref().map(len32),
+                })
+                .collect();
+            let data: Vec<&[u8]> = blocks.iter().filter_map(|b| b.data.as_deref()).collect();
+            frame(
+                id,
+                &RequestMsg::WriteRaw {
+                    first: *first,
+                    blocks: headers,
+                },
+                &data,
+            )
+        }
+        Request::Read { view, offset, len } => one(RequestMsg::Read {
+            view: view.clone(),
+            offset: *offset,
+            len: *len,
+        }),
+        Request::Flush => one(RequestMsg::Flush),
+        Request::Snapshot { id: snap, size } => one(RequestMsg::Snapshot {
+            id: snap.clone(),
+            size: *size,
+        }),
+        Request::DeleteSnapshot(s) => one(RequestMsg::DeleteSnapshot(s.clone())),
+        Request::Rollback(s) => one(RequestMsg::Rollback(s.clone())),
+        Request::Expand(size) => one(RequestMsg::Expand(*size)),
+        Request::Verify => one(RequestMsg::Verify),
+        Request::ViewChunks(view) => one(RequestMsg::ViewChunks(view.clone())),
+        Request::ChunkSummary { view, chunk } => one(RequestMsg::ChunkSummary {
+            view: view.clone(),
+            chunk: *chunk,
+        }),
+        Request::Repair { view, block, data } => frame(
+            id,
+            &RequestMsg::Repair {
+                view: view.clone(),
+                block: *block,
+                len: len32(data),
+            },
+            &[data],
+        ),
+        Request::LoadSetState => one(RequestMsg::LoadSetState),
+        Request::StoreSetState(state) => frame(
+            id,
+            &RequestMsg::StoreSetState { len: len32(state) },
+            &[state],
+        ),
+        Request::Reconnect { timeout_ms } => one(RequestMsg::Reconnect {
+            timeout_ms: *timeout_ms,
+        }),
+        Request::Health => one(RequestMsg::Health),
+        Request::Destroy => one(RequestMsg::Destroy),
+        Request::List => one(RequestMsg::List),
+    }
 }
 
-/// Decodes a request frame body (without its length prefix).
-pub fn decode_request(frame: Bytes) -> Result<(u64, Request), WireError> {
-    let mut r = Reader::new(frame);
-    let id = r.u64("request id")?;
-    let op = r.u8("operation")?;
-    let req = match op {
-        OP_FORMAT => Request::Format {
-            size: r.u64("size")?,
-            geometry: r.geometry()?,
-        },
-        OP_INFO => Request::Info,
-        OP_WRITE => Request::Write {
-            offset: r.u64("offset")?,
-            generation: r.u64("generation")?,
-            data: r.bytes("data")?,
-        },
-        OP_WRITE_ZEROES => Request::WriteZeroes {
-            offset: r.u64("offset")?,
-            len: r.u64("length")?,
-            generation: r.u64("generation")?,
-        },
-        OP_WRITE_RAW => {
-            let first = BlockIndex(r.u64("first block")?);
-            let n = r.count(9, "raw blocks")?;
-            let mut blocks = Vec::with_capacity(n);
-            for _ in 0..n {
-                let generation = r.u64("generation")?;
-                let data = match r.u8("raw block")? {
-                    0 => None,
-                    1 => Some(r.bytes("raw block")?),
-                    t => {
-                        return Err(WireError::Unknown {
-                            what: "raw block",
-                            value: t.into(),
-                        })
-                    }
-                };
-                blocks.push(RawBlock { data, generation });
-            }
-            Request::WriteRaw { first, blocks }
-        }
-        OP_READ => {
-            let view = r.view()?;
-            let offset = r.u64("offset")?;
-            let len = r.u64("length")?;
-            if len > MAX_READ {
-                return Err(WireError::Invalid("read length"));
-            }
-            Request::Read { view, offset, len }
-        }
-        OP_FLUSH => Request::Flush,
-        OP_SNAPSHOT => Request::Snapshot {
-            id: r.snapshot_id()?,
-            size: r.option_u64("snapshot size")?,
-        },
-        OP_DELETE_SNAPSHOT => Request::DeleteSnapshot(r.snapshot_id()?),
-        OP_ROLLBACK => Request::Rollback(r.snapshot_id()?),
-        OP_EXPAND => Request::Expand(r.u64("size")?),
-        OP_VERIFY => Request::Verify,
-        OP_VIEW_CHUNKS => Request::ViewChunks(r.view()?),
-        OP_CHUNK_SUMMARY => Request::ChunkSummary {
-            view: r.view()?,
-            chunk: ChunkIndex(r.u64("chunk")?),
-        },
-        OP_REPAIR => Request::Repair {
-            view: r.view()?,
-            block: BlockIndex(r.u64("block")?),
-            data: r.bytes("data")?,
-        },
-        OP_LOAD_SET_STATE => Request::LoadSetState,
-        OP_STORE_SET_STATE => Request::StoreSetState(r.bytes("set state")?),
-        OP_RECONNECT => Request::Reconnect {
-            timeout_ms: r.u64("timeout")?,
-        },
-        OP_HEALTH => Request::Health,
-        OP_DESTROY => Request::Destroy,
-        OP_LIST => Request::List,
-        op => {
-            return Err(WireError::Unknown {
-                what: "operation",
-                value: op.into(),
-            })
-        }
-    };
-    r.finish()?;
-    Ok((id, req))
+/// Encodes an answer (or a fault) to request `id` as a frame.
+pub fn encode_answer(id: u64, answer: &Result<Answer, ReplicaFault>) -> Bytes {
+    let one = |msg: AnswerMsg| frame(id, &msg, &[]);
+    match answer {
+        Err(fault) => one(AnswerMsg::Fault(WireFault::from(fault))),
+        Ok(Answer::Done) => one(AnswerMsg::Done),
+        Ok(Answer::Info(info)) => one(AnswerMsg::Info(info.clone())),
+        Ok(Answer::Data(data)) => frame(id, &AnswerMsg::Data { len: len32(data) }, &[data]),
+        Ok(Answer::NoData) => one(AnswerMsg::NoData),
+        Ok(Answer::Verify(report)) => one(AnswerMsg::Verify(report.clone())),
+        Ok(Answer::Chunks(chunks)) => one(AnswerMsg::Chunks(chunks.clone())),
+        Ok(Answer::Summary(blocks)) => one(AnswerMsg::Summary(blocks.clone())),
+        Ok(Answer::Repaired(done)) => one(AnswerMsg::Repaired(*done)),
+        Ok(Answer::Names(names)) => one(AnswerMsg::Names(names.clone())),
+    }
 }
 
 // ---------------------------------------------------------------------------------------
-// Answers
+// Reading
 
-const ANS_DONE: u8 = 0;
-const ANS_INFO: u8 = 1;
-const ANS_DATA: u8 = 2;
-const ANS_NO_DATA: u8 = 3;
-const ANS_VERIFY: u8 = 4;
-const ANS_CHUNKS: u8 = 5;
-const ANS_SUMMARY: u8 = 6;
-const ANS_REPAIRED: u8 = 7;
-const ANS_NAMES: u8 = 8;
-const ANS_FAULT: u8 = 255;
-
-/// Encodes the answer to request `id` as one frame (length prefix included).
-pub fn encode_answer(id: u64, answer: &Result<Answer, ReplicaFault>) -> Bytes {
-    let payload = match answer {
-        Ok(Answer::Data(d)) => d.len(),
-        _ => 0,
-    };
-    let mut out = BytesMut::with_capacity(64 + payload);
-    out.put_u32_le(0);
-    out.put_u64_le(id);
-    match answer {
-        Ok(Answer::Done) => out.put_u8(ANS_DONE),
-        Ok(Answer::Info(info)) => {
-            out.put_u8(ANS_INFO);
-            out.put_u64_le(info.size);
-            out.put_u32_le(info.geometry.block_size);
-            out.put_u32_le(info.geometry.chunk_blocks);
-            out.put_u64_le(info.generation);
-            put_len(&mut out, info.snapshots.len());
-            for s in &info.snapshots {
-                put_string(&mut out, s.id.as_str());
-                out.put_u64_le(s.size);
-                out.put_u64_le(s.created);
-                out.put_u64_le(s.used_bytes);
-            }
-        }
-        Ok(Answer::Data(d)) => {
-            out.put_u8(ANS_DATA);
-            put_bytes(&mut out, d);
-        }
-        Ok(Answer::NoData) => out.put_u8(ANS_NO_DATA),
-        Ok(Answer::Verify(report)) => {
-            out.put_u8(ANS_VERIFY);
-            out.put_u64_le(report.blocks_checked);
-            put_len(&mut out, report.bad.len());
-            for b in &report.bad {
-                out.put_u64_le(b.layer.0);
-                match &b.snapshot {
-                    None => out.put_u8(0),
-                    Some(id) => {
-                        out.put_u8(1);
-                        put_string(&mut out, id.as_str());
-                    }
-                }
-                out.put_u64_le(b.block.0);
-                put_len(&mut out, b.views.len());
-                for v in &b.views {
-                    put_view(&mut out, v);
-                }
-            }
-        }
-        Ok(Answer::Chunks(chunks)) => {
-            out.put_u8(ANS_CHUNKS);
-            put_len(&mut out, chunks.len());
-            for c in chunks {
-                out.put_u64_le(c.0);
-            }
-        }
-        Ok(Answer::Summary(blocks)) => {
-            out.put_u8(ANS_SUMMARY);
-            put_len(&mut out, blocks.len());
-            for b in blocks {
-                match b.content {
-                    BlockContent::Hole => out.put_u8(0),
-                    BlockContent::Zero => out.put_u8(1),
-                    BlockContent::Data(crc) => {
-                        out.put_u8(2);
-                        out.put_u32_le(crc);
-                    }
-                }
-                out.put_u64_le(b.generation);
-            }
-        }
-        Ok(Answer::Repaired(done)) => {
-            out.put_u8(ANS_REPAIRED);
-            out.put_u8(u8::from(*done));
-        }
-        Ok(Answer::Names(names)) => {
-            out.put_u8(ANS_NAMES);
-            put_len(&mut out, names.len());
-            for n in names {
-                put_string(&mut out, n);
-            }
-        }
-        Err(fault) => {
-            out.put_u8(ANS_FAULT);
-            super::fault::put_fault(&mut out, fault);
-        }
+/// A frame (without its length prefix) split into id, decoded control part and payload.
+fn open<T: DeserializeOwned>(frame: Bytes) -> Result<(u64, T, Payload), WireError> {
+    if frame.len() > MAX_FRAME {
+        return Err(WireError::TooLarge(frame.len() as u64));
     }
-    seal(out)
+    let header = frame.get(..HEADER).ok_or(WireError::Truncated("header"))?;
+    let (id, control_len) = header.split_at(8);
+    let id = u64::from_le_bytes(id.try_into().map_err(|_| WireError::Truncated("id"))?);
+    let control_len = u32::from_le_bytes(
+        control_len
+            .try_into()
+            .map_err(|_| WireError::Truncated("control length"))?,
+    ) as usize;
+    let end = HEADER
+        .checked_add(control_len)
+        .filter(|end| *end <= frame.len())
+        .ok_or(WireError::Truncated("control"))?;
+    let control = frame.slice(HEADER..end);
+    let (msg, used) = bincode::serde::decode_from_slice::<T, _>(&control, CONFIG)
+        .map_err(|e| decode_error(&e))?;
+    if used != control.len() {
+        return Err(WireError::Trailing(control.len() - used));
+    }
+    Ok((id, msg, Payload(frame.slice(end..))))
 }
 
-/// Decodes an answer frame body (without its length prefix).
-pub fn decode_answer(frame: Bytes) -> Result<AnswerFrame, WireError> {
-    let mut r = Reader::new(frame);
-    let id = r.u64("request id")?;
-    let answer = match r.u8("answer")? {
-        ANS_DONE => Ok(Answer::Done),
-        ANS_INFO => {
-            let size = r.u64("size")?;
-            let geometry = r.geometry()?;
-            let generation = r.u64("generation")?;
-            let n = r.count(26, "snapshots")?;
-            let mut snapshots = Vec::with_capacity(n);
-            for _ in 0..n {
-                snapshots.push(SnapshotInfo {
-                    id: r.snapshot_id()?,
-                    size: r.u64("snapshot size")?,
-                    created: r.u64("snapshot time")?,
-                    used_bytes: r.u64("snapshot usage")?,
-                });
-            }
-            Ok(Answer::Info(ReplicaInfo {
-                size,
-                geometry,
-                generation,
-                snapshots,
-            }))
+fn decode_error(e: &bincode::error::DecodeError) -> WireError {
+    use bincode::error::DecodeError as E;
+    match e {
+        E::UnexpectedEnd { .. } => WireError::Truncated("message"),
+        E::LimitExceeded => WireError::TooLarge(MAX_FRAME as u64 + 1),
+        other => WireError::Invalid(other.to_string()),
+    }
+}
+
+/// The bulk bytes after a control part, taken by the lengths the control part states.
+struct Payload(Bytes);
+
+impl Payload {
+    fn take(&mut self, len: u32) -> Result<Bytes, WireError> {
+        let len = len as usize;
+        if len > self.0.len() {
+            return Err(WireError::Truncated("payload"));
         }
-        ANS_DATA => Ok(Answer::Data(r.bytes("data")?)),
-        ANS_NO_DATA => Ok(Answer::NoData),
-        ANS_VERIFY => {
-            let blocks_checked = r.u64("blocks checked")?;
-            let n = r.count(21, "bad blocks")?;
-            let mut bad = Vec::with_capacity(n);
-            for _ in 0..n {
-                let layer = LayerId(r.u64("layer")?);
-                let snapshot = match r.u8("bad block snapshot")? {
-                    0 => None,
-                    1 => Some(r.snapshot_id()?),
-                    t => {
-                        return Err(WireError::Unknown {
-                            what: "bad block snapshot",
-                            value: t.into(),
-                        })
-                    }
-                };
-                let block = BlockIndex(r.u64("block")?);
-                let nv = r.count(1, "views")?;
-                let mut views = Vec::with_capacity(nv);
-                for _ in 0..nv {
-                    views.push(r.view()?);
-                }
-                bad.push(BadBlock {
-                    layer,
-                    snapshot,
-                    block,
-                    views,
-                });
-            }
-            Ok(Answer::Verify(VerifyReport {
-                blocks_checked,
-                bad,
-            }))
+        Ok(self.0.split_to(len))
+    }
+
+    fn finish(self) -> Result<(), WireError> {
+        match self.0.len() {
+            0 => Ok(()),
+            n => Err(WireError::Trailing(n)),
         }
-        ANS_CHUNKS => {
-            let n = r.count(8, "chunks")?;
-            let mut chunks = Vec::with_capacity(n);
-            for _ in 0..n {
-                chunks.push(ChunkIndex(r.u64("chunk")?));
-            }
-            Ok(Answer::Chunks(chunks))
-        }
-        ANS_SUMMARY => {
-            let n = r.count(9, "block summaries")?;
-            let mut blocks = Vec::with_capacity(n);
-            for _ in 0..n {
-                let content = match r.u8("block content")? {
-                    0 => BlockContent::Hole,
-                    1 => BlockContent::Zero,
-                    2 => BlockContent::Data(r.u32("crc")?),
-                    t => {
-                        return Err(WireError::Unknown {
-                            what: "block content",
-                            value: t.into(),
-                        })
-                    }
-                };
-                blocks.push(BlockInfo {
-                    content,
-                    generation: r.u64("generation")?,
-                });
-            }
-            Ok(Answer::Summary(blocks))
-        }
-        ANS_REPAIRED => match r.u8("repaired")? {
-            0 => Ok(Answer::Repaired(false)),
-            1 => Ok(Answer::Repaired(true)),
-            t => {
-                return Err(WireError::Unknown {
-                    what: "repaired flag",
-                    value: t.into(),
-                })
-            }
+    }
+}
+
+/// Decodes a request frame (without its length prefix).
+pub fn decode_request(frame: Bytes) -> Result<(u64, Request), WireError> {
+    let (id, msg, mut payload) = open::<RequestMsg>(frame)?;
+    let req = match msg {
+        RequestMsg::Format { size, geometry } => Request::Format { size, geometry },
+        RequestMsg::Info => Request::Info,
+        RequestMsg::Write {
+            offset,
+            generation,
+            len,
+        } => Request::Write {
+            offset,
+            generation,
+            data: payload.take(len)?,
         },
-        ANS_NAMES => {
-            let n = r.count(2, "names")?;
-            let mut names = Vec::with_capacity(n);
-            for _ in 0..n {
-                names.push(r.string("name")?);
+        RequestMsg::WriteZeroes {
+            offset,
+            len,
+            generation,
+        } => Request::WriteZeroes {
+            offset,
+            len,
+            generation,
+        },
+        RequestMsg::WriteRaw { first, blocks } => Request::WriteRaw {
+            first,
+            blocks: blocks
+                .into_iter()
+                .map(|b| {
+                    Ok(RawBlock {
+                        data: b.len.map(|n| payload.take(n)).transpose()?,
+                        generation: b.generation,
+                    })
+                })
+                .collect::<Result<_, WireError>>()?,
+        },
+        RequestMsg::Read { view, offset, len } => {
+            if len > MAX_READ {
+                return Err(WireError::Invalid("read length".into()));
             }
-            Ok(Answer::Names(names))
+            Request::Read { view, offset, len }
         }
-        ANS_FAULT => Err(super::fault::read_fault(&mut r)?),
-        t => {
-            return Err(WireError::Unknown {
-                what: "answer",
-                value: t.into(),
-            })
-        }
+        RequestMsg::Flush => Request::Flush,
+        RequestMsg::Snapshot { id, size } => Request::Snapshot { id, size },
+        RequestMsg::DeleteSnapshot(s) => Request::DeleteSnapshot(s),
+        RequestMsg::Rollback(s) => Request::Rollback(s),
+        RequestMsg::Expand(size) => Request::Expand(size),
+        RequestMsg::Verify => Request::Verify,
+        RequestMsg::ViewChunks(view) => Request::ViewChunks(view),
+        RequestMsg::ChunkSummary { view, chunk } => Request::ChunkSummary { view, chunk },
+        RequestMsg::Repair { view, block, len } => Request::Repair {
+            view,
+            block,
+            data: payload.take(len)?,
+        },
+        RequestMsg::LoadSetState => Request::LoadSetState,
+        RequestMsg::StoreSetState { len } => Request::StoreSetState(payload.take(len)?),
+        RequestMsg::Reconnect { timeout_ms } => Request::Reconnect { timeout_ms },
+        RequestMsg::Health => Request::Health,
+        RequestMsg::Destroy => Request::Destroy,
+        RequestMsg::List => Request::List,
     };
-    r.finish()?;
+    payload.finish()?;
+    Ok((id, req))
+}
+
+/// Decodes an answer frame (without its length prefix).
+pub fn decode_answer(frame: Bytes) -> Result<AnswerFrame, WireError> {
+    let (id, msg, mut payload) = open::<AnswerMsg>(frame)?;
+    let answer = match msg {
+        AnswerMsg::Fault(f) => Err(ReplicaFault::from(f)),
+        AnswerMsg::Done => Ok(Answer::Done),
+        AnswerMsg::Info(info) => Ok(Answer::Info(info)),
+        AnswerMsg::Data { len } => Ok(Answer::Data(payload.take(len)?)),
+        AnswerMsg::NoData => Ok(Answer::NoData),
+        AnswerMsg::Verify(report) => Ok(Answer::Verify(report)),
+        AnswerMsg::Chunks(chunks) => Ok(Answer::Chunks(chunks)),
+        AnswerMsg::Summary(blocks) => Ok(Answer::Summary(blocks)),
+        AnswerMsg::Repaired(done) => Ok(Answer::Repaired(done)),
+        AnswerMsg::Names(names) => Ok(Answer::Names(names)),
+    };
+    payload.finish()?;
     Ok((id, answer))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tripod_engine::EngineError;
+    use tripod_engine::{BadBlock, BlockContent, EngineError, LayerId, SnapshotInfo};
 
     fn sid(s: &str) -> SnapshotId {
         SnapshotId::new(s).unwrap()
@@ -1014,13 +770,26 @@ mod tests {
             }
         }
         // A count that claims more items than the frame holds allocates nothing.
+        let mut control = Vec::new();
+        control.extend_from_slice(&5u32.to_le_bytes()); // Chunks
+        control.extend_from_slice(&u64::MAX.to_le_bytes()); // its count
         let mut b = vec![0u8; 8];
-        b.push(ANS_CHUNKS);
-        b.extend_from_slice(&u32::MAX.to_le_bytes());
-        assert!(matches!(
-            decode_answer(Bytes::from(b)),
-            Err(WireError::Truncated("chunks"))
-        ));
+        b.extend_from_slice(&(control.len() as u32).to_le_bytes());
+        b.extend_from_slice(&control);
+        assert!(decode_answer(Bytes::from(b)).is_err());
+        // A payload shorter or longer than its control part says is refused.
+        let write = encode_request(
+            1,
+            &Request::Write {
+                offset: 0,
+                generation: 1,
+                data: Bytes::from_static(b"abcd"),
+            },
+        );
+        assert_eq!(
+            decode_request(write.slice(4..write.len() - 1)),
+            Err(WireError::Truncated("payload"))
+        );
         // Reads larger than a frame can answer are refused at decode.
         let big = encode_request(
             1,
@@ -1032,7 +801,7 @@ mod tests {
         );
         assert_eq!(
             decode_request(big.slice(4..)),
-            Err(WireError::Invalid("read length"))
+            Err(WireError::Invalid("read length".into()))
         );
     }
 }
