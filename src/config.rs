@@ -70,7 +70,7 @@ pub struct Settings {
     /// Availability zone volumes live in [default: nova].
     #[arg(long, env = "TRIPOD_AVAILABILITY_ZONE")]
     pub availability_zone: Option<String>,
-    /// Type of volumes created without one [default: SSD].
+    /// Type of volumes created without one [default: __DEFAULT__, no QoS limits].
     #[arg(long, env = "TRIPOD_DEFAULT_VOLUME_TYPE")]
     pub default_volume_type: Option<String>,
     /// Base URL for links and the token catalog [default: from the request's Host header].
@@ -274,7 +274,9 @@ impl ServeConfig {
                     .into(),
             );
         }
-        let default_volume_type = s.default_volume_type.unwrap_or_else(|| "SSD".into());
+        let default_volume_type = s
+            .default_volume_type
+            .unwrap_or_else(|| crate::volume_types::DEFAULT_TYPE.into());
         let mut quota = default_quota();
         for (k, v) in s.quota.unwrap_or_default() {
             if v < -1 {

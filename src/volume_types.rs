@@ -1,6 +1,7 @@
-//! Volume types in the catalog: the five built-in EVS classes (written once, on the first
-//! start; admins may change or delete them like any other type), lookup by name or id, and
-//! the limits a type gives one volume.
+//! Volume types in the catalog: the built-in ones — Cinder's `__DEFAULT__` without limits and
+//! the five EVS classes with theirs — written once, on the first start (admins may change or
+//! delete them like any other type), lookup by name or id, and the limits a type gives one
+//! volume.
 //!
 //! A volume's limits are its type's QoS spec (when its consumer is one Tripod enforces),
 //! with the type's `qos:<key>` extra specs added on top (so `openstack volume type create
@@ -17,6 +18,11 @@ use crate::qos::{evs, spec, Consumer, Limits};
 
 /// The setting that records that the built-in types were written.
 const SEEDED: &str = "volume_types_seeded";
+/// The type volumes get when created without one (unless configured otherwise): Cinder's
+/// own default type, with no QoS limits — a disk as fast as the replicas allow.
+pub const DEFAULT_TYPE: &str = "__DEFAULT__";
+/// Its fixed id.
+const DEFAULT_TYPE_ID: &str = "3f2b1c0d-9e8f-4a7b-8c6d-5e4f3a2b1c0d";
 /// The prefix of extra specs that are QoS keys.
 pub const QOS_PREFIX: &str = "qos:";
 
@@ -27,6 +33,16 @@ pub fn seed(w: &mut Writer) -> Result<bool, CatalogError> {
         return Ok(false);
     }
     let now = Timestamp::now();
+    w.put(&VolumeTypeRecord {
+        id: DEFAULT_TYPE_ID.into(),
+        name: DEFAULT_TYPE.into(),
+        description: Some("Default Volume Type (no QoS limits)".into()),
+        is_public: true,
+        extra_specs: BTreeMap::new(),
+        qos_specs_id: None,
+        created_at: now,
+        updated_at: None,
+    })?;
     for class in evs::CLASSES {
         w.put(&QosSpecRecord {
             id: class.qos_id.into(),
@@ -53,14 +69,18 @@ pub fn seed(w: &mut Writer) -> Result<bool, CatalogError> {
     Ok(true)
 }
 
-/// Every type, oldest first (the built-in ones in EVS's order, slowest first).
+/// Every type, oldest first (the built-in ones: the default, then EVS's classes, slowest
+/// first).
 pub fn all(r: &impl CatalogRead) -> Result<Vec<VolumeTypeRecord>, CatalogError> {
     let mut types: Vec<VolumeTypeRecord> = r.all()?;
     let builtin = |t: &VolumeTypeRecord| {
+        if t.id == DEFAULT_TYPE_ID {
+            return 0;
+        }
         evs::CLASSES
             .iter()
             .position(|c| c.type_id == t.id)
-            .unwrap_or(usize::MAX)
+            .map_or(usize::MAX, |i| i + 1)
     };
     types.sort_by(|a, b| {
         (a.created_at, builtin(a), &a.name).cmp(&(b.created_at, builtin(b), &b.name))

@@ -951,7 +951,7 @@ async fn upload_image_writes_the_volume_content() {
         assert_eq!(r["status"], "uploading");
         assert_eq!(r["disk_format"], fmt);
         assert_eq!(r["container_format"], "bare");
-        assert_eq!(r["volume_type"]["name"], "SSD");
+        assert_eq!(r["volume_type"]["name"], "__DEFAULT__");
         let image = r["image_id"].as_str().unwrap().to_owned();
         api.wait_status(&vpath, &admin.token, "volume", "available")
             .await;
@@ -1277,7 +1277,7 @@ async fn quotas_are_reported_and_enforced() {
     );
     assert_eq!(set["gigabytes"]["in_use"], 4, "volume + snapshot GiB");
     assert_eq!(set["snapshots"]["in_use"], 1);
-    assert_eq!(set["volumes_SSD"]["in_use"], 1);
+    assert_eq!(set["volumes___DEFAULT__"]["in_use"], 1);
     let snap2 = api
         .post(
             &format!("/v2/{}/snapshots", alice.project),
@@ -1453,8 +1453,11 @@ async fn types_zones_extensions_and_metrics() {
         .iter()
         .map(|t| t["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["SATA", "SAS", "SSD", "GPSSD", "ESSD"]);
-    let sata_id = types.body["volume_types"][0]["id"]
+    assert_eq!(
+        names,
+        ["__DEFAULT__", "SATA", "SAS", "SSD", "GPSSD", "ESSD"]
+    );
+    let sata_id = types.body["volume_types"][1]["id"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -1466,7 +1469,7 @@ async fn types_zones_extensions_and_metrics() {
     );
     assert_eq!(
         api.get(&p("types/default"), &admin.token).await.body["volume_type"]["name"],
-        "SSD"
+        "__DEFAULT__"
     );
     assert_eq!(
         api.get(&p("types/nope"), &admin.token).await.status,

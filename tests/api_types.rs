@@ -42,8 +42,13 @@ async fn built_in_types_carry_evs_limits_that_follow_the_size() {
         .iter()
         .map(|t| t["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["SATA", "SAS", "SSD", "GPSSD", "ESSD"]);
-    let ssd = &types.body["volume_types"][2];
+    assert_eq!(
+        names,
+        ["__DEFAULT__", "SATA", "SAS", "SSD", "GPSSD", "ESSD"]
+    );
+    // The default type has no limits.
+    assert!(types.body["volume_types"][0]["qos_specs_id"].is_null());
+    let ssd = &types.body["volume_types"][3];
     let qos_id = ssd["qos_specs_id"].as_str().unwrap().to_owned();
     let spec = api
         .get(&format!("{p}/qos-specs/{qos_id}"), &admin.token)
@@ -261,14 +266,27 @@ async fn admins_manage_types_and_qos_specs_and_volumes_follow() {
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     let shown = api.get(&format!("{up}/volumes/{v}"), &user.token).await;
     assert_eq!(shown.body["volume"]["volume_type"], "copper");
-    // The default type can be neither deleted nor renamed.
-    let ssd = api.get(&format!("{p}/types/default"), &admin.token).await;
-    let ssd_id = ssd.body["volume_type"]["id"].as_str().unwrap().to_owned();
-    assert_eq!(ssd.body["volume_type"]["name"], "SSD");
+    // The default type can be neither deleted nor renamed, and limits nothing.
+    let default = api.get(&format!("{p}/types/default"), &admin.token).await;
+    let default_id = default.body["volume_type"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(default.body["volume_type"]["name"], "__DEFAULT__");
     let d = api
-        .delete(&format!("{p}/types/{ssd_id}"), &admin.token)
+        .delete(&format!("{p}/types/{default_id}"), &admin.token)
         .await;
     assert_eq!(d.status, StatusCode::BAD_REQUEST);
+    let r = api
+        .put(
+            &format!("{p}/types/{default_id}"),
+            &admin.token,
+            json!({"volume_type": {"name": "plain"}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let plain = api.volume(&user, json!({"size": 1})).await;
+    assert_eq!(iops(&api, &plain), None);
 }
 
 #[tokio::test(flavor = "multi_thread")]

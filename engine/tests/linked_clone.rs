@@ -253,6 +253,22 @@ struct Family {
 }
 
 impl Family {
+    /// One blank volume of [`BLOCKS`] blocks.
+    fn new() -> Self {
+        let storage = MemStorage::new();
+        let vol = create(&storage, BLOCKS);
+        Family {
+            members: vec![Member {
+                storage,
+                vol: Some(vol),
+                content: vec![0; (BLOCKS * BS) as usize],
+                snaps: BTreeMap::new(),
+            }],
+            next_snap: 0,
+            clones: 0,
+        }
+    }
+
     fn live(&self) -> Vec<usize> {
         (0..self.members.len())
             .filter(|i| self.members[*i].vol.is_some())
@@ -386,18 +402,7 @@ proptest! {
 
     #[test]
     fn families_of_linked_clones_match_the_model(ops in prop::collection::vec(op(), 1..50)) {
-        let storage = MemStorage::new();
-        let vol = create(&storage, BLOCKS);
-        let mut f = Family {
-            members: vec![Member {
-                storage,
-                vol: Some(vol),
-                content: vec![0; (BLOCKS * BS) as usize],
-                snaps: BTreeMap::new(),
-            }],
-            next_snap: 0,
-            clones: 0,
-        };
+        let mut f = Family::new();
         for op in &ops {
             f.apply(op);
             f.check();
@@ -447,18 +452,7 @@ fn the_model_makes_clones_of_clones() {
         Op::DeleteSnapshot { v: 0, k: 0 },
         Op::Reopen { v: 1 },
     ];
-    let storage = MemStorage::new();
-    let vol = create(&storage, BLOCKS);
-    let mut f = Family {
-        members: vec![Member {
-            storage,
-            vol: Some(vol),
-            content: vec![0; (BLOCKS * BS) as usize],
-            snaps: BTreeMap::new(),
-        }],
-        next_snap: 0,
-        clones: 0,
-    };
+    let mut f = Family::new();
     for op in &ops {
         f.apply(op);
         f.check();

@@ -116,6 +116,37 @@ pub fn metadata(v: &Value) -> Result<BTreeMap<String, String>, ApiError> {
     Ok(out)
 }
 
+/// Key/value pairs of a JSON object as text (numbers as written, booleans as `True`/`False`),
+/// leaving out the members in `skip`: the extra specs of a type and the keys of a QoS spec.
+/// Keys and values are 1 to 255 characters; `what` names them in refusals.
+pub fn text_pairs(
+    obj: &Obj,
+    skip: &[&str],
+    what: &str,
+) -> Result<BTreeMap<String, String>, ApiError> {
+    const MAX: usize = 255;
+    let mut out = BTreeMap::new();
+    for (k, v) in obj.iter().filter(|(k, _)| !skip.contains(&k.as_str())) {
+        let value = match v {
+            Value::String(t) => t.clone(),
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => if *b { "True" } else { "False" }.to_owned(),
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "Invalid value for {what} {k}: a string or number is required."
+                )))
+            }
+        };
+        if k.is_empty() || k.chars().count() > MAX || value.chars().count() > MAX {
+            return Err(ApiError::bad_request(format!(
+                "Invalid {what} {k}: keys and values are 1 to {MAX} characters."
+            )));
+        }
+        out.insert(k.clone(), value);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

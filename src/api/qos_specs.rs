@@ -12,7 +12,7 @@ use axum::response::Response;
 use serde_json::{json, Value};
 
 use super::extract::{IdPath, JsonBody, Params};
-use super::input::{parse_bool, top};
+use super::input::{parse_bool, text_pairs, top};
 use super::{blocking, empty, reply, types, ApiError, ApiResult, ApiState, Ctx};
 use crate::catalog::{CatalogRead, QosSpecRecord, Timestamp, VolumeTypeRecord};
 use crate::qos::{spec, Consumer};
@@ -49,31 +49,9 @@ fn consumer(value: &str) -> ApiResult<String> {
         })
 }
 
-/// Spec keys and values from a request object (numbers as text), `name` and `consumer` left
-/// out.
+/// Spec keys and values from a request object, `name` and `consumer` left out.
 fn pairs(obj: &serde_json::Map<String, Value>) -> ApiResult<BTreeMap<String, String>> {
-    let mut out = BTreeMap::new();
-    for (k, v) in obj {
-        if k == "name" || k == "consumer" {
-            continue;
-        }
-        let value = match v {
-            Value::String(t) => t.clone(),
-            Value::Number(n) => n.to_string(),
-            _ => {
-                return Err(ApiError::bad_request(format!(
-                    "Invalid value for QoS key {k}: a string or number is required."
-                )))
-            }
-        };
-        if k.is_empty() || k.len() > MAX_TEXT || value.len() > MAX_TEXT {
-            return Err(ApiError::bad_request(format!(
-                "Invalid QoS key {k}: keys and values are 1 to {MAX_TEXT} characters."
-            )));
-        }
-        out.insert(k.clone(), value);
-    }
-    Ok(out)
+    text_pairs(obj, &["name", "consumer"], "QoS key")
 }
 
 fn checked(specs: &BTreeMap<String, String>) -> ApiResult<()> {

@@ -13,15 +13,13 @@ use axum::response::Response;
 use serde_json::{json, Value};
 
 use super::extract::{IdPath, JsonBody};
-use super::input::{only, parse_bool, top, Obj};
+use super::input::{only, parse_bool, text_pairs, top, Obj};
 use super::{blocking, empty, reply, ApiError, ApiResult, ApiState, Ctx};
 use crate::catalog::{CatalogRead, Timestamp, VolumeRecord, VolumeTypeRecord, Writer};
 use crate::volume_types;
 
 /// Longest type name and description (Cinder's columns).
 const MAX_NAME: usize = 255;
-/// Longest extra-spec key and value.
-const MAX_SPEC: usize = 255;
 
 /// A type as the API shows it to `ctx`.
 pub fn view(ctx: &Ctx, t: &VolumeTypeRecord) -> Value {
@@ -154,31 +152,12 @@ fn flag(obj: &Obj, keys: &[&str]) -> ApiResult<Option<bool>> {
     Ok(None)
 }
 
-/// Extra specs from a JSON object: string keys and values (numbers and booleans as text).
+/// Extra specs from a JSON object.
 fn specs(v: &Value) -> ApiResult<BTreeMap<String, String>> {
     let obj = v
         .as_object()
         .ok_or_else(|| ApiError::bad_request("extra_specs must be an object."))?;
-    let mut out = BTreeMap::new();
-    for (k, v) in obj {
-        let value = match v {
-            Value::String(t) => t.clone(),
-            Value::Number(n) => n.to_string(),
-            Value::Bool(b) => if *b { "True" } else { "False" }.to_owned(),
-            _ => {
-                return Err(ApiError::bad_request(format!(
-                    "Invalid input for extra spec {k}: a string is required."
-                )))
-            }
-        };
-        if k.is_empty() || k.len() > MAX_SPEC || value.len() > MAX_SPEC {
-            return Err(ApiError::bad_request(format!(
-                "Invalid extra spec {k}: keys and values are 1 to {MAX_SPEC} characters."
-            )));
-        }
-        out.insert(k.clone(), value);
-    }
-    Ok(out)
+    text_pairs(obj, &[], "extra spec")
 }
 
 fn check_qos(extra: &BTreeMap<String, String>) -> ApiResult<()> {
