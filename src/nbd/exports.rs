@@ -36,9 +36,6 @@ fn cost_of(op: Op) -> (Direction, bool) {
     }
 }
 
-/// An async device call to start once the request is admitted.
-type Start<T> = Box<dyn FnOnce(&GatedVolume) -> DeviceFuture<T> + Send>;
-
 impl GatedVolume {
     fn check(&self) -> Result<(), DeviceError> {
         if self.writable.load(Ordering::Acquire) {
@@ -74,7 +71,7 @@ impl GatedVolume {
         self: Arc<Self>,
         op: Op,
         bytes: u64,
-        start: Start<T>,
+        start: impl FnOnce(&GatedVolume) -> DeviceFuture<T> + Send + 'static,
     ) -> DeviceFuture<T> {
         let request = self.io.start(op, bytes);
         if op == Op::Flush || !self.throttle.is_limited() {
@@ -109,7 +106,7 @@ impl GatedVolume {
         self: Arc<Self>,
         op: Op,
         bytes: u64,
-        start: Start<T>,
+        start: impl FnOnce(&GatedVolume) -> DeviceFuture<T> + Send + 'static,
     ) -> DeviceFuture<T> {
         match self.check() {
             Ok(()) => self.counted_async(op, bytes, start),
@@ -152,40 +149,30 @@ impl BlockDevice for GatedVolume {
         BlockDevice::allocation(self.set.as_ref(), offset, len)
     }
     fn read_async(self: Arc<Self>, offset: u64, len: u32) -> DeviceFuture<Bytes> {
-        self.counted_async(
-            Op::Read,
-            u64::from(len),
-            Box::new(move |me| me.set.clone().read_async(offset, len)),
-        )
+        self.counted_async(Op::Read, u64::from(len), move |me: &GatedVolume| {
+            me.set.clone().read_async(offset, len)
+        })
     }
     fn write_async(self: Arc<Self>, offset: u64, data: Bytes) -> DeviceFuture<()> {
         let bytes = data.len() as u64;
-        self.gated_async(
-            Op::Write,
-            bytes,
-            Box::new(move |me| BlockDevice::write_async(me.set.clone(), offset, data)),
-        )
+        self.gated_async(Op::Write, bytes, move |me: &GatedVolume| {
+            BlockDevice::write_async(me.set.clone(), offset, data)
+        })
     }
     fn write_zeroes_async(self: Arc<Self>, offset: u64, len: u32, punch: bool) -> DeviceFuture<()> {
-        self.gated_async(
-            Op::WriteZeroes,
-            u64::from(len),
-            Box::new(move |me| BlockDevice::write_zeroes_async(me.set.clone(), offset, len, punch)),
-        )
+        self.gated_async(Op::WriteZeroes, u64::from(len), move |me: &GatedVolume| {
+            BlockDevice::write_zeroes_async(me.set.clone(), offset, len, punch)
+        })
     }
     fn trim_async(self: Arc<Self>, offset: u64, len: u32) -> DeviceFuture<()> {
-        self.gated_async(
-            Op::Trim,
-            u64::from(len),
-            Box::new(move |me| BlockDevice::trim_async(me.set.clone(), offset, len)),
-        )
+        self.gated_async(Op::Trim, u64::from(len), move |me: &GatedVolume| {
+            BlockDevice::trim_async(me.set.clone(), offset, len)
+        })
     }
     fn flush_async(self: Arc<Self>) -> DeviceFuture<()> {
-        self.counted_async(
-            Op::Flush,
-            0,
-            Box::new(|me| BlockDevice::flush_async(me.set.clone())),
-        )
+        self.counted_async(Op::Flush, 0, |me: &GatedVolume| {
+            BlockDevice::flush_async(me.set.clone())
+        })
     }
 }
 
