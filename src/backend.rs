@@ -157,12 +157,21 @@ impl Backend {
         self.apply_limits(volume);
     }
 
-    /// Applies the limits `volume`'s type and size give it to its I/O (requests already
-    /// waiting included).
+    /// Applies what `volume`'s type and size ask of its I/O: the QoS limits (requests
+    /// already waiting included) and whether every write is synced (`durability=sync`).
     pub fn apply_limits(&self, volume: &VolumeRecord) {
-        match self.catalog.read(|r| volume_types::limits_of(r, volume)) {
-            Ok(limits) => self.registry.set_limits(&volume.id, &limits),
-            Err(e) => tracing::error!(volume = %volume.id, "reading the volume's QoS limits: {e}"),
+        let asked = self.catalog.read(|r| {
+            Ok::<_, CatalogError>((
+                volume_types::limits_of(r, volume)?,
+                volume_types::syncs_writes(r, volume)?,
+            ))
+        });
+        match asked {
+            Ok((limits, sync)) => {
+                self.registry.set_limits(&volume.id, &limits);
+                self.registry.set_sync_writes(&volume.id, sync);
+            }
+            Err(e) => tracing::error!(volume = %volume.id, "reading the volume's type: {e}"),
         }
     }
 

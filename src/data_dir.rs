@@ -485,6 +485,8 @@ pub struct VolumeRegistry {
     io: Arc<IoMetrics>,
     /// Per volume, the QoS throttle every connection to it shares.
     throttles: Mutex<HashMap<String, Arc<Throttle>>>,
+    /// Volumes whose type asks for every write to be synced (`durability=sync`).
+    sync_writes: Mutex<HashMap<String, bool>>,
 }
 
 impl VolumeRegistry {
@@ -500,6 +502,7 @@ impl VolumeRegistry {
             supervise_every,
             io: Arc::new(IoMetrics::default()),
             throttles: Mutex::new(HashMap::new()),
+            sync_writes: Mutex::new(HashMap::new()),
         }
     }
 
@@ -510,6 +513,9 @@ impl VolumeRegistry {
             return Ok(set.clone());
         }
         let set = Arc::new(self.dir.open(id)?);
+        if let Some(on) = self.sync_writes.lock().get(id) {
+            set.set_sync_writes(*on);
+        }
         self.supervise(&set)?;
         open.insert(id.to_owned(), set.clone());
         Ok(set)
@@ -570,6 +576,21 @@ impl VolumeRegistry {
         self.throttles.lock().get(id).map(|t| t.limits())
     }
 
+    /// Makes volume `id` sync every write before acknowledging it (`durability=sync`) or not,
+    /// now if it is open and whenever it is opened.
+    pub fn set_sync_writes(&self, id: &str, on: bool) {
+        self.sync_writes.lock().insert(id.to_owned(), on);
+        if let Some(set) = self.open.lock().get(id) {
+            set.set_sync_writes(on);
+        }
+    }
+
+    /// Whether volume `id` syncs every write (its type's `durability=sync`, or the daemon's).
+    pub fn syncs_writes(&self, id: &str) -> bool {
+        self.dir.config.durability == tripod_replication::Durability::Sync
+            || self.sync_writes.lock().get(id).copied().unwrap_or(false)
+    }
+
     /// Applies `limits` to volume `id`'s I/O, also to requests already waiting.
     pub fn set_limits(&self, id: &str, limits: &Limits) {
         self.throttle(id).set_limits(limits);
@@ -586,6 +607,7 @@ impl VolumeRegistry {
         drop(closed);
         self.io.forget(id);
         self.throttles.lock().remove(id);
+        self.sync_writes.lock().remove(id);
     }
 
     /// The per-volume I/O figures.

@@ -25,6 +25,9 @@ pub const DEFAULT_TYPE: &str = "__DEFAULT__";
 const DEFAULT_TYPE_ID: &str = "3f2b1c0d-9e8f-4a7b-8c6d-5e4f3a2b1c0d";
 /// The prefix of extra specs that are QoS keys.
 pub const QOS_PREFIX: &str = "qos:";
+/// The extra spec that chooses when writes are durable: `sync` (every write before its
+/// acknowledgement) or `flush` (at the client's next FLUSH or FUA write, the default).
+pub const DURABILITY_KEY: &str = "durability";
 
 /// Writes the built-in types and their QoS specs, unless that was done before (so types an
 /// admin deleted stay deleted). Returns whether it wrote them.
@@ -131,8 +134,24 @@ pub fn limits_of(r: &impl CatalogRead, v: &VolumeRecord) -> Result<Limits, Catal
     })
 }
 
-/// Checks the `qos:` entries of a type's extra specs (as they would be stored).
-pub fn validate_extra_specs(extra: &BTreeMap<String, String>) -> Result<(), spec::SpecError> {
+/// Whether volume `v`'s type asks for every write to be synced (`durability=sync`).
+pub fn syncs_writes(r: &impl CatalogRead, v: &VolumeRecord) -> Result<bool, CatalogError> {
+    Ok(find(r, &v.volume_type)?
+        .is_some_and(|t| t.extra_specs.get(DURABILITY_KEY).map(String::as_str) == Some("sync")))
+}
+
+/// Checks a type's extra specs (as they would be stored): `durability` and the `qos:` keys.
+pub fn validate_extra_specs(extra: &BTreeMap<String, String>) -> Result<(), String> {
+    if let Some(d) = extra.get(DURABILITY_KEY) {
+        if d != "sync" && d != "flush" {
+            return Err(format!("durability must be sync or flush, not {d:?}"));
+        }
+    }
+    validate_qos_specs(extra).map_err(|e| e.to_string())
+}
+
+/// Checks the `qos:` entries of a type's extra specs.
+fn validate_qos_specs(extra: &BTreeMap<String, String>) -> Result<(), spec::SpecError> {
     let qos: BTreeMap<String, String> = extra
         .iter()
         .filter_map(|(k, v)| {

@@ -358,3 +358,64 @@ async fn retype_applies_the_new_limits_and_keeps_cinders_rules() {
     assert_eq!(shown.body["volume"]["status"], "in-use");
     assert_eq!(iops(&api, &v), Some(1880.0));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_type_can_ask_for_every_write_to_be_synced() {
+    let api = Api::new();
+    let admin = api.admin().await;
+    let p = format!("/v2/{}", admin.project);
+    let bad = api
+        .post(
+            &format!("{p}/types"),
+            &admin.token,
+            json!({"volume_type": {"name": "db", "extra_specs": {"durability": "always"}}}),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    let t = api
+        .post(
+            &format!("{p}/types"),
+            &admin.token,
+            json!({"volume_type": {"name": "db", "extra_specs": {"durability": "sync"}}}),
+        )
+        .await;
+    assert_eq!(t.status, StatusCode::OK, "{:?}", t.body);
+    let v = api
+        .volume(&admin, json!({"size": 1, "volume_type": "db"}))
+        .await;
+    // The open set syncs every write; the operator's view says so.
+    assert!(api.set(&v).syncs_every_write());
+    let st = api
+        .get(&format!("{p}/os-tripod-status"), &admin.token)
+        .await;
+    let row = st.body["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["id"] == v.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(row["durability"], "sync");
+    // Retyped to the default type: durable at the next flush again, on the open set.
+    let a = action(
+        &api,
+        &admin,
+        &v,
+        json!({"os-retype": {"new_type": "__DEFAULT__"}}),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::ACCEPTED, "{:?}", a.body);
+    assert!(!api.set(&v).syncs_every_write());
+    // And back, through a change of the type's extra spec.
+    action(&api, &admin, &v, json!({"os-retype": {"new_type": "db"}})).await;
+    let type_id = t.body["volume_type"]["id"].as_str().unwrap();
+    let es = api
+        .post(
+            &format!("{p}/types/{type_id}/extra_specs"),
+            &admin.token,
+            json!({"extra_specs": {"durability": "flush"}}),
+        )
+        .await;
+    assert_eq!(es.status, StatusCode::OK);
+    assert!(!api.set(&v).syncs_every_write());
+}

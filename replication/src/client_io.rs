@@ -17,7 +17,7 @@ use tripod_engine::{OwnedRangeGuard, View};
 use crate::error::{ReplicationError, Result};
 use crate::fanout::{Answers, Fanout};
 use crate::ids::{spread, PerReplica};
-use crate::set::{Durability, ReplicaSet};
+use crate::set::ReplicaSet;
 
 /// What a submitted request was.
 enum Kind {
@@ -80,7 +80,7 @@ struct Settled {
 impl ReplicaSet {
     /// Writes `data` at `offset`: in every in-service replica and in at least two when it
     /// returns (durable at the next [`ReplicaSet::flush`], or at once with
-    /// [`Durability::Sync`] or replicas whose stores sync every write).
+    /// [`crate::Durability::Sync`] or replicas whose stores sync every write).
     pub fn write(&self, offset: u64, data: &[u8]) -> Result<()> {
         self.mutate(
             offset,
@@ -191,7 +191,7 @@ impl ReplicaSet {
             return Ok(());
         };
         self.finish(submitted)?;
-        if self.config.durability == Durability::Sync {
+        if self.syncs_every_write() {
             self.flush()?;
         }
         Ok(())
@@ -217,7 +217,7 @@ impl ReplicaSet {
             return Ok(());
         };
         self.finish_async(submitted).await?;
-        if self.config.durability == Durability::Sync {
+        if self.syncs_every_write() {
             self.flush_async().await?;
         }
         Ok(())

@@ -109,6 +109,9 @@ pub struct ReplicaSet {
     pub(crate) out_of_space: AtomicBool,
     /// Bytes resyncs and rebuilds have copied (paced by [`SetConfig::sync_rate`]).
     pub(crate) sync_copied: AtomicU64,
+    /// Every write is flushed before its acknowledgement although the configuration says
+    /// [`Durability::Flush`] (the volume's type asks for `durability=sync`).
+    pub(crate) sync_writes: AtomicBool,
     pub(crate) config: SetConfig,
 }
 
@@ -171,8 +174,21 @@ impl ReplicaSet {
             space_refusals: AtomicU64::new(0),
             out_of_space: AtomicBool::new(false),
             sync_copied: AtomicU64::new(0),
+            sync_writes: AtomicBool::new(false),
             config,
         }
+    }
+
+    /// Makes every write durable before it is acknowledged (`true`: `durability=sync`, a
+    /// FLUSH then has nothing left to do) or at the next FLUSH (`false`), from the next write
+    /// on. A set configured with [`Durability::Sync`] syncs every write either way.
+    pub fn set_sync_writes(&self, on: bool) {
+        self.sync_writes.store(on, Ordering::SeqCst);
+    }
+
+    /// Whether every write is durable when acknowledged.
+    pub fn syncs_every_write(&self) -> bool {
+        self.config.durability == Durability::Sync || self.sync_writes.load(Ordering::SeqCst)
     }
 
     /// Size in bytes.

@@ -73,6 +73,7 @@ fn volume_json(
     scrub: Option<ScrubState>,
     operations: Vec<Value>,
     limits: Option<Limits>,
+    sync: bool,
 ) -> Value {
     let qos: serde_json::Map<String, Value> = limits
         .unwrap_or_default()
@@ -89,6 +90,7 @@ fn volume_json(
         "size": v.size,
         "volume_type": v.volume_type,
         "qos": qos,
+        "durability": if sync { "sync" } else { "flush" },
         "open": set.is_some(),
         "last_scrub": scrub.as_ref().map(scrub_json),
     });
@@ -142,6 +144,7 @@ pub async fn show(ctx: Ctx, State(s): State<Arc<ApiState>>) -> ApiResult<Respons
                     s.backend.scrub_state(&v.id),
                     ops,
                     s.backend.registry().limits(&v.id),
+                    s.backend.registry().syncs_writes(&v.id),
                 )
             })
             .collect();
