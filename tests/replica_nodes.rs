@@ -168,7 +168,8 @@ fn a_node_with_another_secret_is_refused_and_deleting_removes_every_copy() {
     let d = serve_on(&nodes);
     let h = Http::login(&d.api());
     let id = h.create_volume(1);
-    // A volume from a snapshot on nodes: copied block by block (nodes share no files).
+    // A volume from a snapshot on nodes: each node links the snapshot's files into the new
+    // copy on its own disk (a linked clone, as with local replicas).
     let (ok, text) = qemu_io(
         &d.uri(&id),
         &["write -P 0x71 0 1M", "write -P 0x72 1020M 1M"],
@@ -193,6 +194,20 @@ fn a_node_with_another_secret_is_refused_and_deleting_removes_every_copy() {
     let (ok, text) = qemu_io(
         &d.uri(&copy),
         &["read -P 0x71 0 1M", "read -P 0x72 1020M 1M"],
+    );
+    assert!(ok, "{text}");
+    for n in &nodes {
+        let most = std::fs::read_dir(n.dir.join(&copy))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "data"))
+            .map(|p| std::os::unix::fs::MetadataExt::nlink(&std::fs::metadata(p).unwrap()))
+            .max();
+        assert_eq!(most, Some(2), "no shared layer on {}", n.url());
+    }
+    let (ok, text) = qemu_io(
+        &d.uri(&copy),
+        &["write -P 0x73 0 4k", "read -P 0x72 1020M 1M"],
     );
     assert!(ok, "{text}");
     for x in [&copy, &snap] {

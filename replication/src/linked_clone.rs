@@ -1,9 +1,10 @@
 //! A new set made from a snapshot of this one in O(metadata): each slot's new copy is the
 //! engine's linked clone of this set's copy in the same slot (sharing the snapshot's files
 //! where the file system allows), then the new set records all three as in service. Only
-//! when every copy is in service and in a local directory: a stale copy would hand its
-//! staleness to the clone, and a copy on a node cannot share files — the caller copies block
-//! by block instead.
+//! when every copy is in service and each new copy sits beside its source (both in local
+//! directories, or both on one replica node, which links on its own disk): a stale copy would
+//! hand its staleness to the clone, and copies on different machines cannot share files — the
+//! caller copies block by block instead.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -46,9 +47,9 @@ impl ReplicaSet {
         let replicas = self.replicas.read().clone();
         let targets = PerReplica(targets);
         for r in ReplicaId::ALL {
-            if replicas[r].local_storage().is_none() || targets[r].local_storage().is_none() {
+            if !replicas[r].can_link_to(targets[r].as_ref()) {
                 return Err(ReplicationError::NotLinkable(format!(
-                    "{r} is on a replica node"
+                    "{r}'s new copy is not beside its source (another node, or local and remote)"
                 )));
             }
         }

@@ -242,6 +242,10 @@ impl Replica for LocalReplica {
         Some(self.storage.clone())
     }
 
+    fn can_link_to(&self, target: &dyn Replica) -> bool {
+        target.local_storage().is_some()
+    }
+
     fn link_snapshot(
         &self,
         id: SnapshotId,

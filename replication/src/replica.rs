@@ -209,9 +209,31 @@ pub trait Replica: Send + Sync {
     fn local_storage(&self) -> Option<Arc<dyn tripod_engine::Storage>> {
         None
     }
-    /// Makes `target` — an empty copy in a local directory — hold snapshot `id` of this
-    /// copy at `size` bytes, sharing the snapshot's files where the file system allows
-    /// (the engine's linked clone). Copies that cannot answer `Unsupported`.
+    /// Whether [`Replica::link_snapshot`] into `target` can work: both copies in local
+    /// directories, or both on one replica node.
+    fn can_link_to(&self, target: &dyn Replica) -> bool {
+        let _ = target;
+        false
+    }
+    /// The node a copy on a replica node lives on (its address), `None` for a local copy.
+    fn node_address(&self) -> Option<String> {
+        None
+    }
+    /// On a copy on a node: makes this (empty) copy a linked clone of snapshot `id` of the
+    /// node's copy of volume `source`. Others answer `Unsupported`.
+    fn link_from_node_volume(
+        &self,
+        source: &str,
+        id: SnapshotId,
+        size: u64,
+    ) -> Pending<tripod_engine::CloneReport> {
+        let _ = (source, id, size);
+        Pending::ready(Err(ReplicaFault::Unsupported("linked clones")))
+    }
+    /// Makes `target` — an empty copy in the same kind of place (see
+    /// [`Replica::can_link_to`]) — hold snapshot `id` of this copy at `size` bytes, sharing
+    /// the snapshot's files where the file system allows (the engine's linked clone).
+    /// Copies that cannot answer `Unsupported`.
     fn link_snapshot(
         &self,
         id: SnapshotId,

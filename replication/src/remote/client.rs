@@ -22,7 +22,8 @@ use tokio::net::TcpStream;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tripod_engine::{
-    BlockIndex, BlockInfo, ChunkIndex, Geometry, RawBlock, SnapshotId, VerifyReport, View,
+    BlockIndex, BlockInfo, ChunkIndex, CloneReport, Geometry, RawBlock, SnapshotId, VerifyReport,
+    View,
 };
 
 use super::auth::{self, AuthError, Challenge, ClusterSecret, Hello};
@@ -380,6 +381,47 @@ impl Drop for RemoteReplica {
 impl Replica for RemoteReplica {
     fn describe(&self) -> String {
         format!("tcp://{}/{}", self.node.addr, self.volume)
+    }
+
+    fn node_address(&self) -> Option<String> {
+        Some(self.node.addr.clone())
+    }
+
+    fn can_link_to(&self, target: &dyn Replica) -> bool {
+        target.node_address().as_deref() == Some(self.node.addr.as_str())
+    }
+
+    fn link_snapshot(
+        &self,
+        id: SnapshotId,
+        size: u64,
+        target: Arc<dyn Replica>,
+    ) -> Pending<CloneReport> {
+        if !self.can_link_to(target.as_ref()) {
+            return Pending::ready(Err(ReplicaFault::Unsupported(
+                "a linked clone onto another machine",
+            )));
+        }
+        target.link_from_node_volume(&self.volume, id, size)
+    }
+
+    fn link_from_node_volume(
+        &self,
+        source: &str,
+        id: SnapshotId,
+        size: u64,
+    ) -> Pending<CloneReport> {
+        self.call(
+            Request::LinkFrom {
+                source: source.to_owned(),
+                snapshot: id,
+                size,
+            },
+            |a| match a {
+                Answer::Linked(r) => Some(r),
+                _ => None,
+            },
+        )
     }
 
     fn format(&self, size: u64, geometry: Geometry) -> Pending<()> {

@@ -20,7 +20,7 @@ use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
-use tripod_engine::{FileStorage, VolumeOptions};
+use tripod_engine::{CloneReport, FileStorage, SnapshotId, VolumeOptions};
 
 use super::auth::{self, AuthError, Challenge, ClusterSecret, Hello};
 use super::wire::{self, Answer, Request, MAX_FRAME};
@@ -161,6 +161,34 @@ impl ReplicaNode {
         });
         volumes.insert(name.to_owned(), v.clone());
         Ok(v)
+    }
+
+    /// Makes `target` (volume `own`'s empty copy) a linked clone of snapshot `snapshot` of
+    /// this node's copy of volume `source`.
+    fn link_from(
+        &self,
+        source: &str,
+        own: &str,
+        target: &NodeVolume,
+        snapshot: &SnapshotId,
+        size: u64,
+    ) -> Result<CloneReport, ReplicaFault> {
+        if source.is_empty() || source == own || !super::auth::valid_volume_name(source) {
+            return Err(ReplicaFault::Remote(format!(
+                "cannot link from volume {source:?}"
+            )));
+        }
+        let src = self
+            .volume(source)
+            .map_err(|e| ReplicaFault::Remote(format!("opening {source}: {e}")))?;
+        let dest = target
+            .replica
+            .local_storage()
+            .ok_or(ReplicaFault::Unsupported("a copy without a directory"))?;
+        Ok(src
+            .replica
+            .volume()?
+            .link_snapshot_into(snapshot, dest.as_ref(), size)?)
     }
 
     /// Names of the volumes with a copy here (a directory holding a set state or manifest).
@@ -315,6 +343,24 @@ impl ReplicaNode {
                 (Request::Health, Some(vol)) => blocking(reply, move || {
                     vol.replica.check_health().map(|()| Answer::Done)
                 }),
+                (
+                    Request::LinkFrom {
+                        source,
+                        snapshot,
+                        size,
+                    },
+                    Some(vol),
+                ) => {
+                    if *vol.epoch.lock() != my_epoch {
+                        break Err(NodeError::Protocol("fenced by a newer connection".into()));
+                    }
+                    let (source, snapshot, size) = (source.clone(), snapshot.clone(), *size);
+                    let own = hello.volume.clone();
+                    blocking(reply, move || {
+                        node.link_from(&source, &own, &vol, &snapshot, size)
+                            .map(Answer::Linked)
+                    });
+                }
                 (_, Some(vol)) => {
                     if *vol.epoch.lock() != my_epoch {
                         // A newer connection of this volume fenced us: its client gave up on
@@ -451,7 +497,11 @@ fn submit(r: &LocalReplica, request: Request, reply: Reply) {
             None => Answer::NoData,
         }),
         Request::StoreSetState(state) => answer(r.store_set_state(state), reply, done),
-        Request::Reconnect { .. } | Request::Health | Request::Destroy | Request::List => {
+        Request::Reconnect { .. }
+        | Request::Health
+        | Request::Destroy
+        | Request::List
+        | Request::LinkFrom { .. } => {
             reply(Err(ReplicaFault::Remote("not a store operation".into())))
         }
     }

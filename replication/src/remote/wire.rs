@@ -16,7 +16,8 @@ use bincode::config::{Configuration, Fixint, Limit, LittleEndian};
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use tripod_engine::{
-    BlockIndex, BlockInfo, ChunkIndex, Geometry, RawBlock, SnapshotId, VerifyReport, View,
+    BlockIndex, BlockInfo, ChunkIndex, CloneReport, Geometry, RawBlock, SnapshotId, VerifyReport,
+    View,
 };
 
 use super::fault::WireFault;
@@ -154,6 +155,16 @@ pub enum Request {
     Destroy,
     /// Names of the volumes the node holds.
     List,
+    /// Makes this connection's (empty) copy a linked clone of snapshot `snapshot` of the
+    /// node's copy of volume `source`, `size` bytes long (the engine's linked clone).
+    LinkFrom {
+        /// The source volume's name on this node.
+        source: String,
+        /// The snapshot.
+        snapshot: SnapshotId,
+        /// The new volume's size.
+        size: u64,
+    },
 }
 
 /// A successful answer; which variant depends on the request.
@@ -177,6 +188,8 @@ pub enum Answer {
     Repaired(bool),
     /// `List`.
     Names(Vec<String>),
+    /// `LinkFrom`: files shared and files copied.
+    Linked(CloneReport),
 }
 
 /// A decoded answer frame.
@@ -239,6 +252,11 @@ enum RequestMsg {
     Health,
     Destroy,
     List,
+    LinkFrom {
+        source: String,
+        snapshot: SnapshotId,
+        size: u64,
+    },
 }
 
 /// One block of a raw write: its generation and, when it holds data, the data's length in
@@ -262,6 +280,7 @@ enum AnswerMsg {
     Repaired(bool),
     Names(Vec<String>),
     Fault(WireFault),
+    Linked { linked: u64, copied: u64 },
 }
 
 /// A payload length as the control part states it (payloads are at most a frame).
@@ -387,6 +406,15 @@ pub fn encode_request(id: u64, req: &Request) -> Bytes {
         Request::Health => one(RequestMsg::Health),
         Request::Destroy => one(RequestMsg::Destroy),
         Request::List => one(RequestMsg::List),
+        Request::LinkFrom {
+            source,
+            snapshot,
+            size,
+        } => one(RequestMsg::LinkFrom {
+            source: source.clone(),
+            snapshot: snapshot.clone(),
+            size: *size,
+        }),
     }
 }
 
@@ -404,6 +432,10 @@ pub fn encode_answer(id: u64, answer: &Result<Answer, ReplicaFault>) -> Bytes {
         Ok(Answer::Summary(blocks)) => one(AnswerMsg::Summary(blocks.clone())),
         Ok(Answer::Repaired(done)) => one(AnswerMsg::Repaired(*done)),
         Ok(Answer::Names(names)) => one(AnswerMsg::Names(names.clone())),
+        Ok(Answer::Linked(r)) => one(AnswerMsg::Linked {
+            linked: r.linked,
+            copied: r.copied,
+        }),
     }
 }
 
@@ -526,6 +558,15 @@ pub fn decode_request(frame: Bytes) -> Result<(u64, Request), WireError> {
         RequestMsg::Health => Request::Health,
         RequestMsg::Destroy => Request::Destroy,
         RequestMsg::List => Request::List,
+        RequestMsg::LinkFrom {
+            source,
+            snapshot,
+            size,
+        } => Request::LinkFrom {
+            source,
+            snapshot,
+            size,
+        },
     };
     payload.finish()?;
     Ok((id, req))
@@ -545,6 +586,7 @@ pub fn decode_answer(frame: Bytes) -> Result<AnswerFrame, WireError> {
         AnswerMsg::Summary(blocks) => Ok(Answer::Summary(blocks)),
         AnswerMsg::Repaired(done) => Ok(Answer::Repaired(done)),
         AnswerMsg::Names(names) => Ok(Answer::Names(names)),
+        AnswerMsg::Linked { linked, copied } => Ok(Answer::Linked(CloneReport { linked, copied })),
     };
     payload.finish()?;
     Ok((id, answer))
@@ -623,6 +665,11 @@ mod tests {
             Request::Health,
             Request::Destroy,
             Request::List,
+            Request::LinkFrom {
+                source: "vol-a".into(),
+                snapshot: sid("s"),
+                size: 1 << 30,
+            },
         ]
     }
 
@@ -668,6 +715,10 @@ mod tests {
             ])),
             Ok(Answer::Repaired(true)),
             Ok(Answer::Names(vec!["a".into(), "b".into()])),
+            Ok(Answer::Linked(CloneReport {
+                linked: 4,
+                copied: 0,
+            })),
             Err(ReplicaFault::Empty),
             Err(ReplicaFault::Disconnected),
             Err(ReplicaFault::Engine(EngineError::ChecksumMismatch {
