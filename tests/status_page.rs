@@ -48,7 +48,7 @@ fn the_status_page_shows_health_rebuild_progress_and_runs_a_scrub() {
     let (s, v) = http.call(
         "POST",
         "volumes",
-        Some(serde_json::json!({"volume": {"size": 1, "name": "ui-volume"}})),
+        Some(serde_json::json!({"volume": {"size": 1, "name": "ui-volume", "volume_type": "SSD"}})),
     );
     assert_eq!(s, 202, "{v}");
     let id = v["volume"]["id"].as_str().unwrap().to_owned();

@@ -71,6 +71,10 @@ wait_for("the volume row", lambda: driver.find_element(By.CSS_SELECTOR, f'tr[dat
 row_text = driver.find_element(By.CSS_SELECTOR, f'tr[data-volume="{volume}"]').text
 if "ui-volume" not in row_text:
     fail(f"the row does not name the volume: {row_text!r}")
+# Its type's limits as the daemon applies them (an SSD disk of 1 GiB: 1800 + 50 IOPS).
+limits = driver.find_element(By.CSS_SELECTOR, f'tr[data-volume="{volume}"] [data-limits]').text
+if "1850 IOPS (burst 16000)" not in limits or "MiB/s" not in limits:
+    fail(f"the row does not show the volume's limits: {limits!r}")
 wait_for("three replicas in service", lambda: all(health(i)[0] == "in_service" for i in range(3)))
 # Live figures: the page computes rates from /metrics between two polls.
 wait_for("the I/O charts", lambda: len(driver.find_elements(

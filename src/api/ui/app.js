@@ -189,6 +189,23 @@ function actions(vol) {
 }
 
 let busy = false;
+// The QoS limits and durability a volume's type gives it now (from os-tripod-status).
+function limitsText(vol) {
+  const q = vol.qos || {};
+  const mib = (b) => `${(b / 1048576).toFixed(1)} MiB/s`;
+  const parts = [];
+  for (const scope of ["total", "read", "write"]) {
+    const label = scope === "total" ? "" : `${scope} `;
+    const iops = q[`${scope}_iops_sec`];
+    const burst = q[`${scope}_iops_sec_max`];
+    if (iops) parts.push(`${label}${Math.round(iops)} IOPS${burst ? ` (burst ${Math.round(burst)})` : ""}`);
+    const bytes = q[`${scope}_bytes_sec`];
+    if (bytes) parts.push(`${label}${mib(bytes)}`);
+  }
+  if (vol.durability === "sync") parts.push("every write synced");
+  return parts.length ? `limits: ${parts.join(" · ")}` : "no limits";
+}
+
 async function refresh() {
   if (!state.token || busy) return;
   busy = true;
@@ -220,9 +237,11 @@ async function refresh() {
       const reps = {};
       for (const x of vol.replicas || []) reps[x.slot] = x;
       const attached = (d.attachments || []).length ? ` · attached` : "";
+      const limits = limitsText(vol);
       const row = el("tr", { "data-volume": vol.id },
         el("td", {}, el("strong", {}, vol.name || "(no name)"), el("div", { class: "muted" }, vol.id),
-          el("div", { class: "muted" }, `${d.volume_type || ""}${attached}`)),
+          el("div", { class: "muted" }, `${vol.volume_type || d.volume_type || ""}${attached}`),
+          el("div", { class: "muted", "data-limits": "" }, limits)),
         el("td", { class: vol.status.startsWith("error") ? "bad" : "" }, vol.status),
         el("td", {}, `${vol.size} GiB`),
         replicaCell(vol, reps[0]), replicaCell(vol, reps[1]), replicaCell(vol, reps[2]),
