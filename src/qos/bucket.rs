@@ -54,11 +54,12 @@ impl Bucket {
     pub fn wait(&mut self, mark: f64, now: Duration) -> Duration {
         self.advance(now);
         let owed = mark - self.earned;
-        if owed <= 0.0 || self.rate <= 0.0 {
-            Duration::ZERO
-        } else {
-            Duration::from_secs_f64(owed / self.rate)
+        if owed.is_nan() || owed <= 0.0 || self.rate.is_nan() || self.rate <= 0.0 {
+            return Duration::ZERO;
         }
+        // A rate so low that the wait overflows a Duration waits "forever" (the caller
+        // rechecks every so often), never panics.
+        Duration::try_from_secs_f64(owed / self.rate).unwrap_or(Duration::MAX)
     }
 
     /// Changes the rate and capacity from `now` on; what was earned until then stays.
@@ -147,6 +148,20 @@ mod tests {
         // And slower: 1/s leaves 5 s for the 5 tokens.
         b.reshape(1.0, 1.0, ms(500));
         close(b.wait(mark, ms(500)), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn absurd_rates_never_panic() {
+        // A valid but tiny limit (1e-300 a second) makes a wait longer than a Duration holds.
+        let mut b = Bucket::new(1e-300, 1.0, ms(0));
+        b.take(1.0, ms(0));
+        let mark = b.take(1.0, ms(0)).unwrap();
+        assert_eq!(b.wait(mark, ms(0)), Duration::MAX);
+        // An infinite rate times no elapsed time is NaN: no wait, no panic.
+        let mut b = Bucket::new(f64::INFINITY, 1.0, ms(0));
+        b.take(5.0, ms(0));
+        b.reshape(f64::INFINITY, 1.0, ms(0));
+        let _ = b.wait(10.0, ms(0));
     }
 
     #[test]

@@ -276,7 +276,8 @@ pub fn resolve(specs: &BTreeMap<String, String>, size_gib: u64) -> Limits {
                 }
                 None => key(""),
             }
-            .filter(|v| *v > 0.0);
+            // A per-GiB limit can overflow to infinity: that is no limit.
+            .filter(|v| v.is_finite() && *v > 0.0);
             let rate = per_sec.map(|per_sec| Rate {
                 per_sec,
                 burst: key("_max").filter(|b| *b > per_sec),
@@ -320,6 +321,14 @@ mod tests {
         assert_eq!(at(5000).per_sec, 128000.0);
         // Above the burst rate the burst means nothing.
         assert_eq!(at(5000).burst, None);
+    }
+
+    #[test]
+    fn a_per_gib_limit_that_overflows_is_no_limit() {
+        let s = specs(&[("total_iops_sec_per_gb", "1e308")]);
+        validate(&s).unwrap();
+        assert!(resolve(&s, 1000).rate(Scope::Total, Unit::Iops).is_none());
+        assert!(resolve(&s, 1).rate(Scope::Total, Unit::Iops).is_some());
     }
 
     #[test]
