@@ -35,6 +35,7 @@
 
 mod catch_up;
 mod client_io;
+mod diff;
 mod error;
 mod executor;
 mod fanout;
