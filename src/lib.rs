@@ -12,6 +12,7 @@
 pub mod admin_client;
 pub mod api;
 pub mod backend;
+pub mod backup;
 pub mod catalog;
 pub mod config;
 pub mod daemon;
