@@ -100,6 +100,11 @@ pub struct Settings {
     /// [default: flush].
     #[arg(long, env = "TRIPOD_DURABILITY", value_enum)]
     pub durability: Option<DurabilityMode>,
+    /// Where backups go: a directory (or `file:///dir`), or `s3://bucket[/prefix]` with the
+    /// usual `AWS_*` variables (`AWS_ENDPOINT_URL` for an S3-compatible server)
+    /// [default: <data-dir>/backups].
+    #[arg(long, env = "TRIPOD_BACKUP_TARGET")]
+    pub backup_target: Option<String>,
 }
 
 impl Settings {
@@ -218,6 +223,8 @@ pub struct ServeConfig {
     pub volume_options: tripod_engine::VolumeOptions,
     /// When acknowledged writes are durable.
     pub durability: DurabilityMode,
+    /// Where backups go (see [`Settings::backup_target`]).
+    pub backup_target: String,
 }
 
 /// Cinder's default quotas.
@@ -285,8 +292,14 @@ impl ServeConfig {
             quota.insert(k, v);
         }
         let durability = s.durability.unwrap_or(DurabilityMode::Flush);
+        let data_dir = s.data_dir.unwrap_or_else(|| PathBuf::from("./tripod-data"));
+        let backup_target = s
+            .backup_target
+            .filter(|t| !t.is_empty())
+            .unwrap_or_else(|| data_dir.join("backups").display().to_string());
         Ok(Self {
-            data_dir: s.data_dir.unwrap_or_else(|| PathBuf::from("./tripod-data")),
+            data_dir,
+            backup_target,
             api_listen: s.api_listen.unwrap_or_else(|| "127.0.0.1:8776".into()),
             nbd_listen: s.nbd_listen.unwrap_or_else(|| "127.0.0.1:10809".into()),
             replicas,

@@ -10,6 +10,7 @@ use anyhow::Context;
 
 use crate::api::{self, ApiState, Metrics};
 use crate::backend::Backend;
+use crate::backup::BackupStore;
 use crate::catalog::Catalog;
 use crate::config::{AuthMode, DurabilityMode, ReplicaLocation, ServeConfig};
 use crate::data_dir::{DataDir, NodeMaker, ReplicaRoot, VolumeRegistry};
@@ -121,11 +122,12 @@ pub fn open_state(
         dir,
         Duration::from_secs(config.supervise_secs),
     ));
-    let backend = Arc::new(Backend::new(
-        catalog.clone(),
-        registry,
-        config.data_dir.join("images"),
-    ));
+    let backups = BackupStore::open(&config.backup_target)
+        .with_context(|| format!("opening the backup target {}", config.backup_target))?;
+    let backend = Arc::new(
+        Backend::new(catalog.clone(), registry, config.data_dir.join("images"))
+            .with_backups(Arc::new(backups)),
+    );
     let finished = backend.reconcile().context("reconciling the catalog")?;
     if finished > 0 {
         tracing::warn!("finished {finished} operations interrupted by the last shutdown");

@@ -18,6 +18,10 @@ pub enum Kind {
     Export,
     /// Every copy of a volume verified (`done`/`total` in replicas).
     Scrub,
+    /// A backup taken (`done`/`total` in changed 4 MiB ranges).
+    Backup,
+    /// A backup restored into the volume (`done`/`total` in 4 MiB ranges).
+    Restore,
 }
 
 /// One operation's progress.
@@ -45,6 +49,7 @@ impl Operation {
         let unit = match self.kind {
             Kind::Clone | Kind::Export => "bytes",
             Kind::Scrub => "replicas",
+            Kind::Backup | Kind::Restore => "ranges",
         };
         serde_json::json!({
             "kind": self.kind,

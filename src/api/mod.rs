@@ -8,6 +8,7 @@
 //! handlers run them on the blocking pool via [`blocking`].
 
 mod actions;
+mod backups;
 mod error;
 mod extract;
 mod info;
@@ -137,6 +138,14 @@ pub fn router(state: Arc<ApiState>) -> Router {
             "/os-vendor-snapshots/{id}/rollback",
             post(snapshots::rollback),
         )
+        .route("/backups", get(backups::list).post(backups::create))
+        .route("/backups/detail", get(backups::list_detail))
+        .route("/backups/import_record", post(backups::import_record))
+        .route("/backups/{id}", get(backups::show).delete(backups::delete))
+        .route("/backups/{id}/action", post(backups::action))
+        .route("/backups/{id}/restore", post(backups::restore))
+        .route("/backups/{id}/export_record", get(backups::export_record))
+        .route("/os-tripod-backups/{id}/verify", post(backups::verify))
         .route("/os-tripod-status", get(status::show))
         .route("/os-tripod-volumes/{id}/scrub", post(status::scrub))
         .route(

@@ -12,7 +12,9 @@ use serde_json::{json, Map, Value};
 use super::extract::{IdPath, JsonBody, Params};
 use super::input::{integer, parse_bool, top};
 use super::{blocking, reply, ApiError, ApiResult, ApiState, Ctx};
-use crate::catalog::{CatalogRead, QuotaRecord, SnapshotRecord, VolumeRecord};
+use crate::catalog::{
+    BackupRecord, BackupStatus, CatalogRead, QuotaRecord, SnapshotRecord, VolumeRecord,
+};
 use crate::config::ServeConfig;
 use crate::lifecycle;
 use crate::volume_types;
@@ -57,12 +59,16 @@ pub fn limits(
 pub fn usage(r: &impl CatalogRead, project: &str) -> Result<BTreeMap<String, i64>, ApiError> {
     let volumes: Vec<VolumeRecord> = r.all()?;
     let snapshots: Vec<SnapshotRecord> = r.all()?;
-    Ok(lifecycle::usage(
-        resource_names(r)?,
-        &volumes,
-        &snapshots,
-        project,
-    ))
+    let mut used = lifecycle::usage(resource_names(r)?, &volumes, &snapshots, project);
+    for b in r.all::<BackupRecord>()? {
+        if b.project_id == project && b.status != BackupStatus::Deleting {
+            *used.entry("backups".into()).or_insert(0) += 1;
+            let gib = i64::try_from(b.size).unwrap_or(i64::MAX);
+            let e = used.entry("backup_gigabytes".into()).or_insert(0);
+            *e = e.saturating_add(gib);
+        }
+    }
+    Ok(used)
 }
 
 /// Refuses (413) if adding `deltas` to `project`'s usage exceeds a limit, or if a volume of

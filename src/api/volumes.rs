@@ -37,7 +37,8 @@ pub fn save(w: &mut crate::catalog::Writer, v: &mut VolumeRecord) -> ApiResult<(
     Ok(())
 }
 
-fn links(ctx: &Ctx, collection: &str, id: &str) -> Value {
+/// The `self` and `bookmark` links of `collection`/`id`.
+pub(crate) fn links(ctx: &Ctx, collection: &str, id: &str) -> Value {
     json!([
         {"rel": "self", "href": format!("{}/{}/{}/{collection}/{id}", ctx.base, ctx.version, ctx.project_id)},
         {"rel": "bookmark", "href": format!("{}/{}/{collection}/{id}", ctx.base, ctx.project_id)},

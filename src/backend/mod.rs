@@ -9,6 +9,10 @@
 //! record still in flight and finishes it (or marks it `error`), so no volume is silently
 //! lost and none stays `creating` forever.
 
+mod backups;
+
+pub use backups::base_snapshot_name;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -54,6 +58,15 @@ pub enum BackendError {
     /// A record the work needs is gone.
     #[error("{0} is gone")]
     Gone(String),
+    /// A backup could not be taken, restored or deleted.
+    #[error("backup: {0}")]
+    Backup(String),
+    /// The backup target or a backup's data failed.
+    #[error(transparent)]
+    BackupJob(#[from] crate::backup::JobError),
+    /// The backup target failed.
+    #[error(transparent)]
+    BackupStore(#[from] crate::backup::StoreError),
 }
 
 type Result<T> = std::result::Result<T, BackendError>;
@@ -63,11 +76,11 @@ pub fn exposure_of(volume: &VolumeRecord) -> Exposure {
     use VolumeStatus::*;
     match volume.status {
         Available | InUse | Attaching | Detaching | Extending | ErrorExtending | Uploading
-        | AwaitingTransfer | Maintenance => Exposure::Exported {
+        | AwaitingTransfer | Maintenance | BackingUp => Exposure::Exported {
             read_only: volume.readonly,
         },
         Creating | Error | Deleting | ErrorDeleting | Rollbacking | ErrorRollbacking
-        | ErrorRestoring => Exposure::Hidden,
+        | ErrorRestoring | RestoringBackup => Exposure::Hidden,
     }
 }
 
@@ -80,8 +93,10 @@ pub struct Backend {
     tasks: TaskTracker,
     /// The latest scrub of each volume since the daemon started.
     scrubs: Mutex<HashMap<String, ScrubState>>,
-    /// Clones, exports and scrubs running now, with their progress.
+    /// Clones, exports, scrubs, backups and restores running now, with their progress.
     operations: Operations,
+    /// Where backups go, if anywhere.
+    backups: Option<Arc<crate::backup::BackupStore>>,
 }
 
 /// Where a volume's latest scrub stands.
@@ -132,6 +147,7 @@ impl Backend {
             tasks: TaskTracker::new(),
             scrubs: Mutex::new(HashMap::new()),
             operations: Operations::default(),
+            backups: None,
         }
     }
 
@@ -359,6 +375,7 @@ impl Backend {
                 self.set_image_status(&i.id, "killed");
             }
         }
+        finished += self.reconcile_backups()?;
         let volumes: Vec<VolumeRecord> = self.catalog.read(|r| r.all())?;
         for v in &volumes {
             self.expose(v);
@@ -394,6 +411,8 @@ impl Backend {
             PendingOp::Delete => self.do_delete(&rec),
             PendingOp::Rollback(snap) => self.do_rollback(&rec, snap),
             PendingOp::Upload { image_id, .. } => self.do_upload(&rec, image_id),
+            PendingOp::Backup { backup_id, .. } => self.do_backup(&rec, backup_id),
+            PendingOp::Restore { backup_id } => self.do_restore(&rec, backup_id),
         };
         match &outcome {
             Ok(()) => tracing::info!(volume = id, op = ?op, "lifecycle: done"),
@@ -417,6 +436,9 @@ impl Backend {
                     i.status = (*status).into();
                     w.put(&i)?;
                 }
+            }
+            if let Some((backup, ok)) = &after.backup {
+                Self::backup_outcome(w, backup, *ok)?;
             }
             if let Some(snap) = &after.snapshot_available {
                 if let Some(mut x) = w.get::<SnapshotRecord>(snap)? {
@@ -449,6 +471,7 @@ impl Backend {
         self.registry.close(&rec.id);
         let size = rec.size.saturating_mul(GIB);
         match source {
+            VolumeSource::Backup(backup) => self.create_from_backup(rec, backup),
             VolumeSource::Blank => {
                 self.registry.data_dir().create_with_id(&uuid, size)?;
                 Ok(())

@@ -58,7 +58,7 @@ pub struct Catalog {
     db: redb::Database,
 }
 
-const ALL_TABLES: [Table; 12] = [
+const ALL_TABLES: [Table; 13] = [
     VolumeRecord::TABLE,
     SnapshotRecord::TABLE,
     TransferRecord::TABLE,
@@ -71,6 +71,7 @@ const ALL_TABLES: [Table; 12] = [
     SettingRecord::TABLE,
     VolumeTypeRecord::TABLE,
     QosSpecRecord::TABLE,
+    BackupRecord::TABLE,
 ];
 
 impl Catalog {

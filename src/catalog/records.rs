@@ -53,8 +53,12 @@ statuses!(
         ErrorRollbacking = "error_rollbacking",
         /// Offered for transfer to another project.
         AwaitingTransfer = "awaiting-transfer",
-        /// Restoring a backup failed (never entered: no backups).
+        /// Restoring a backup into it failed (its content is partly restored).
         ErrorRestoring = "error_restoring",
+        /// A backup of it is being taken (I/O goes on).
+        BackingUp = "backing-up",
+        /// A backup is being restored into it.
+        RestoringBackup = "restoring-backup",
         /// Locked for maintenance (never entered by the API).
         Maintenance = "maintenance",
     }
@@ -78,6 +82,24 @@ statuses!(
     }
 );
 
+statuses!(
+    /// A backup's status (Cinder's).
+    BackupStatus {
+        /// Being taken.
+        Creating = "creating",
+        /// Complete in the backup target.
+        Available = "available",
+        /// Taking it failed (nothing of it is listed in the target).
+        Error = "error",
+        /// Being deleted.
+        Deleting = "deleting",
+        /// Deleting it failed.
+        ErrorDeleting = "error_deleting",
+        /// Being restored into a volume.
+        Restoring = "restoring",
+    }
+);
+
 /// Where a new volume's content comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum VolumeSource {
@@ -87,6 +109,8 @@ pub enum VolumeSource {
     Snapshot(String),
     /// A copy of another volume.
     Volume(String),
+    /// A restore of a backup.
+    Backup(String),
 }
 
 /// An operation on a volume's data that was started and must be finished or failed, even
@@ -112,6 +136,18 @@ pub enum PendingOp {
         image_id: String,
         /// Status before the upload.
         previous: VolumeStatus,
+    },
+    /// Taking a backup; the status to return to.
+    Backup {
+        /// The backup being taken.
+        backup_id: String,
+        /// Status before the backup.
+        previous: VolumeStatus,
+    },
+    /// Restoring this backup into the volume.
+    Restore {
+        /// The backup being restored.
+        backup_id: String,
     },
 }
 
@@ -448,6 +484,69 @@ pub struct QosSpecRecord {
 
 impl Record for QosSpecRecord {
     const TABLE: Table = Table::new("qos_specs");
+    fn key(&self) -> String {
+        self.id.clone()
+    }
+}
+
+/// A backup of a volume (its data is in the backup target, under its id).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupRecord {
+    /// Id (also the manifest's name in the target).
+    pub id: String,
+    /// Owner.
+    pub project_id: String,
+    /// Who created it.
+    pub user_id: String,
+    /// The volume it was taken from (which may be gone since).
+    pub volume_id: String,
+    /// The Cinder snapshot it was taken from, if one was named.
+    pub snapshot_id: Option<String>,
+    /// Name.
+    pub name: Option<String>,
+    /// Description.
+    pub description: Option<String>,
+    /// Cinder's container (a label here: every backup lives in the daemon's target).
+    pub container: Option<String>,
+    /// Status.
+    pub status: BackupStatus,
+    /// Size of the volume backed up, GiB.
+    pub size: u64,
+    /// Block objects the backup names.
+    pub object_count: u64,
+    /// Block objects it uploaded (those the target lacked).
+    #[serde(default)]
+    pub uploaded_objects: u64,
+    /// Bytes it uploaded (compressed).
+    #[serde(default)]
+    pub uploaded_bytes: u64,
+    /// Bytes it read from the volume.
+    #[serde(default)]
+    pub read_bytes: u64,
+    /// The backup it is incremental to.
+    pub parent_id: Option<String>,
+    /// Why it failed.
+    pub fail_reason: Option<String>,
+    /// The engine snapshot of the volume holding exactly this backup's content, kept so
+    /// the next incremental backup reads only what changed since.
+    pub base_snapshot: Option<String>,
+    /// The volume it is being restored into.
+    pub restore_volume_id: Option<String>,
+    /// Availability zone.
+    pub availability_zone: String,
+    /// User metadata.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    /// When the data was taken.
+    pub data_timestamp: Timestamp,
+    /// Created.
+    pub created_at: Timestamp,
+    /// Last change.
+    pub updated_at: Option<Timestamp>,
+}
+
+impl Record for BackupRecord {
+    const TABLE: Table = Table::new("backups");
     fn key(&self) -> String {
         self.id.clone()
     }

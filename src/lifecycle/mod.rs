@@ -15,12 +15,15 @@
 //!  rollback:   available|error_rollbacking ─► rollbacking ──ok──► available, fail ─► error_rollbacking
 //!  transfer:   available ─► awaiting-transfer ── accept/withdraw ─► available
 //!  retype:     available|in-use ─► (same status, new type: no data moves)
+//!  backup:     available|in-use(force) ─► backing-up ──► (previous, ok or not)
+//!  restore:    available ─► restoring-backup ──ok──► available, fail ─► error_restoring
 //!  delete:     available|error* ─► deleting ──ok──► (gone), fail ─► error_deleting
 //! ```
 //!
 //! Snapshots: `creating → available | error`, `available|error → deleting → (gone) |
 //! error_deleting`, `available → rollbacking → available` while their volume rolls back.
 
+mod backup;
 mod quota;
 mod refusal;
 mod snapshot;
@@ -31,6 +34,9 @@ mod volume;
 #[cfg(test)]
 mod tests;
 
+pub use backup::{
+    backup_finished, begin_backup, begin_backup_delete, begin_restore, has_dependents,
+};
 pub use quota::{
     extend_deltas, retype_deltas, snapshot_deltas, usage, volume_deltas, within_limits, Deltas,
 };

@@ -369,6 +369,8 @@ pub struct Aftermath {
     pub image: Option<(String, &'static str)>,
     /// A snapshot that is available again (a rollback from it ended).
     pub snapshot_available: Option<String>,
+    /// A backup whose taking or restoring ended, and whether it went well.
+    pub backup: Option<(String, bool)>,
 }
 
 /// Records how `v`'s pending operation ended (`ok` or failed): its status, size and pending
@@ -392,13 +394,22 @@ pub fn finish(v: &mut VolumeRecord, ok: bool) -> Aftermath {
         }
         (PendingOp::Delete, false) => ErrorDeleting,
         (PendingOp::Rollback(_), false) => ErrorRollbacking,
-        (PendingOp::Upload { previous, .. }, _) => *previous,
+        (PendingOp::Upload { previous, .. }, _) | (PendingOp::Backup { previous, .. }, _) => {
+            *previous
+        }
+        (PendingOp::Restore { .. }, true) => Available,
+        (PendingOp::Restore { .. }, false) => ErrorRestoring,
     };
     match op {
         PendingOp::Upload { image_id, .. } => {
             after.image = Some((image_id, if ok { "active" } else { "killed" }));
         }
         PendingOp::Rollback(snap) => after.snapshot_available = Some(snap),
+        PendingOp::Backup { backup_id, .. }
+        | PendingOp::Restore { backup_id }
+        | PendingOp::Create(VolumeSource::Backup(backup_id)) => {
+            after.backup = Some((backup_id, ok));
+        }
         _ => {}
     }
     after
