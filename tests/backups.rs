@@ -407,3 +407,110 @@ fn backups_to_an_s3_server_restore_exactly() {
     let _ = moto.kill();
     let _ = moto.wait();
 }
+
+/// The venv's `openstack` CLI (python-openstackclient), if installed.
+fn openstack_cli() -> Option<PathBuf> {
+    let py = std::env::var_os("TRIPOD_OPENSTACK_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/opt/tripod-venv/bin/python"));
+    let cli = py.with_file_name("openstack");
+    if cli.exists() {
+        return Some(cli);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "python-openstackclient is not installed at {} (scripts/test installs it)",
+        cli.display()
+    );
+    eprintln!("skipping: no openstack CLI at {}", cli.display());
+    None
+}
+
+#[test]
+fn the_openstack_cli_creates_lists_restores_and_deletes_backups() {
+    let Some(cli) = openstack_cli() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let d = Daemon::start();
+    let os = |args: &[&str]| -> String {
+        let out = Command::new(&cli)
+            .args(args)
+            .env("OS_AUTH_URL", format!("{}/identity/v3", d.api()))
+            .env("OS_USERNAME", "admin")
+            .env("OS_PASSWORD", ADMIN_PASSWORD)
+            .env("OS_PROJECT_NAME", "admin")
+            .env("OS_USER_DOMAIN_NAME", "Default")
+            .env("OS_PROJECT_DOMAIN_NAME", "Default")
+            .env("OS_IDENTITY_API_VERSION", "3")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "openstack {args:?}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    let h = Http::login(&d.api());
+    let vol = os(&[
+        "volume", "create", "--size", "1", "v1", "-f", "value", "-c", "id",
+    ])
+    .trim()
+    .to_owned();
+    h.wait(&format!("volumes/{vol}"), "volume", "available");
+    write_random(&d, &vol, tmp.path(), 0, 8 * MIB, 21);
+    let id_of = |out: String| out.trim().to_owned();
+    let full = id_of(os(&[
+        "volume", "backup", "create", "--name", "full", "v1", "-f", "value", "-c", "id",
+    ]));
+    wait_final(&h, &format!("backups/{full}"), "backup", "available");
+    write_random(&d, &vol, tmp.path(), 64 * MIB, MIB, 22);
+    let image = image_of(&d, &vol, tmp.path(), "v1.raw");
+    let inc = id_of(os(&[
+        "volume",
+        "backup",
+        "create",
+        "--name",
+        "inc",
+        "--incremental",
+        "v1",
+        "-f",
+        "value",
+        "-c",
+        "id",
+    ]));
+    wait_final(&h, &format!("backups/{inc}"), "backup", "available");
+    let listed = os(&["volume", "backup", "list", "-f", "json"]);
+    let listed: Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+    let shown: Value =
+        serde_json::from_str(&os(&["volume", "backup", "show", "inc", "-f", "json"])).unwrap();
+    assert_eq!(shown["is_incremental"], true, "{shown}");
+    assert_eq!(shown["volume_id"], vol.as_str(), "{shown}");
+    let restored: Value = serde_json::from_str(&os(&[
+        "volume", "backup", "restore", "inc", "from-inc", "-f", "json",
+    ]))
+    .unwrap();
+    let new_vol = restored["volume_id"].as_str().unwrap().to_owned();
+    wait_final(&h, &format!("volumes/{new_vol}"), "volume", "available");
+    assert!(same_as(&d, &new_vol, &image), "restored through the CLI");
+    // The full backup has an incremental after it: refused until that one is gone.
+    let out = Command::new(&cli)
+        .args(["volume", "backup", "delete", "full"])
+        .env("OS_AUTH_URL", format!("{}/identity/v3", d.api()))
+        .env("OS_USERNAME", "admin")
+        .env("OS_PASSWORD", ADMIN_PASSWORD)
+        .env("OS_PROJECT_NAME", "admin")
+        .env("OS_USER_DOMAIN_NAME", "Default")
+        .env("OS_PROJECT_DOMAIN_NAME", "Default")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    os(&["volume", "backup", "delete", "inc"]);
+    wait_gone(&h, &format!("backups/{inc}"));
+    os(&["volume", "backup", "delete", "full"]);
+    wait_gone(&h, &format!("backups/{full}"));
+    assert!(block_objects(&d.data_dir().join("backups")).is_empty());
+}
