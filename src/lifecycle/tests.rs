@@ -10,7 +10,7 @@ use crate::catalog::{
 
 use VolumeStatus::*;
 
-const ALL: [VolumeStatus; 16] = [
+const ALL: [VolumeStatus; 18] = [
     Creating,
     Available,
     InUse,
@@ -27,6 +27,8 @@ const ALL: [VolumeStatus; 16] = [
     AwaitingTransfer,
     ErrorRestoring,
     Maintenance,
+    BackingUp,
+    RestoringBackup,
 ];
 
 fn volume(status: VolumeStatus) -> VolumeRecord {
@@ -592,4 +594,147 @@ fn tags_follow_evs_limits_and_match_filters() {
     ));
     remove_tags(&mut v, &["k0".into(), "absent".into()]);
     assert_eq!(v.tags.len(), MAX_TAGS - 1);
+}
+
+fn backup(
+    id: &str,
+    status: crate::catalog::BackupStatus,
+    parent: Option<&str>,
+) -> crate::catalog::BackupRecord {
+    crate::catalog::BackupRecord {
+        id: id.into(),
+        project_id: "p1".into(),
+        user_id: "u1".into(),
+        volume_id: "v1".into(),
+        snapshot_id: None,
+        name: None,
+        description: None,
+        container: None,
+        status,
+        size: 10,
+        object_count: 0,
+        uploaded_objects: 0,
+        uploaded_bytes: 0,
+        read_bytes: 0,
+        parent_id: parent.map(Into::into),
+        fail_reason: None,
+        base_snapshot: None,
+        restore_volume_id: None,
+        availability_zone: "nova".into(),
+        metadata: BTreeMap::new(),
+        data_timestamp: Timestamp::now(),
+        created_at: Timestamp::now(),
+        updated_at: None,
+    }
+}
+
+#[test]
+fn a_backup_starts_from_available_or_in_use_with_force_and_returns_the_volume_to_it() {
+    for status in ALL {
+        for (force, from_snapshot) in [(false, false), (true, false), (false, true)] {
+            let mut v = volume(status);
+            let r = begin_backup(&mut v, force, from_snapshot, "b1");
+            let allowed = status == Available || (status == InUse && (force || from_snapshot));
+            assert_eq!(
+                r.is_ok(),
+                allowed,
+                "{status:?} force={force} snap={from_snapshot}"
+            );
+            if allowed {
+                assert_eq!(v.status, BackingUp);
+                for ok in [true, false] {
+                    let mut w = v.clone();
+                    let after = finish(&mut w, ok);
+                    assert_eq!(w.status, status, "back to what it was, ok or not");
+                    assert_eq!(after.backup, Some(("b1".into(), ok)));
+                }
+            } else {
+                assert_eq!(v.status, status, "a refusal changes nothing");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_restore_needs_an_available_backup_and_an_available_volume_large_enough() {
+    use crate::catalog::BackupStatus as B;
+    for status in ALL {
+        let mut v = volume(status);
+        let mut b = backup("b1", B::Available, None);
+        let r = begin_restore(&mut b, &mut v);
+        assert_eq!(r.is_ok(), status == Available, "{status:?}");
+        if r.is_ok() {
+            assert_eq!((v.status, b.status), (RestoringBackup, B::Restoring));
+            let mut failed = v.clone();
+            finish(&mut failed, false);
+            assert_eq!(failed.status, ErrorRestoring);
+            let after = finish(&mut v, true);
+            assert_eq!(v.status, Available);
+            let (id, ok) = after.backup.unwrap();
+            assert_eq!((id.as_str(), ok), ("b1", true));
+            backup_finished(&mut b, true);
+            assert_eq!(b.status, B::Available);
+            assert_eq!(b.restore_volume_id, None);
+        }
+    }
+    let mut small = volume(Available);
+    small.size = 5;
+    let mut b = backup("b1", B::Available, None);
+    assert!(begin_restore(&mut b, &mut small).is_err());
+    for s in [
+        B::Creating,
+        B::Error,
+        B::Deleting,
+        B::ErrorDeleting,
+        B::Restoring,
+    ] {
+        let mut b = backup("b1", s, None);
+        assert!(
+            begin_restore(&mut b, &mut volume(Available)).is_err(),
+            "{s:?}"
+        );
+    }
+    // A new volume restored from a backup reports the backup's outcome too.
+    let mut v = volume(Creating);
+    v.pending = Some(PendingOp::Create(VolumeSource::Backup("b1".into())));
+    let after = finish(&mut v, false);
+    assert_eq!(
+        (v.status, after.backup),
+        (Error, Some(("b1".into(), false)))
+    );
+}
+
+#[test]
+fn a_backup_with_an_incremental_after_it_is_deleted_only_by_force() {
+    use crate::catalog::BackupStatus as B;
+    let full = backup("b1", B::Available, None);
+    let inc = backup("b2", B::Available, Some("b1"));
+    let all = vec![full.clone(), inc.clone()];
+    assert!(has_dependents(&full, &all));
+    assert!(!has_dependents(&inc, &all));
+    let mut x = full.clone();
+    assert!(begin_backup_delete(&mut x, &all, false).is_err());
+    assert_eq!(x.status, B::Available);
+    assert!(begin_backup_delete(&mut x, &all, true).is_ok());
+    assert_eq!(x.status, B::Deleting);
+    let mut y = inc.clone();
+    assert!(begin_backup_delete(&mut y, &all, false).is_ok());
+    for s in [B::Creating, B::Deleting, B::ErrorDeleting, B::Restoring] {
+        let mut z = backup("b3", s, None);
+        assert!(begin_backup_delete(&mut z, &all, false).is_err(), "{s:?}");
+    }
+    for s in [B::Creating, B::Restoring] {
+        let mut z = backup("b3", s, None);
+        assert!(
+            begin_backup_delete(&mut z, &all, true).is_err(),
+            "{s:?} even forced"
+        );
+    }
+    // Taking one ends available or error; a failed restore leaves the backup available.
+    let mut c = backup("b4", B::Creating, None);
+    backup_finished(&mut c, false);
+    assert_eq!(c.status, B::Error);
+    let mut r = backup("b5", B::Restoring, None);
+    backup_finished(&mut r, false);
+    assert_eq!(r.status, B::Available);
 }
