@@ -1855,3 +1855,215 @@ async fn the_status_endpoint_is_for_admins_and_lists_every_project() {
     assert_eq!(v["project_id"], bob.project.as_str());
     assert_eq!(r.body["summary"]["volumes"], 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backups_are_per_tenant_follow_the_rules_and_refuse_bad_requests_clearly() {
+    let api = Api::new();
+    let admin = api.admin().await;
+    let alice = api.tenant(&admin, "alice", "member").await;
+    let bob = api.tenant(&admin, "bob", "member").await;
+    let vol = api.volume(&alice, json!({"size": 1})).await;
+    let p = |who: &Login, rest: &str| format!("/v3/{}/{rest}", who.project);
+    api.set(&vol).write(0, &[7u8; 8192]).unwrap();
+
+    // Bad requests: 400 with the member named, 404 for volumes one cannot see.
+    for (body, status, needle) in [
+        (json!({"backup": {}}), 400, "volume_id"),
+        (json!({"backup": {"volume_id": 5}}), 400, "volume_id"),
+        (
+            json!({"backup": {"volume_id": vol, "bogus": 1}}),
+            400,
+            "bogus",
+        ),
+        (
+            json!({"backup": {"volume_id": vol, "incremental": "maybe"}}),
+            400,
+            "incremental",
+        ),
+        (
+            json!({"backup": {"volume_id": vol, "incremental": true}}),
+            400,
+            "No backups available",
+        ),
+        (
+            json!({"backup": {"volume_id": "not-a-uuid"}}),
+            404,
+            "could not be found",
+        ),
+        (json!({"nope": {}}), 400, ""),
+    ] {
+        let a = api
+            .post(&p(&alice, "backups"), &alice.token, body.clone())
+            .await;
+        assert_eq!(a.status.as_u16(), status, "{body}: {:?}", a.body);
+        assert!(a.body.to_string().contains(needle), "{body}: {:?}", a.body);
+    }
+    let theirs = api
+        .post(
+            &p(&bob, "backups"),
+            &bob.token,
+            json!({"backup": {"volume_id": vol}}),
+        )
+        .await;
+    assert_eq!(theirs.status, StatusCode::NOT_FOUND);
+
+    // A backup: `backing-up` then back to `available`; only its project sees it.
+    let a = api
+        .post(
+            &p(&alice, "backups"),
+            &alice.token,
+            json!({"backup": {"volume_id": vol, "name": "b"}}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::ACCEPTED, "{:?}", a.body);
+    assert_eq!(keys(&a.body["backup"]), ["id", "links", "name"]);
+    let id = a.body["backup"]["id"].as_str().unwrap().to_owned();
+    let b = api
+        .wait_status(
+            &p(&alice, &format!("backups/{id}")),
+            &alice.token,
+            "backup",
+            "available",
+        )
+        .await;
+    assert_eq!(
+        (b["size"].as_u64(), b["object_count"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert!(
+        b.get("os-backup-project-attr:project_id").is_none(),
+        "admins only"
+    );
+    api.wait_status(
+        &p(&alice, &format!("volumes/{vol}")),
+        &alice.token,
+        "volume",
+        "available",
+    )
+    .await;
+    let a = api
+        .get(&p(&bob, &format!("backups/{id}")), &bob.token)
+        .await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+    for rest in [
+        format!("backups/{id}/restore"),
+        format!("os-tripod-backups/{id}/verify"),
+    ] {
+        let a = api
+            .post(&p(&bob, &rest), &bob.token, json!({"restore": {}}))
+            .await;
+        assert_eq!(a.status, StatusCode::NOT_FOUND, "{rest}");
+    }
+    let a = api
+        .delete(&p(&bob, &format!("backups/{id}")), &bob.token)
+        .await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+    let listed = api.get(&p(&bob, "backups/detail"), &bob.token).await;
+    assert_eq!(listed.body["backups"], json!([]));
+    let listed = api.get(&p(&alice, "backups?name=b"), &alice.token).await;
+    assert_eq!(listed.body["backups"].as_array().unwrap().len(), 1);
+    let all = api
+        .get(&p(&admin, "backups/detail?all_tenants=1"), &admin.token)
+        .await;
+    assert_eq!(
+        all.body["backups"][0]["os-backup-project-attr:project_id"],
+        alice.project.as_str()
+    );
+
+    // Admin-only actions, restore rules.
+    for body in [
+        json!({"os-force_delete": {}}),
+        json!({"os-reset_status": {"status": "error"}}),
+    ] {
+        let a = api
+            .post(
+                &p(&alice, &format!("backups/{id}/action")),
+                &alice.token,
+                body,
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN);
+    }
+    let a = api
+        .get(
+            &p(&alice, &format!("backups/{id}/export_record")),
+            &alice.token,
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    let small = api.volume(&alice, json!({"size": 1})).await;
+    api.post(
+        &p(&alice, &format!("volumes/{small}/action")),
+        &alice.token,
+        json!({"os-reserve": null}),
+    )
+    .await;
+    let a = api
+        .post(
+            &p(&alice, &format!("backups/{id}/restore")),
+            &alice.token,
+            json!({"restore": {"volume_id": small}}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "attaching: {:?}", a.body);
+    let a = api
+        .post(
+            &p(&alice, &format!("backups/{id}/restore")),
+            &alice.token,
+            json!({"restore": {"x": 1}}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+
+    // Bad import records.
+    for rec in [
+        json!({"backup-record": {"backup_service": "other", "backup_url": "00"}}),
+        json!({"backup-record": {"backup_service": "tripod.backup.object_store", "backup_url": "zz"}}),
+        json!({"x": 1}),
+    ] {
+        let a = api
+            .post(
+                &p(&admin, "backups/import_record"),
+                &admin.token,
+                rec.clone(),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{rec}: {:?}", a.body);
+    }
+
+    // The backup outlives its volume and restores into a new one.
+    let a = api
+        .delete(&p(&alice, &format!("volumes/{vol}")), &alice.token)
+        .await;
+    assert_eq!(a.status, StatusCode::ACCEPTED, "{:?}", a.body);
+    api.wait_gone(&p(&alice, &format!("volumes/{vol}")), &alice.token)
+        .await;
+    let a = api
+        .get(&p(&alice, &format!("backups/{id}")), &alice.token)
+        .await;
+    assert_eq!(a.body["backup"]["status"], "available");
+    let a = api
+        .post(
+            &p(&alice, &format!("backups/{id}/restore")),
+            &alice.token,
+            json!({"restore": {}}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::ACCEPTED, "{:?}", a.body);
+    let new_vol = a.body["restore"]["volume_id"].as_str().unwrap().to_owned();
+    api.wait_status(
+        &p(&alice, &format!("volumes/{new_vol}")),
+        &alice.token,
+        "volume",
+        "available",
+    )
+    .await;
+    let data = api.set(&new_vol).read(0, 8192).unwrap();
+    assert!(data.iter().all(|b| *b == 7));
+    let a = api
+        .delete(&p(&alice, &format!("backups/{id}")), &alice.token)
+        .await;
+    assert_eq!(a.status, StatusCode::ACCEPTED);
+    api.wait_gone(&p(&alice, &format!("backups/{id}")), &alice.token)
+        .await;
+}

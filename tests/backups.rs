@@ -514,3 +514,70 @@ fn the_openstack_cli_creates_lists_restores_and_deletes_backups() {
     wait_gone(&h, &format!("backups/{full}"));
     assert!(block_objects(&d.data_dir().join("backups")).is_empty());
 }
+
+#[test]
+fn a_fresh_daemon_restores_a_100_gib_volume_from_the_same_target_after_an_import() {
+    let tmp = tempfile::tempdir().unwrap();
+    let target = tempfile::tempdir().unwrap();
+    let target_arg = target.path().to_str().unwrap().to_owned();
+    let a = Daemon::start_with(
+        tempfile::tempdir().unwrap(),
+        &["--backup-target", &target_arg],
+        &[],
+    );
+    let h = Http::login(&a.api());
+    let vol = h.create_volume(100);
+    write_random(&a, &vol, tmp.path(), 0, 64 * MIB, 31);
+    write_random(&a, &vol, tmp.path(), 99 << 30, 64 * MIB, 32);
+    let full = backup(&h, json!({"volume_id": vol, "name": "full"}));
+    assert_eq!(uploaded(&full), (32, 128 * MIB), "only the data is read");
+    // 8 MiB changed in a 100 GiB volume: 8 MiB read, two objects uploaded.
+    write_random(&a, &vol, tmp.path(), 50 << 30, 8 * MIB, 33);
+    let inc = backup(
+        &h,
+        json!({"volume_id": vol, "name": "inc", "incremental": true}),
+    );
+    assert_eq!(uploaded(&inc), (2, 8 * MIB));
+    assert_eq!(inc["os-tripod-backup:progress"], Value::Null, "not running");
+    let inc_id = inc["id"].as_str().unwrap().to_owned();
+    let image = image_of(&a, &vol, tmp.path(), "big.raw");
+    let (s, rec) = h.call("GET", &format!("backups/{inc_id}/export_record"), None);
+    assert_eq!(s, 200, "{rec}");
+    drop(a);
+
+    // Another daemon with nothing but the target: the record lists it, it restores.
+    let b = Daemon::start_with(
+        tempfile::tempdir().unwrap(),
+        &["--backup-target", &target_arg],
+        &[],
+    );
+    let h = Http::login(&b.api());
+    let (s, v) = h.call("POST", "backups/import_record", Some(rec.clone()));
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = h.call("POST", "backups/import_record", Some(rec));
+    assert_eq!(s, 409, "imported once: {v}");
+    let shown = h.wait(&format!("backups/{inc_id}"), "backup", "available");
+    assert_eq!(shown["size"], 100);
+    let restored = restore(&h, &inc_id, None);
+    wait_final(&h, &format!("volumes/{restored}"), "volume", "available");
+    assert!(
+        same_as(&b, &restored, &image),
+        "restored from the target alone"
+    );
+    // A record for a backup that is not in the target is refused.
+    let (s, v) = h.call(
+        "POST",
+        "backups/import_record",
+        Some(
+            json!({"backup-record": {"backup_service": "tripod.backup.object_store",
+            "backup_url": hex_json(&json!({"id": "6f1c1a3e-0000-4000-8000-000000000000",
+                "volume_id": "x", "name": null, "description": null, "container": null,
+                "size": 1, "parent_id": null, "data_timestamp": 0, "object_count": 0}))}}),
+        ),
+    );
+    assert_eq!(s, 400, "{v}");
+}
+
+fn hex_json(v: &Value) -> String {
+    v.to_string().bytes().map(|b| format!("{b:02x}")).collect()
+}

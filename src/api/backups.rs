@@ -95,8 +95,34 @@ fn admin_only(ctx: &Ctx, what: &str) -> ApiResult<()> {
     }
 }
 
-/// The summary (`detail` false) or detail view.
-fn view(ctx: &Ctx, b: &BackupRecord, all: &[BackupRecord], detail: bool) -> Value {
+/// How far backup `b`'s taking or restoring has come (`{"done", "total", "unit"}` in
+/// 4 MiB ranges), while it runs.
+fn progress(s: &ApiState, b: &BackupRecord) -> Value {
+    use crate::operations::Kind;
+    let (volume, kind) = match (b.status, &b.restore_volume_id) {
+        (BackupStatus::Creating, _) => (b.volume_id.as_str(), Kind::Backup),
+        (BackupStatus::Restoring, Some(v)) => (v.as_str(), Kind::Restore),
+        _ => return Value::Null,
+    };
+    s.backend
+        .operations_of(volume)
+        .iter()
+        .find(|o| o.kind == kind)
+        .map_or(Value::Null, |o| {
+            let j = o.to_json();
+            json!({"done": j["done"], "total": j["total"], "unit": j["unit"]})
+        })
+}
+
+/// The summary (`detail` false) or detail view (with the progress of a running backup or
+/// restore when `s` is given).
+fn view(
+    ctx: &Ctx,
+    b: &BackupRecord,
+    all: &[BackupRecord],
+    detail: bool,
+    s: Option<&ApiState>,
+) -> Value {
     let mut out = json!({
         "id": b.id,
         "name": b.name,
@@ -130,6 +156,9 @@ fn view(ctx: &Ctx, b: &BackupRecord, all: &[BackupRecord], detail: bool) -> Valu
             ),
         ] {
             set_field(&mut out, k, v);
+        }
+        if let Some(s) = s {
+            set_field(&mut out, "os-tripod-backup:progress", progress(s, b));
         }
         if ctx.is_admin {
             set_field(
@@ -195,7 +224,10 @@ async fn list_any(ctx: Ctx, s: Arc<ApiState>, params: Params, detail: bool) -> A
             .cloned()
             .collect();
         let (page, next) = q.apply(mine)?;
-        let items: Vec<Value> = page.iter().map(|b| view(&ctx, b, &all, detail)).collect();
+        let items: Vec<Value> = page
+            .iter()
+            .map(|b| view(&ctx, b, &all, detail, Some(&s)))
+            .collect();
         let body = collection_body(&ctx, "backups", detail, items, next, &params);
         Ok(reply(StatusCode::OK, body))
     })
@@ -229,7 +261,7 @@ pub async fn show(
         })?;
         Ok(reply(
             StatusCode::OK,
-            json!({"backup": view(&ctx, &b, &all, true)}),
+            json!({"backup": view(&ctx, &b, &all, true, Some(&s))}),
         ))
     })
     .await
