@@ -426,6 +426,19 @@ fn openstack_cli() -> Option<PathBuf> {
     None
 }
 
+/// The `openstack` CLI logged in to `d` as its admin through the `OS_*` variables.
+fn openstack(cli: &Path, d: &Daemon) -> Command {
+    let mut c = Command::new(cli);
+    c.env("OS_AUTH_URL", format!("{}/identity/v3", d.api()))
+        .env("OS_USERNAME", "admin")
+        .env("OS_PASSWORD", ADMIN_PASSWORD)
+        .env("OS_PROJECT_NAME", "admin")
+        .env("OS_USER_DOMAIN_NAME", "Default")
+        .env("OS_PROJECT_DOMAIN_NAME", "Default")
+        .env("OS_IDENTITY_API_VERSION", "3");
+    c
+}
+
 #[test]
 fn the_openstack_cli_creates_lists_restores_and_deletes_backups() {
     let Some(cli) = openstack_cli() else {
@@ -434,17 +447,7 @@ fn the_openstack_cli_creates_lists_restores_and_deletes_backups() {
     let tmp = tempfile::tempdir().unwrap();
     let d = Daemon::start();
     let os = |args: &[&str]| -> String {
-        let out = Command::new(&cli)
-            .args(args)
-            .env("OS_AUTH_URL", format!("{}/identity/v3", d.api()))
-            .env("OS_USERNAME", "admin")
-            .env("OS_PASSWORD", ADMIN_PASSWORD)
-            .env("OS_PROJECT_NAME", "admin")
-            .env("OS_USER_DOMAIN_NAME", "Default")
-            .env("OS_PROJECT_DOMAIN_NAME", "Default")
-            .env("OS_IDENTITY_API_VERSION", "3")
-            .output()
-            .unwrap();
+        let out = openstack(&cli, &d).args(args).output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         assert!(
             out.status.success(),
@@ -497,14 +500,8 @@ fn the_openstack_cli_creates_lists_restores_and_deletes_backups() {
     wait_final(&h, &format!("volumes/{new_vol}"), "volume", "available");
     assert!(same_as(&d, &new_vol, &image), "restored through the CLI");
     // The full backup has an incremental after it: refused until that one is gone.
-    let out = Command::new(&cli)
+    let out = openstack(&cli, &d)
         .args(["volume", "backup", "delete", "full"])
-        .env("OS_AUTH_URL", format!("{}/identity/v3", d.api()))
-        .env("OS_USERNAME", "admin")
-        .env("OS_PASSWORD", ADMIN_PASSWORD)
-        .env("OS_PROJECT_NAME", "admin")
-        .env("OS_USER_DOMAIN_NAME", "Default")
-        .env("OS_PROJECT_DOMAIN_NAME", "Default")
         .output()
         .unwrap();
     assert!(!out.status.success());

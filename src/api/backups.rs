@@ -95,8 +95,8 @@ fn admin_only(ctx: &Ctx, what: &str) -> ApiResult<()> {
     }
 }
 
-/// How far backup `b`'s taking or restoring has come (`{"done", "total", "unit"}` in
-/// 4 MiB ranges), while it runs.
+/// How far backup `b`'s taking or restoring has come (the operation: `kind`, `done`,
+/// `total`, `unit` = 4 MiB ranges, …), while it runs.
 fn progress(s: &ApiState, b: &BackupRecord) -> Value {
     use crate::operations::Kind;
     let (volume, kind) = match (b.status, &b.restore_volume_id) {
@@ -108,10 +108,7 @@ fn progress(s: &ApiState, b: &BackupRecord) -> Value {
         .operations_of(volume)
         .iter()
         .find(|o| o.kind == kind)
-        .map_or(Value::Null, |o| {
-            let j = o.to_json();
-            json!({"done": j["done"], "total": j["total"], "unit": j["unit"]})
-        })
+        .map_or(Value::Null, |o| o.to_json())
 }
 
 /// The summary (`detail` false) or detail view (with the progress of a running backup or

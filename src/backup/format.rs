@@ -128,6 +128,9 @@ pub fn decode_block(expected: &BlockHash, bytes: &[u8]) -> Result<Vec<u8>, Forma
         return Err(bad("not a Tripod backup block (bad magic)"));
     }
     let (codec, rest) = rest.split_at(4);
+    if codec.get(1..) != Some(&[0u8; 3][..]) {
+        return Err(bad("reserved header bytes are not zero"));
+    }
     let (len, stored) = rest.split_at(4);
     let mut len4 = [0u8; 4];
     len4.copy_from_slice(len);
