@@ -23,6 +23,53 @@ pub enum JobError {
     Invalid(String),
 }
 
+/// Ranges worked on at once: reading, hashing, compressing and storing (or fetching,
+/// checking and writing) overlap, so the disks and the CPU are busy together.
+const WORKERS: usize = 4;
+
+/// Runs `work` on every item of `items` with [`WORKERS`] threads, in any order; the first
+/// error stops the others from taking new items and is returned. `progress(done, total)`
+/// is called after each item.
+fn parallel<T: Send>(
+    items: &[u64],
+    progress: &(dyn Fn(u64, u64) + Sync),
+    work: impl Fn(u64) -> Result<T, JobError> + Sync,
+) -> Result<Vec<(u64, T)>, JobError> {
+    use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    let done = AtomicU64::new(0);
+    let failed = AtomicBool::new(false);
+    let total = items.len() as u64;
+    let results = parking_lot::Mutex::new(Vec::with_capacity(items.len()));
+    let first_error = parking_lot::Mutex::new(None);
+    std::thread::scope(|scope| {
+        for _ in 0..WORKERS.min(items.len()) {
+            scope.spawn(|| {
+                while !failed.load(Ordering::Relaxed) {
+                    let Some(&item) = items.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                        break;
+                    };
+                    match work(item) {
+                        Ok(r) => {
+                            results.lock().push((item, r));
+                            let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+                            progress(n, total);
+                        }
+                        Err(e) => {
+                            failed.store(true, Ordering::Relaxed);
+                            first_error.lock().get_or_insert(e);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    match first_error.into_inner() {
+        Some(e) => Err(e),
+        None => Ok(results.into_inner()),
+    }
+}
+
 /// What a backup cost.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TakeReport {
@@ -53,7 +100,7 @@ pub fn take(
     src: &Source<'_>,
     store: &BackupStore,
     manifest: &mut Manifest,
-    progress: &dyn Fn(u64, u64),
+    progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<TakeReport, JobError> {
     let _writing = store.writing();
     let size = view_size(src.set, &src.view)?;
@@ -76,23 +123,31 @@ pub fn take(
             src.set.changed_ranges(None, &src.view, BLOCK_SIZE)?,
         ),
     };
-    let mut report = TakeReport::default();
-    let total = todo.len() as u64;
-    for (done, index) in todo.into_iter().enumerate() {
+    // Each range: read it; all zeros → no block; else store its content unless present.
+    let stored = parallel(&todo, progress, |index| {
         let len = size.saturating_sub(index * BLOCK_SIZE).min(BLOCK_SIZE);
         let data = src.set.read_view(&src.view, index * BLOCK_SIZE, len)?;
-        report.read_bytes += len;
         if data.iter().all(|b| *b == 0) {
-            blocks.remove(&index);
-        } else {
-            let (hash, uploaded) = store.put_block(&data)?;
-            if uploaded > 0 {
-                report.uploaded_objects += 1;
-                report.uploaded_bytes += uploaded;
-            }
-            blocks.insert(index, hash);
+            return Ok((len, None));
         }
-        progress(done as u64 + 1, total);
+        let (hash, uploaded) = store.put_block(&data)?;
+        Ok((len, Some((hash, uploaded))))
+    })?;
+    let mut report = TakeReport::default();
+    for (index, (len, block)) in stored {
+        report.read_bytes += len;
+        match block {
+            None => {
+                blocks.remove(&index);
+            }
+            Some((hash, uploaded)) => {
+                if uploaded > 0 {
+                    report.uploaded_objects += 1;
+                    report.uploaded_bytes += uploaded;
+                }
+                blocks.insert(index, hash);
+            }
+        }
     }
     manifest.blocks = blocks
         .into_iter()
@@ -123,7 +178,7 @@ pub fn restore(
     m: &Manifest,
     store: &BackupStore,
     target: &ReplicaSet,
-    progress: &dyn Fn(u64, u64),
+    progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<u64, JobError> {
     if target.size() < m.size {
         return Err(JobError::Invalid(format!(
@@ -132,31 +187,29 @@ pub fn restore(
             m.size
         )));
     }
-    let ranges = m.size.div_ceil(BLOCK_SIZE);
+    let ranges: Vec<u64> = (0..m.size.div_ceil(BLOCK_SIZE)).collect();
     let by_index: BTreeMap<u64, BlockHash> = m.blocks.iter().map(|b| (b.index, b.hash)).collect();
-    let mut written = 0;
-    for index in 0..ranges {
+    let done = parallel(&ranges, progress, |index| {
         let at = index * BLOCK_SIZE;
         let len = m.range_len(index);
-        match by_index.get(&index) {
-            Some(hash) => {
-                let data = store.get_block(hash)?;
-                let n = data.len() as u64;
-                if n > len {
-                    return Err(JobError::Invalid(format!(
-                        "block {hash} at range {index} is longer than the range"
-                    )));
-                }
-                target.write_bytes(at, data.into())?;
-                if n < len {
-                    target.write_zeroes(at + n, len - n)?;
-                }
-                written += n;
-            }
-            None => target.write_zeroes(at, len)?,
+        let Some(hash) = by_index.get(&index) else {
+            target.write_zeroes(at, len)?;
+            return Ok(0);
+        };
+        let data = store.get_block(hash)?;
+        let n = data.len() as u64;
+        if n > len {
+            return Err(JobError::Invalid(format!(
+                "block {hash} at range {index} is longer than the range"
+            )));
         }
-        progress(index + 1, ranges);
-    }
+        target.write_bytes(at, data.into())?;
+        if n < len {
+            target.write_zeroes(at + n, len - n)?;
+        }
+        Ok(n)
+    })?;
+    let written = done.iter().map(|(_, n)| n).sum();
     target.flush()?;
     Ok(written)
 }
@@ -166,7 +219,7 @@ pub fn restore(
 pub fn verify(
     m: &Manifest,
     store: &BackupStore,
-    progress: &dyn Fn(u64, u64),
+    progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<(), JobError> {
     let total = m.blocks.len() as u64;
     for (i, b) in m.blocks.iter().enumerate() {
