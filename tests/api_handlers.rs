@@ -1958,6 +1958,68 @@ async fn backups_are_per_tenant_follow_the_rules_and_refuse_bad_requests_clearly
         .delete(&p(&bob, &format!("backups/{id}")), &bob.token)
         .await;
     assert_eq!(a.status, StatusCode::NOT_FOUND);
+    // From a Cinder snapshot (its content, not the volume's now), then an incremental
+    // that reads only what changed since that snapshot.
+    let snap = api.snapshot(&alice, &vol).await;
+    api.set(&vol).write(8 << 20, &[9u8; 4096]).unwrap();
+    let a = api
+        .post(
+            &p(&alice, "backups"),
+            &alice.token,
+            json!({"backup": {"volume_id": vol, "snapshot_id": snap}}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::ACCEPTED, "{:?}", a.body);
+    let from_snap = a.body["backup"]["id"].as_str().unwrap().to_owned();
+    let b2 = api
+        .wait_status(
+            &p(&alice, &format!("backups/{from_snap}")),
+            &alice.token,
+            "backup",
+            "available",
+        )
+        .await;
+    assert_eq!(b2["snapshot_id"], snap.as_str());
+    assert_eq!(
+        b2["object_count"], 1,
+        "the write after the snapshot is not in it"
+    );
+    let a = api
+        .post(
+            &p(&alice, "backups"),
+            &alice.token,
+            json!({"backup": {"volume_id": vol, "incremental": true}}),
+        )
+        .await;
+    let inc = a.body["backup"]["id"].as_str().unwrap().to_owned();
+    let b3 = api
+        .wait_status(
+            &p(&alice, &format!("backups/{inc}")),
+            &alice.token,
+            "backup",
+            "available",
+        )
+        .await;
+    assert_eq!(b3["object_count"], 2);
+    assert_eq!(
+        b3["os-tripod-backup:uploaded"]["read_bytes"],
+        4 << 20,
+        "one range read: the one changed since the snapshot"
+    );
+    for b in [&inc, &from_snap] {
+        let a = api
+            .delete(&p(&alice, &format!("backups/{b}")), &alice.token)
+            .await;
+        assert_eq!(a.status, StatusCode::ACCEPTED, "{:?}", a.body);
+        api.wait_gone(&p(&alice, &format!("backups/{b}")), &alice.token)
+            .await;
+    }
+    let a = api
+        .delete(&p(&alice, &format!("snapshots/{snap}")), &alice.token)
+        .await;
+    assert_eq!(a.status, StatusCode::ACCEPTED);
+    api.wait_gone(&p(&alice, &format!("snapshots/{snap}")), &alice.token)
+        .await;
     let listed = api.get(&p(&bob, "backups/detail"), &bob.token).await;
     assert_eq!(listed.body["backups"], json!([]));
     let listed = api.get(&p(&alice, "backups?name=b"), &alice.token).await;

@@ -119,7 +119,8 @@ impl Backend {
                 let parent_base = self
                     .catalog
                     .read(|r| r.get::<BackupRecord>(pid))?
-                    .and_then(|p| p.base_snapshot)
+                    // Its own base, or the Cinder snapshot it was taken from.
+                    .and_then(|p| p.base_snapshot.or(p.snapshot_id))
                     .filter(|name| has(name))
                     .map(|name| SnapshotId::new(name.as_str()).map(View::Snapshot))
                     .transpose()?;
@@ -174,8 +175,14 @@ impl Backend {
         }
         let objects = manifest.blocks.len() as u64;
         self.catalog.write(|w| {
+            // The older bases were deleted above (only when this backup keeps its own: one
+            // taken from a Cinder snapshot leaves the newest base where it is).
             for mut other in w.all::<BackupRecord>()? {
-                if other.volume_id == rec.id && other.id != b.id && other.base_snapshot.is_some() {
+                if base.is_some()
+                    && other.volume_id == rec.id
+                    && other.id != b.id
+                    && other.base_snapshot.is_some()
+                {
                     other.base_snapshot = None;
                     w.put(&other)?;
                 }
