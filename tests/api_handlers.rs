@@ -1498,6 +1498,7 @@ async fn types_zones_extensions_and_metrics() {
         .map(|e| e["alias"].as_str().unwrap())
         .collect();
     assert!(aliases.contains(&"os-volume-transfer"));
+    assert!(aliases.contains(&"backups"));
     // The same API under /v3.
     let v3 = api
         .get(&format!("/v3/{}/volumes/{v}", admin.project), &admin.token)

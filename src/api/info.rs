@@ -21,7 +21,7 @@ pub async fn zones(_ctx: Ctx, State(s): State<Arc<ApiState>>) -> ApiResult<Respo
 
 /// `GET P/extensions`: what is implemented.
 pub async fn extensions(_ctx: Ctx) -> ApiResult<Response> {
-    const EXTENSIONS: [(&str, &str, &str, &str); 13] = [
+    const EXTENSIONS: [(&str, &str, &str, &str); 15] = [
         (
             "os-volume-actions",
             "VolumeActions",
@@ -99,6 +99,18 @@ pub async fn extensions(_ctx: Ctx) -> ApiResult<Response> {
             "TypesExtraSpecs",
             "Type extra specs support.",
             "2011-08-24T00:00:00+00:00",
+        ),
+        (
+            "backups",
+            "Backups",
+            "Backups support.",
+            "2012-12-12T00:00:00+00:00",
+        ),
+        (
+            "os-backup-project-attr",
+            "BackupProjectAttribute",
+            "Expose backup's project id to admins.",
+            "2015-09-22T00:00:00+00:00",
         ),
     ];
     let list: Vec<Value> = EXTENSIONS
