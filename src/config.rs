@@ -102,7 +102,7 @@ pub struct Settings {
     pub durability: Option<DurabilityMode>,
     /// Where backups go: a directory (or `file:///dir`), or `s3://bucket[/prefix]` with the
     /// usual `AWS_*` variables (`AWS_ENDPOINT_URL` for an S3-compatible server)
-    /// [default: <data-dir>/backups].
+    /// [default: the data directory's backups/].
     #[arg(long, env = "TRIPOD_BACKUP_TARGET")]
     pub backup_target: Option<String>,
 }

@@ -5,7 +5,7 @@
 //! and uploads only block contents the target lacks. Every manifest is complete, so any
 //! backup restores alone and deleting one frees only blocks no other names.
 //!
-//! - [`format`]: the objects in the target, byte for byte, and their checked decoders;
+//! - [`format`](mod@format): the objects in the target, byte for byte, and their checked decoders;
 //! - [`store`]: the target (`object_store`), block dedup and garbage collection;
 //! - [`job`]: take, restore and verify.
 
