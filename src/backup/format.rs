@@ -96,6 +96,12 @@ impl<'de> Deserialize<'de> for BlockHash {
 /// hash.
 pub fn encode_block(data: &[u8]) -> (BlockHash, Vec<u8>) {
     let hash = BlockHash::of(data);
+    let bytes = encode_hashed_block(&hash, data);
+    (hash, bytes)
+}
+
+/// The object bytes of a block with content `data` whose hash, already computed, is `hash`.
+pub fn encode_hashed_block(hash: &BlockHash, data: &[u8]) -> Vec<u8> {
     let packed = lz4_flex::block::compress(data);
     let (codec, payload) = if packed.len() < data.len() {
         (CODEC_LZ4, packed.as_slice())
@@ -110,7 +116,7 @@ pub fn encode_block(data: &[u8]) -> (BlockHash, Vec<u8>) {
     out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(&hash.0);
     out.extend_from_slice(payload);
-    (hash, out)
+    out
 }
 
 /// The content of block object `bytes`, which must be the block named `expected`: the

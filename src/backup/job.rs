@@ -1,7 +1,7 @@
 //! Taking, restoring and verifying one backup: the data work, between a replica set and a
 //! [`BackupStore`]. Statuses, records and quotas are the caller's.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use tripod_engine::View;
 use tripod_replication::ReplicaSet;
@@ -124,13 +124,19 @@ pub fn take(
         ),
     };
     // Each range: read it; all zeros → no block; else store its content unless present.
+    // Equal contents met by two workers at once are uploaded by the first only.
+    let claimed = parking_lot::Mutex::new(HashSet::new());
     let stored = parallel(&todo, progress, |index| {
         let len = size.saturating_sub(index * BLOCK_SIZE).min(BLOCK_SIZE);
         let data = src.set.read_view(&src.view, index * BLOCK_SIZE, len)?;
         if data.iter().all(|b| *b == 0) {
             return Ok((len, None));
         }
-        let (hash, uploaded) = store.put_block(&data)?;
+        let hash = BlockHash::of(&data);
+        if !claimed.lock().insert(hash) {
+            return Ok((len, Some((hash, 0))));
+        }
+        let uploaded = store.put_block(&hash, &data)?;
         Ok((len, Some((hash, uploaded))))
     })?;
     let mut report = TakeReport::default();

@@ -11,7 +11,9 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use parking_lot::RwLock;
 
-use super::format::{decode_block, encode_block, BlockHash, FormatError, Manifest, VolumeIndex};
+use super::format::{
+    decode_block, encode_hashed_block, BlockHash, FormatError, Manifest, VolumeIndex,
+};
 
 /// Errors of a backup target.
 #[derive(Debug, thiserror::Error)]
@@ -171,23 +173,23 @@ impl BackupStore {
         self.gc.read()
     }
 
-    /// Stores block `data` unless an object of its content is there; returns its hash and
-    /// the bytes uploaded (0 when it was there).
-    pub fn put_block(&self, data: &[u8]) -> Result<(BlockHash, u64)> {
-        let hash = BlockHash::of(data);
-        let path = self.block_path(&hash);
+    /// Stores block `data`, whose hash is `hash` (`BlockHash::of(data)`), unless an object
+    /// of its content is there; returns the bytes uploaded (0 when it was there).
+    pub fn put_block(&self, hash: &BlockHash, data: &[u8]) -> Result<u64> {
+        debug_assert_eq!(*hash, BlockHash::of(data));
+        let path = self.block_path(hash);
         let present = match self.run(self.store.head(&path)) {
             Ok(_) => true,
             Err(object_store::Error::NotFound { .. }) => false,
             Err(e) => return Err(e.into()),
         };
         if present {
-            return Ok((hash, 0));
+            return Ok(0);
         }
-        let (_, bytes) = encode_block(data);
+        let bytes = encode_hashed_block(hash, data);
         let n = bytes.len() as u64;
         self.put(&path, bytes)?;
-        Ok((hash, n))
+        Ok(n)
     }
 
     /// The content of block `hash`, checked against its hash.
