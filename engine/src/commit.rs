@@ -33,6 +33,7 @@ use bytes::Bytes;
 use crate::addressing::{BlockIndex, ChunkIndex, Geometry, LayerId, Lsn};
 use crate::chunk_meta::{self, BlockState};
 use crate::error::{EngineError, Result};
+use crate::format::{Seal, NO_SEAL};
 use crate::layer::Tree;
 use crate::manifest::Manifest;
 use crate::storage::StorageFile;
@@ -53,13 +54,17 @@ const UNAPPLIED_PROCESS_LIMIT: u64 = 1 << 30;
 #[derive(Debug, Clone)]
 pub(crate) enum Update {
     /// One block of data (exactly one block long).
-    Data(BlockIndex, Bytes, u64),
+    Data(BlockIndex, Bytes, Stamp),
     /// `count` blocks from `first` read as zeros and hold no data.
     Zero(BlockIndex, u64, u64),
     /// One block of data for a slot the head layer has never held (absent there): written in
     /// place before its record, which then carries only the CRC.
-    Placed(BlockIndex, Bytes, u64),
+    Placed(BlockIndex, Bytes, Stamp),
 }
+
+/// What a write stamps on a data block besides its content: the write's generation and the
+/// block's seal ([`NO_SEAL`] in volumes without seals).
+pub(crate) type Stamp = (u64, Seal);
 
 /// The write-ahead log's position and what the next checkpoint must persist.
 pub(crate) struct WalState {
@@ -376,12 +381,14 @@ impl Volume {
         for u in batch {
             let lsn = wal.next_lsn;
             wal.next_lsn = Lsn(lsn.0 + 1);
-            let target = |block, generation| wal::Target {
+            let sealed = self.sealed;
+            let target = |block, (generation, seal): Stamp| wal::Target {
                 epoch: wal.epoch,
                 lsn,
                 layer: tree.head,
                 block,
                 generation,
+                seal: sealed.then_some(seal),
             };
             match u {
                 Update::Data(block, data, g) => {
@@ -391,7 +398,8 @@ impl Volume {
                 }
                 Update::Zero(first, count, g) => {
                     crcs.push(0);
-                    wal::encode(&mut buf, target(*first, *g), wal::Body::Zero(*count))
+                    let stamp = (*g, NO_SEAL);
+                    wal::encode(&mut buf, target(*first, stamp), wal::Body::Zero(*count))
                 }
                 Update::Placed(block, data, g) => {
                     let crc = crc32fast::hash(data);
@@ -440,7 +448,7 @@ impl Volume {
                 }
                 Update::Zero(first, count, g) => {
                     for b in first.0..first.0 + count {
-                        let state = (BlockState::Zero, *g);
+                        let state = (BlockState::Zero, (*g, NO_SEAL));
                         self.record_state(tree, wal, head, BlockIndex(b), state, true);
                     }
                     wal.unapplied.push((head, u));
@@ -486,6 +494,7 @@ impl Volume {
             layer: tree.head,
             block: crate::addressing::BlockIndex(0),
             generation: 0,
+            seal: None,
         };
         wal::encode(&mut buf, target, wal::Body::Synced);
         wal.append(&buf)
@@ -627,18 +636,18 @@ impl Volume {
                 }
                 Update::Data(first, ..) => {
                     let mut run = vec![];
-                    let mut gens = vec![];
+                    let mut stamps = vec![];
                     let mut next = first.0;
                     while let Some(Update::Data(b, d, g)) = batch.get(i) {
                         if b.0 != next {
                             break;
                         }
                         run.push(d.clone());
-                        gens.push(*g);
+                        stamps.push(*g);
                         next += 1;
                         i += 1;
                     }
-                    self.apply_data_run(tree, wal, head, *first, (&run, &gens), true)?;
+                    self.apply_data_run(tree, wal, head, *first, (&run, &stamps), true)?;
                 }
             }
         }
@@ -646,21 +655,21 @@ impl Volume {
     }
 
     /// Writes consecutive data blocks starting at `first` into `layer` and records them with
-    /// their generations.
+    /// their generations and seals.
     pub(crate) fn apply_data_run(
         &self,
         tree: &Tree,
         wal: &mut WalState,
         layer: LayerId,
         first: BlockIndex,
-        (blocks, gens): (&[Bytes], &[u64]),
+        (blocks, stamps): (&[Bytes], &[Stamp]),
         update_index: bool,
     ) -> Result<()> {
         if !tree.layers.contains_key(&layer) {
             return Ok(()); // a record of a layer deleted since: nothing to do
         }
         self.write_in_place(tree, wal, layer, first, blocks)?;
-        for (i, (data, g)) in blocks.iter().zip(gens).enumerate() {
+        for (i, (data, g)) in blocks.iter().zip(stamps).enumerate() {
             let block = BlockIndex(first.0 + i as u64);
             let state = BlockState::Data(crc32fast::hash(data));
             self.record_state(tree, wal, layer, block, (state, *g), update_index);
@@ -728,7 +737,7 @@ impl Volume {
         }
         self.punch_in_place(tree, wal, layer, first, count)?;
         for b in first.0..first.0 + count {
-            let state = (BlockState::Zero, generation);
+            let state = (BlockState::Zero, (generation, NO_SEAL));
             self.record_state(tree, wal, layer, BlockIndex(b), state, update_index);
         }
         Ok(())
@@ -741,7 +750,7 @@ impl Volume {
         wal: &mut WalState,
         layer: LayerId,
         block: BlockIndex,
-        state: (BlockState, u64),
+        state: (BlockState, Stamp),
         update_index: bool,
     ) {
         wal.dirty_data.insert(layer);
@@ -754,13 +763,13 @@ impl Volume {
         wal: &mut WalState,
         layer: LayerId,
         block: BlockIndex,
-        (state, generation): (BlockState, u64),
+        (state, (generation, seal)): (BlockState, Stamp),
         update_index: bool,
     ) {
         let g = self.geometry;
         let (chunk, slot) = g.locate(block);
         if let Some(l) = tree.layers.get(&layer) {
-            l.set_state(chunk, slot, state, generation, g.chunk_blocks);
+            l.set_state(chunk, slot, state, (generation, &seal), g.chunk_blocks);
         }
         self.generation.fetch_max(generation, Ordering::SeqCst);
         wal.dirty_chunks.insert((layer, chunk));
@@ -811,6 +820,7 @@ impl Volume {
             next_layer_id: tree.next_layer_id,
             head: tree.head,
             layers: tree.layers.values().map(|l| l.record.clone()).collect(),
+            sealed: self.sealed,
         }
     }
 
@@ -856,7 +866,7 @@ pub(crate) fn persist_chunks(
             };
             (chunk_meta::encode(layer, *chunk, seq, meta), seq, slot)
         };
-        let at = chunk_meta::slot_offset(g.chunk_blocks, *chunk, slot);
+        let at = chunk_meta::slot_offset(g.chunk_blocks, l.sealed, *chunk, slot);
         l.meta
             .write_at(&bytes, at)
             .map_err(EngineError::io("writing chunk metadata"))?;
@@ -897,6 +907,7 @@ mod tests {
             layer: LayerId(1),
             block: BlockIndex(lsn),
             generation: lsn,
+            seal: None,
         };
         let mut buf = Vec::new();
         wal::encode(

@@ -122,6 +122,11 @@ pub enum EngineError {
         /// The limit.
         limit: usize,
     },
+    /// A write that does not fit how the volume keeps seals: a sealed volume takes data only
+    /// as whole blocks, each with its seal (the layer that seals merges partial blocks); a
+    /// volume without seals takes none.
+    #[error("{0}")]
+    Seals(&'static str),
 }
 
 impl EngineError {
@@ -139,6 +144,7 @@ impl EngineError {
                 | Self::SnapshotNotFound(_)
                 | Self::TooManyLayers { .. }
                 | Self::InvalidGeometry(_)
+                | Self::Seals(_)
         )
     }
 

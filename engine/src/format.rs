@@ -7,10 +7,35 @@
 pub enum FormatVersion {
     /// v1: manifest + write-ahead log + per-layer data and two-slot chunk-metadata files.
     V1 = 1,
+    /// v2: v1 plus a 16-byte *seal* per data block (sealed volumes only: the block's nonce
+    /// and authentication tag when the layer above encrypts), kept in the chunk records and
+    /// carried by the log records. Volumes without seals are still written as v1.
+    V2 = 2,
 }
 
-/// The version written by this build and the newest it reads.
-pub const CURRENT_VERSION: FormatVersion = FormatVersion::V1;
+/// The newest version this build reads (and writes, for sealed volumes).
+pub const CURRENT_VERSION: FormatVersion = FormatVersion::V2;
+
+/// The version of a volume's files: v2 when its blocks carry seals, else v1 (which older
+/// builds still read).
+pub(crate) fn version_for(sealed: bool) -> FormatVersion {
+    if sealed {
+        FormatVersion::V2
+    } else {
+        FormatVersion::V1
+    }
+}
+
+/// Bytes of one block's seal.
+pub const SEAL_LEN: usize = 16;
+
+/// What a sealed volume keeps beside each data block: opaque to the engine, stored and
+/// returned with the block, replaced by every write of it (zeros for unsealed volumes and
+/// for blocks without data).
+pub type Seal = [u8; SEAL_LEN];
+
+/// The seal of a block that has none (unsealed volumes, zero and absent blocks).
+pub const NO_SEAL: Seal = [0; SEAL_LEN];
 
 /// Magic of the manifest file.
 pub(crate) const MANIFEST_MAGIC: [u8; 8] = *b"TRIPODVM";

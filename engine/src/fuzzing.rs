@@ -20,7 +20,8 @@ pub fn manifest(bytes: &[u8]) {
 
 /// Decodes `bytes` as a chunk-metadata slot of a 16-block chunk.
 pub fn chunk_record(bytes: &[u8]) {
-    let _ = chunk_meta::decode(bytes, LayerId(1), ChunkIndex(0), 16);
+    let _ = chunk_meta::decode(bytes, LayerId(1), ChunkIndex(0), (16, false));
+    let _ = chunk_meta::decode(bytes, LayerId(1), ChunkIndex(0), (16, true));
 }
 
 /// Scans `bytes` as a write-ahead log of 512-byte blocks.

@@ -12,6 +12,7 @@ use parking_lot::RwLock;
 
 use crate::addressing::{ChunkIndex, Geometry, LayerId, SnapshotId};
 use crate::chunk_meta::{BlockState, ChunkMeta};
+use crate::format::{Seal, NO_SEAL};
 use crate::manifest::{LayerRecord, Role};
 use crate::storage::StorageFile;
 
@@ -23,6 +24,8 @@ pub(crate) struct Layer {
     pub chunks: RwLock<HashMap<ChunkIndex, ChunkMeta>>,
     /// Blocks in state `Data`, kept in step with `chunks` for space reporting.
     pub data_blocks: AtomicU64,
+    /// The volume's blocks carry seals (kept in each chunk's metadata).
+    pub sealed: bool,
 }
 
 impl Layer {
@@ -31,6 +34,7 @@ impl Layer {
         data: Arc<dyn StorageFile>,
         meta: Arc<dyn StorageFile>,
         chunks: HashMap<ChunkIndex, ChunkMeta>,
+        sealed: bool,
     ) -> Self {
         let blocks = chunks.values().map(ChunkMeta::data_blocks).sum();
         Self {
@@ -39,6 +43,7 @@ impl Layer {
             meta,
             chunks: RwLock::new(chunks),
             data_blocks: AtomicU64::new(blocks),
+            sealed,
         }
     }
 
@@ -54,21 +59,35 @@ impl Layer {
             .map_or(BlockState::Absent, |m| m.states[slot])
     }
 
-    /// Sets one block's state; returns the previous one.
+    /// One block's generation and seal ([`NO_SEAL`](crate::format::NO_SEAL) without seals).
+    pub(crate) fn stamp(&self, chunk: ChunkIndex, slot: usize) -> (u64, Seal) {
+        self.chunks.read().get(&chunk).map_or((0, NO_SEAL), |m| {
+            (
+                m.gens.get(slot).copied().unwrap_or(0),
+                m.seals.get(slot).copied().unwrap_or(NO_SEAL),
+            )
+        })
+    }
+
+    /// Sets one block's state, generation and seal (ignored without seals); returns the
+    /// previous state.
     pub(crate) fn set_state(
         &self,
         chunk: ChunkIndex,
         slot: usize,
         state: BlockState,
-        generation: u64,
+        (generation, seal): (u64, &Seal),
         chunk_blocks: u32,
     ) -> BlockState {
         let mut chunks = self.chunks.write();
         let meta = chunks
             .entry(chunk)
-            .or_insert_with(|| ChunkMeta::new(chunk_blocks));
+            .or_insert_with(|| ChunkMeta::new(chunk_blocks, self.sealed));
         let old = std::mem::replace(&mut meta.states[slot], state);
         meta.gens[slot] = generation;
+        if let Some(s) = meta.seals.get_mut(slot) {
+            *s = *seal;
+        }
         let was = matches!(old, BlockState::Data(_));
         let is = matches!(state, BlockState::Data(_));
         if is && !was {

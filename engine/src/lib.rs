@@ -40,6 +40,7 @@ mod locks;
 mod manifest;
 mod recovery;
 mod scrub;
+mod seals;
 mod snapshot_io;
 mod space;
 pub mod storage;
@@ -50,10 +51,13 @@ mod wal;
 
 pub use addressing::{BlockIndex, ChunkIndex, Geometry, LayerId, Lsn, SnapshotId};
 pub use error::{EngineError, Result};
-pub use format::{FormatVersion, CURRENT_VERSION, MAX_LAYERS, MAX_VOLUME_SIZE};
+pub use format::{
+    FormatVersion, Seal, CURRENT_VERSION, MAX_LAYERS, MAX_VOLUME_SIZE, NO_SEAL, SEAL_LEN,
+};
 pub use linked_clone::CloneReport;
 pub use locks::{BlockLocks, OwnedRangeGuard, RangeGuard};
 pub use scrub::{BadBlock, UnrecordedData, VerifyReport};
+pub use seals::BlockSeal;
 pub use storage::{
     CrashMode, FaultPlan, FaultyStorage, FileStorage, MemStorage, OverlayStorage, Storage,
     StorageFile,

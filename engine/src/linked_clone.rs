@@ -110,6 +110,7 @@ impl Volume {
             next_layer_id: head.0 + 1,
             head,
             layers,
+            sealed: self.sealed,
         };
         manifest.store(target)?;
         Ok(report)

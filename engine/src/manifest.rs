@@ -8,8 +8,8 @@ use crate::addressing::{Geometry, LayerId, Lsn, SnapshotId};
 use crate::codec::{crc, PutLe, Reader, Short};
 use crate::error::{EngineError, Result};
 use crate::format::{
-    CURRENT_VERSION, MANIFEST_FILE, MANIFEST_MAGIC, MANIFEST_TMP_FILE, MAX_LAYERS,
-    MAX_MANIFEST_BODY, MAX_VOLUME_SIZE,
+    version_for, FormatVersion, CURRENT_VERSION, MANIFEST_FILE, MANIFEST_MAGIC, MANIFEST_TMP_FILE,
+    MAX_LAYERS, MAX_MANIFEST_BODY, MAX_VOLUME_SIZE,
 };
 use crate::storage::Storage;
 
@@ -51,7 +51,12 @@ pub(crate) struct Manifest {
     pub next_layer_id: u64,
     pub head: LayerId,
     pub layers: Vec<LayerRecord>,
+    /// Every data block carries a [`Seal`](crate::Seal) (format v2; fixed at creation).
+    pub sealed: bool,
 }
+
+/// Manifest flag (v2 bodies): the volume's blocks carry seals.
+const FLAG_SEALED: u32 = 1;
 
 impl Manifest {
     pub(crate) fn encode(&self) -> Vec<u8> {
@@ -78,9 +83,13 @@ impl Manifest {
             body.put_u8(name.len() as u8);
             body.extend_from_slice(name.as_bytes());
         }
+        let version = version_for(self.sealed);
+        if version != FormatVersion::V1 {
+            body.put_u32(if self.sealed { FLAG_SEALED } else { 0 });
+        }
         let mut out = Vec::with_capacity(HEADER_LEN + body.len());
         out.extend_from_slice(&MANIFEST_MAGIC);
-        out.put_u32(CURRENT_VERSION as u32);
+        out.put_u32(version as u32);
         out.put_u32(body.len() as u32);
         out.put_u32(crc(&body));
         let header_crc = crc(&out);
@@ -122,12 +131,14 @@ impl Manifest {
         if crc(body) != body_crc {
             return Err(bad("body checksum mismatch".into()));
         }
-        let manifest = Self::decode_body(body).map_err(short)?.map_err(bad)?;
+        let manifest = Self::decode_body(body, version)
+            .map_err(short)?
+            .map_err(bad)?;
         manifest.validate().map_err(bad)?;
         Ok(manifest)
     }
 
-    fn decode_body(body: &[u8]) -> Result<Result<Self, String>, Short> {
+    fn decode_body(body: &[u8], version: u32) -> Result<Result<Self, String>, Short> {
         let mut r = Reader::new(body);
         let size = r.u64("size")?;
         let geometry = Geometry {
@@ -172,6 +183,18 @@ impl Manifest {
                 created,
             });
         }
+        let flags = if version >= FormatVersion::V2 as u32 {
+            r.u32("flags")?
+        } else {
+            0
+        };
+        if flags & !FLAG_SEALED != 0 {
+            return Ok(Err(format!("unknown flags {flags:#x}")));
+        }
+        let sealed = flags & FLAG_SEALED != 0;
+        if version_for(sealed) as u32 != version {
+            return Ok(Err(format!("version {version} with flags {flags:#x}")));
+        }
         if r.remaining() != 0 {
             return Ok(Err(format!("{} trailing bytes", r.remaining())));
         }
@@ -183,6 +206,7 @@ impl Manifest {
             next_layer_id,
             head,
             layers,
+            sealed,
         }))
     }
 
@@ -305,6 +329,7 @@ mod tests {
                     created: 6,
                 },
             ],
+            sealed: false,
         }
     }
 
@@ -312,6 +337,15 @@ mod tests {
     fn manifest_round_trips() {
         let m = sample();
         assert_eq!(Manifest::decode(&m.encode()).unwrap(), m);
+        let sealed = Manifest {
+            sealed: true,
+            ..sample()
+        };
+        let bytes = sealed.encode();
+        assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), 2);
+        assert_eq!(Manifest::decode(&bytes).unwrap(), sealed);
+        // Unsealed volumes stay v1, which builds without seals read.
+        assert_eq!(u32::from_le_bytes(m.encode()[8..12].try_into().unwrap()), 1);
     }
 
     #[test]
@@ -335,12 +369,25 @@ mod tests {
     #[test]
     fn future_version_is_refused_clearly() {
         let mut bytes = sample().encode();
-        bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+        bytes[8..12].copy_from_slice(&3u32.to_le_bytes());
         let hcrc = crc(&bytes[..20]);
         bytes[20..24].copy_from_slice(&hcrc.to_le_bytes());
         match Manifest::decode(&bytes) {
-            Err(EngineError::UnsupportedVersion { found: 2, .. }) => {}
+            Err(EngineError::UnsupportedVersion {
+                found: 3,
+                supported: 2,
+                ..
+            }) => {}
             other => panic!("unexpected {other:?}"),
         }
+        // A v1 manifest relabelled v2 lacks its flags: damage, not a volume without seals.
+        let mut v1 = sample().encode();
+        v1[8..12].copy_from_slice(&2u32.to_le_bytes());
+        let hcrc = crc(&v1[..20]);
+        v1[20..24].copy_from_slice(&hcrc.to_le_bytes());
+        assert!(matches!(
+            Manifest::decode(&v1),
+            Err(EngineError::Corrupt { .. })
+        ));
     }
 }

@@ -16,7 +16,7 @@ use crate::commit::{Queue, WalState};
 use crate::error::{EngineError, Result};
 use crate::format::{
     data_file, meta_file, CURRENT_VERSION, MANIFEST_FILE, MANIFEST_TMP_FILE, MAX_VOLUME_SIZE,
-    WAL_FILE,
+    NO_SEAL, WAL_FILE,
 };
 use crate::layer::{Layer, Tree};
 use crate::locks::BlockLocks;
@@ -71,6 +71,32 @@ impl Volume {
         geometry: Geometry,
         options: VolumeOptions,
     ) -> Result<Self> {
+        Self::create_with(storage, size, geometry, options, false)
+    }
+
+    /// [`Volume::create`] for a volume whose every data block carries a [`Seal`](crate::Seal)
+    /// (format v2): it takes data only as whole blocks, each with its seal
+    /// ([`Volume::write_sealed`], [`BatchWrite::seals`](crate::BatchWrite::seals),
+    /// [`RawBlock::seal`](crate::RawBlock::seal)), and returns the seals with the blocks'
+    /// summaries ([`BlockInfo::seal`](crate::BlockInfo::seal)). What the layer above
+    /// encrypts with: the nonce and tag of each block live beside it, crash-consistent
+    /// with it, and the engine checks only its CRC of the stored bytes.
+    pub fn create_sealed(
+        storage: Arc<dyn Storage>,
+        size: u64,
+        geometry: Geometry,
+        options: VolumeOptions,
+    ) -> Result<Self> {
+        Self::create_with(storage, size, geometry, options, true)
+    }
+
+    fn create_with(
+        storage: Arc<dyn Storage>,
+        size: u64,
+        geometry: Geometry,
+        options: VolumeOptions,
+        sealed: bool,
+    ) -> Result<Self> {
         let g = geometry.validate()?;
         check_size(size, g)?;
         storage
@@ -106,6 +132,7 @@ impl Volume {
                 size,
                 created: now_secs(),
             }],
+            sealed,
         };
         manifest.store(storage.as_ref())?;
         Self::open(storage, options)
@@ -121,7 +148,7 @@ impl Volume {
         let mut layers = BTreeMap::new();
         let mut damaged = Vec::new();
         for record in &manifest.layers {
-            let (layer, bad) = load_layer(storage.as_ref(), record.clone(), g)?;
+            let (layer, bad) = load_layer(storage.as_ref(), record.clone(), (g, manifest.sealed))?;
             damaged.extend(bad.into_iter().map(|(c, why)| (record.id, c, why)));
             layers.insert(record.id, layer);
         }
@@ -152,6 +179,7 @@ impl Volume {
             generation: AtomicU64::new(0),
             unapplied: RwLock::new(Default::default()),
             room: Default::default(),
+            sealed: manifest.sealed,
         };
         volume.recover(&damaged)?;
         Ok(volume)
@@ -239,17 +267,26 @@ impl Volume {
             for b in e.block.0..e.block.0 + e.count {
                 touched.insert((e.layer, g.locate(crate::addressing::BlockIndex(b)).0));
             }
+            // Blocks with data carry a seal exactly when the volume keeps them.
+            let holds_data = !matches!(e.kind, RecordKind::Zero | RecordKind::Synced);
+            if holds_data && e.seal.is_some() != self.sealed {
+                return Err(EngineError::corrupt(
+                    WAL_FILE,
+                    format!("record {} does not match the volume's seals", e.lsn.0),
+                ));
+            }
+            let stamp = (e.generation, e.seal.unwrap_or(NO_SEAL));
             match e.kind {
                 RecordKind::Data(_) => {
                     let data = [Bytes::copy_from_slice(e.payload)];
-                    let run = (&data[..], &[e.generation][..]);
+                    let run = (&data[..], &[stamp][..]);
                     self.apply_data_run(tree, wal, e.layer, e.block, run, false)
                 }
                 RecordKind::Zero => {
                     self.apply_zero(tree, wal, e.layer, e.block, e.count, e.generation, false)
                 }
                 RecordKind::Placed(crc) => {
-                    let state = (BlockState::Data(crc), e.generation);
+                    let state = (BlockState::Data(crc), stamp);
                     if tree.layers.contains_key(&e.layer) {
                         self.apply_placed(tree, wal, e.layer, e.block, state, false);
                     }
@@ -258,7 +295,7 @@ impl Volume {
                 RecordKind::PlacedUnsynced(crc) if e.lsn < synced_before => {
                     // Flushed since: present, whatever the file holds now (a copy that rotted
                     // since fails its checksum when read).
-                    let state = (BlockState::Data(crc), e.generation);
+                    let state = (BlockState::Data(crc), stamp);
                     if tree.layers.contains_key(&e.layer) {
                         self.apply_placed(tree, wal, e.layer, e.block, state, false);
                     }
@@ -275,7 +312,7 @@ impl Volume {
                         .read_at(&mut block, g.byte_offset(e.block))
                         .map_err(EngineError::io("reading a placed block"))?;
                     if crc32fast::hash(&block) == crc {
-                        let state = (BlockState::Data(crc), e.generation);
+                        let state = (BlockState::Data(crc), stamp);
                         self.apply_placed(tree, wal, e.layer, e.block, state, false);
                     }
                     Ok(())
@@ -322,7 +359,7 @@ impl Volume {
 fn load_layer(
     storage: &dyn Storage,
     record: LayerRecord,
-    g: Geometry,
+    (g, sealed): (Geometry, bool),
 ) -> Result<(Layer, Vec<(ChunkIndex, String)>)> {
     let id = record.id;
     // A file the manifest names but the directory lacks is a damaged store, not a passing
@@ -341,9 +378,9 @@ fn load_layer(
     };
     let data = open(data_file(id.0), "data file")?;
     let meta = open(meta_file(id.0), "metadata file")?;
-    let loaded = chunk_meta::load(meta.as_ref(), id, g.chunk_blocks).map_err(EngineError::io(
-        format!("reading metadata file {} of {id}", meta_file(id.0)),
-    ))?;
+    let loaded = chunk_meta::load(meta.as_ref(), id, (g.chunk_blocks, sealed)).map_err(
+        EngineError::io(format!("reading metadata file {} of {id}", meta_file(id.0))),
+    )?;
     if let Some(found) = loaded.future_version {
         return Err(EngineError::UnsupportedVersion {
             file: meta_file(id.0),
@@ -352,7 +389,7 @@ fn load_layer(
         });
     }
     Ok((
-        Layer::new(record, data, meta, loaded.chunks),
+        Layer::new(record, data, meta, loaded.chunks, sealed),
         loaded.damaged,
     ))
 }

@@ -5,9 +5,12 @@ use std::sync::Arc;
 use crate::addressing::{BlockIndex, ChunkIndex, LayerId, SnapshotId};
 use crate::chunk_meta::BlockState;
 use crate::error::{EngineError, Result};
+use crate::format::NO_SEAL;
 use crate::layer::{Layer, Tree};
 use crate::storage::Storage;
-use crate::volume::{Access, Volume, VolumeOptions};
+use crate::volume::{Access, RawBlock, Volume, VolumeOptions};
+
+use bytes::Bytes;
 
 /// Bytes copied per write while cloning: large enough to amortise the log sync, small enough
 /// to keep memory flat.
@@ -87,7 +90,11 @@ impl Volume {
         let tree = self.tree.read();
         let (size, chain) = snapshot_chain(&tree, id)?;
         let g = self.geometry;
-        let clone = Volume::create(target, size, g, options)?;
+        let clone = if self.sealed {
+            Volume::create_sealed(target, size, g, options)?
+        } else {
+            Volume::create(target, size, g, options)?
+        };
         let mut chunks: Vec<ChunkIndex> = chain
             .iter()
             .flat_map(|l| l.chunks.read().keys().copied().collect::<Vec<_>>())
@@ -107,9 +114,26 @@ impl Volume {
                 let n = (end - at).min(CLONE_BATCH);
                 buf.resize(n as usize, 0);
                 let first = at / g.bs();
-                self.read_chain_blocks(&tree, &chain, chunk, first, &mut buf)?;
-                if buf.iter().any(|&b| b != 0) {
-                    clone.write(at, &buf)?;
+                if self.sealed {
+                    // Seals go with their blocks: the clone reads as the snapshot did.
+                    let seals = self.read_sealed_in(&tree, &chain, first, &mut buf)?;
+                    if seals.iter().any(Option::is_some) {
+                        let raw: Vec<RawBlock> = buf
+                            .chunks(g.block_size as usize)
+                            .zip(seals)
+                            .map(|(data, s)| RawBlock {
+                                data: s.map(|_| Bytes::copy_from_slice(data)),
+                                generation: s.map_or(0, |s| s.generation),
+                                seal: s.map_or(NO_SEAL, |s| s.seal),
+                            })
+                            .collect();
+                        clone.write_raw(BlockIndex(first), &raw)?;
+                    }
+                } else {
+                    self.read_chain_blocks(&tree, &chain, chunk, first, &mut buf)?;
+                    if buf.iter().any(|&b| b != 0) {
+                        clone.write(at, &buf)?;
+                    }
                 }
                 at += n;
             }

@@ -9,7 +9,7 @@ use crate::addressing::{BlockIndex, ChunkIndex, LayerId, SnapshotId};
 use crate::chunk_meta::BlockState;
 use crate::commit::persist_chunks;
 use crate::error::{EngineError, Result};
-use crate::format::{data_file, meta_file, MAX_LAYERS};
+use crate::format::{data_file, meta_file, MAX_LAYERS, NO_SEAL};
 use crate::layer::{Layer, Tree};
 use crate::manifest::{LayerRecord, Role};
 use crate::recovery::{check_capacity, check_size, now_secs};
@@ -260,8 +260,10 @@ impl Volume {
             size: tree.size,
             created: now_secs(),
         };
-        tree.layers
-            .insert(id, Layer::new(record, data, meta, HashMap::new()));
+        tree.layers.insert(
+            id,
+            Layer::new(record, data, meta, HashMap::new(), self.sealed),
+        );
         tree.head = id;
         tree.next_layer_id += 1;
         Ok(())
@@ -318,7 +320,13 @@ impl Volume {
                         .is_some_and(|c| c.state(chunk, slot) != BlockState::Absent)
                 });
                 if overridden {
-                    l.set_state(chunk, slot, BlockState::Absent, 0, g.chunk_blocks);
+                    l.set_state(
+                        chunk,
+                        slot,
+                        BlockState::Absent,
+                        (0, &NO_SEAL),
+                        g.chunk_blocks,
+                    );
                     if matches!(state, BlockState::Data(_)) {
                         freed.push((layer, g.block_at(chunk, slot)));
                     }

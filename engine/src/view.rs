@@ -60,7 +60,11 @@ impl BlockInfo {
 
 impl Volume {
     /// The chain of layers of `view`, nearest first, and the view's size.
-    fn view_chain<'t>(&self, tree: &'t Tree, view: &View) -> Result<(u64, Vec<&'t Layer>)> {
+    pub(crate) fn view_chain<'t>(
+        &self,
+        tree: &'t Tree,
+        view: &View,
+    ) -> Result<(u64, Vec<&'t Layer>)> {
         match view {
             View::Head => Ok((tree.size, tree.chain(tree.head))),
             View::Snapshot(id) => {

@@ -13,6 +13,7 @@ use crate::addressing::{BlockIndex, Geometry, LayerId};
 use crate::chunk_meta::BlockState;
 use crate::commit::{Queue, Update, WalState};
 use crate::error::{EngineError, Result};
+use crate::format::{Seal, NO_SEAL};
 use crate::layer::Tree;
 use crate::locks::BlockLocks;
 use crate::storage::Storage;
@@ -35,6 +36,9 @@ pub struct BatchWrite {
     pub data: Option<Bytes>,
     /// Generation to stamp (`None`: the next one).
     pub generation: Option<u64>,
+    /// Sealed volumes: one seal per block of a data write, which must cover whole blocks
+    /// (see [`Volume::create_sealed`]); empty otherwise.
+    pub seals: Vec<Seal>,
 }
 
 impl BatchWrite {
@@ -112,6 +116,8 @@ pub struct Volume {
     pub(crate) unapplied: RwLock<HashMap<(LayerId, u64), Bytes>>,
     /// Whether the file system has room to spare (then new blocks are not claimed early).
     pub(crate) room: crate::space::Room,
+    /// Every data block carries a seal (fixed at creation; see [`Volume::create_sealed`]).
+    pub(crate) sealed: bool,
 }
 
 /// One run of the allocation map returned by [`Volume::extents`].
@@ -133,6 +139,8 @@ pub struct RawBlock {
     pub data: Option<Bytes>,
     /// Generation to record for the block.
     pub generation: u64,
+    /// The block's seal in a sealed volume ([`Volume::create_sealed`]); ignored otherwise.
+    pub seal: Seal,
 }
 
 /// How a read may reach the files.
@@ -339,32 +347,55 @@ impl Volume {
     /// are read, patched and rewritten atomically with respect to other writers.
     pub fn write(&self, offset: u64, data: &[u8]) -> Result<()> {
         let data = Bytes::copy_from_slice(data);
-        self.mutate(offset, data.len() as u64, Some(data), None)
+        self.mutate(offset, data.len() as u64, Some(data), None, &[])
     }
 
     /// Makes `len` bytes at `offset` read as zeros; whole blocks hold no data afterwards.
     pub fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
-        self.mutate(offset, len, None, None)
+        self.mutate(offset, len, None, None, &[])
     }
 
     /// Discards `len` bytes at `offset`: they read back as zeros and whole blocks free their
     /// space in the head layer. (Same effect as [`Volume::write_zeroes`]: a trimmed range
     /// must never show stale data.)
     pub fn trim(&self, offset: u64, len: u64) -> Result<()> {
-        self.mutate(offset, len, None, None)
+        self.mutate(offset, len, None, None, &[])
     }
 
     /// [`Volume::write`] stamped with a caller-chosen generation (the replica set gives the
     /// same generation to every copy of one write, so replicas can tell which copy is newer).
     pub fn write_generation(&self, offset: u64, data: &[u8], generation: u64) -> Result<()> {
         let data = Bytes::copy_from_slice(data);
-        self.mutate(offset, data.len() as u64, Some(data), Some(generation))
+        self.mutate(offset, data.len() as u64, Some(data), Some(generation), &[])
     }
 
     /// [`Volume::write_generation`] taking a shared buffer, which the blocks then reference
     /// without a copy (the replica set hands one buffer to all three replicas).
     pub fn write_shared(&self, offset: u64, data: Bytes, generation: u64) -> Result<()> {
-        self.mutate(offset, data.len() as u64, Some(data), Some(generation))
+        self.mutate(offset, data.len() as u64, Some(data), Some(generation), &[])
+    }
+
+    /// [`Volume::write_shared`] for a sealed volume: `data` covers whole blocks from a block
+    /// boundary and `seals` has one seal per block, stored with it.
+    pub fn write_sealed(
+        &self,
+        offset: u64,
+        data: Bytes,
+        generation: u64,
+        seals: &[Seal],
+    ) -> Result<()> {
+        self.mutate(
+            offset,
+            data.len() as u64,
+            Some(data),
+            Some(generation),
+            seals,
+        )
+    }
+
+    /// Whether the volume's blocks carry seals ([`Volume::create_sealed`]).
+    pub fn is_sealed(&self) -> bool {
+        self.sealed
     }
 
     /// Commits several writes with one log sync (none for a write-back volume), as concurrent
@@ -429,7 +460,7 @@ impl Volume {
             let gen = w
                 .generation
                 .unwrap_or_else(|| self.generation.fetch_add(1, Ordering::SeqCst) + 1);
-            match self.updates_for(tree, span, w.data.as_ref(), gen) {
+            match self.updates_for(tree, span, w.data.as_ref(), gen, &w.seals) {
                 Ok(u) => {
                     updates.extend(u);
                     members.push(*i);
@@ -451,7 +482,7 @@ impl Volume {
 
     /// [`Volume::write_zeroes`] stamped with a caller-chosen generation.
     pub fn write_zeroes_generation(&self, offset: u64, len: u64, generation: u64) -> Result<()> {
-        self.mutate(offset, len, None, Some(generation))
+        self.mutate(offset, len, None, Some(generation), &[])
     }
 
     /// Writes whole blocks from `first`, each with its own generation, durably and in one
@@ -478,7 +509,8 @@ impl Volume {
                     })
                 }
                 Some(d) if d.iter().any(|&b| b != 0) => {
-                    updates.push(Update::Data(block, d.clone(), raw.generation))
+                    let seal = if self.sealed { raw.seal } else { NO_SEAL };
+                    updates.push(Update::Data(block, d.clone(), (raw.generation, seal)))
                 }
                 _ => updates.push(Update::Zero(block, 1, raw.generation)),
             }
@@ -515,7 +547,14 @@ impl Volume {
         self.settle(tree, &mut wal).inspect_err(|_| self.poison())
     }
 
-    fn mutate(&self, offset: u64, len: u64, data: Option<Bytes>, gen: Option<u64>) -> Result<()> {
+    fn mutate(
+        &self,
+        offset: u64,
+        len: u64,
+        data: Option<Bytes>,
+        gen: Option<u64>,
+        seals: &[Seal],
+    ) -> Result<()> {
         self.check_poison()?;
         let tree = self.tree.read();
         let span = self.span(&tree, offset, len)?;
@@ -527,7 +566,7 @@ impl Volume {
             None => self.generation.fetch_add(1, Ordering::SeqCst) + 1,
         };
         let _guard = self.locks.write(span.first, span.end);
-        let updates = self.updates_for(&tree, &span, data.as_ref(), gen)?;
+        let updates = self.updates_for(&tree, &span, data.as_ref(), gen, seals)?;
         self.commit(&tree, updates, false)
     }
 
@@ -538,9 +577,25 @@ impl Volume {
         span: &Span,
         whole: Option<&Bytes>,
         gen: u64,
+        seals: &[Seal],
     ) -> Result<Vec<Update>> {
         let bs = self.geometry.bs();
         let g = self.geometry;
+        if self.sealed {
+            // The layer that seals merges partial blocks itself (it alone can open them).
+            if span.offset % bs != 0 || span.len % bs != 0 {
+                return Err(EngineError::Seals(
+                    "a sealed volume takes whole blocks only",
+                ));
+            }
+            if whole.is_some() && seals.len() as u64 != span.end - span.first {
+                return Err(EngineError::Seals(
+                    "a write to a sealed volume needs one seal per block",
+                ));
+            }
+        } else if !seals.is_empty() {
+            return Err(EngineError::Seals("this volume keeps no seals"));
+        }
         let direct = whole.is_some() && span.len >= self.options.direct_write_min;
         let head = tree.layers.get(&tree.head);
         let mut updates: Vec<Update> = Vec::new();
@@ -565,6 +620,11 @@ impl Volume {
                 }
                 Some(Bytes::from(old))
             };
+            let seal = seals
+                .get((b - span.first) as usize)
+                .copied()
+                .unwrap_or(NO_SEAL);
+            let stamp = (gen, seal);
             match content {
                 Some(c) if c.iter().any(|&x| x != 0) => {
                     // Only a slot the head has never held: a record of the current log
@@ -573,9 +633,9 @@ impl Volume {
                     let (chunk, slot) = g.locate(BlockIndex(b));
                     let fresh = head.is_some_and(|h| h.state(chunk, slot) == BlockState::Absent);
                     if direct && fresh {
-                        updates.push(Update::Placed(BlockIndex(b), c, gen))
+                        updates.push(Update::Placed(BlockIndex(b), c, stamp))
                     } else {
-                        updates.push(Update::Data(BlockIndex(b), c, gen))
+                        updates.push(Update::Data(BlockIndex(b), c, stamp))
                     }
                 }
                 _ => push_zero(&mut updates, BlockIndex(b), gen),

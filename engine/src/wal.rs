@@ -7,7 +7,7 @@
 
 use crate::addressing::{BlockIndex, LayerId, Lsn};
 use crate::codec::{crc, PutLe, Reader};
-use crate::format::{CURRENT_VERSION, WAL_MAGIC};
+use crate::format::{FormatVersion, Seal, SEAL_LEN, WAL_MAGIC};
 use crate::storage::StorageFile;
 
 /// Header length of a WAL record.
@@ -30,6 +30,14 @@ pub(crate) const UNSYNCED_PLACED_VERSION: u16 = 3;
 
 /// Record version of `synced` marks; builds that predate them refuse the log.
 pub(crate) const SYNCED_VERSION: u16 = 4;
+
+/// Record version of sealed records (data and placed records of sealed volumes): the
+/// block's seal follows the header, and the header checksum covers it too. Builds that
+/// predate seals refuse the log.
+pub(crate) const SEALED_VERSION: u16 = 5;
+
+/// Flag (the header's byte 7) of a sealed record.
+const FLAG_SEALED: u8 = 1;
 
 /// What a record sets a block to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,22 +84,31 @@ pub(crate) struct Target {
     pub block: BlockIndex,
     /// Generation of the write (stored per block; tells replicas which copy is newer).
     pub generation: u64,
+    /// The block's seal (data and placed records of sealed volumes only).
+    pub seal: Option<Seal>,
 }
 
 /// Appends one record to `out`.
 pub(crate) fn encode(out: &mut Vec<u8>, t: Target, body: Body<'_>) {
     let start = out.len();
+    let v1 = FormatVersion::V1 as u16;
     let (kind, version, payload, payload_crc, count) = match body {
-        Body::Data(p, c) => (KIND_DATA, CURRENT_VERSION as u16, Some(p), c, 1),
-        Body::Zero(count) => (KIND_ZERO, CURRENT_VERSION as u16, None, 0, count),
+        Body::Data(p, c) => (KIND_DATA, v1, Some(p), c, 1),
+        Body::Zero(count) => (KIND_ZERO, v1, None, 0, count),
         Body::Placed(c) => (KIND_PLACED, PLACED_VERSION, None, c, 1),
         Body::PlacedUnsynced(c) => (KIND_PLACED_UNSYNCED, UNSYNCED_PLACED_VERSION, None, c, 1),
         Body::Synced => (KIND_SYNCED, SYNCED_VERSION, None, 0, 1),
     };
+    // Only blocks with data carry seals.
+    let seal = t.seal.filter(|_| kind != KIND_ZERO && kind != KIND_SYNCED);
+    let (version, flags) = match seal {
+        Some(_) => (SEALED_VERSION, FLAG_SEALED),
+        None => (version, 0),
+    };
     out.put_u32(WAL_MAGIC);
     out.put_u16(version);
     out.put_u8(kind);
-    out.put_u8(0);
+    out.put_u8(flags);
     out.put_u64(t.epoch);
     out.put_u64(t.lsn.0);
     out.put_u64(t.layer.0);
@@ -101,8 +118,15 @@ pub(crate) fn encode(out: &mut Vec<u8>, t: Target, body: Body<'_>) {
     out.put_u32(payload_crc);
     // A data record covers one block; a zero record up to u32::MAX (callers split longer runs).
     out.put_u32(count.min(u64::from(u32::MAX)) as u32);
-    let header_crc = crc(&out[start..]);
-    out.put_u32(header_crc);
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&out[start..]);
+    if let Some(seal) = &seal {
+        hasher.update(seal);
+    }
+    out.put_u32(hasher.finalize());
+    if let Some(seal) = &seal {
+        out.extend_from_slice(seal);
+    }
     if let Some(p) = payload {
         out.extend_from_slice(p);
     }
@@ -119,6 +143,8 @@ pub(crate) struct Entry<'a> {
     /// Blocks covered: 1 for data and placed records, the run length for zeros.
     pub count: u64,
     pub payload: &'a [u8],
+    /// The block's seal, if the record is sealed.
+    pub seal: Option<Seal>,
 }
 
 /// Why a scan stopped.
@@ -155,7 +181,7 @@ pub(crate) fn scan<E>(
     let mut offset = 0u64;
     let mut expected = first_lsn;
     let mut buf = Vec::new();
-    let record_max = HEADER_LEN + block_size as usize;
+    let record_max = HEADER_LEN + SEAL_LEN + block_size as usize;
     loop {
         let avail = file_len.saturating_sub(offset);
         if avail < HEADER_LEN as u64 {
@@ -220,23 +246,46 @@ fn parse(buf: &[u8], epoch: u64, expected: Lsn, block_size: u32) -> Parsed<'_> {
             u64::from(r.u32("count")?),
         ])
     };
-    let Ok([magic, version, kind, _, rec_epoch, lsn, layer, block, generation, len, pcrc, count]) =
-        next()
+    let Ok(
+        [magic, version, kind, flags, rec_epoch, lsn, layer, block, generation, len, pcrc, count],
+    ) = next()
     else {
         return Parsed::End(End::Tail);
     };
+    let sealed = flags == u64::from(FLAG_SEALED);
+    let seal_len = if sealed { SEAL_LEN } else { 0 };
+    if buf.len() < HEADER_LEN + seal_len {
+        return Parsed::NeedMore;
+    }
+    let seal_bytes = &buf[HEADER_LEN..HEADER_LEN + seal_len];
     let mut stored = [0u8; 4];
     stored.copy_from_slice(&header[HEADER_LEN - 4..]);
-    if magic != u64::from(WAL_MAGIC) || crc(&header[..HEADER_LEN - 4]) != u32::from_le_bytes(stored)
-    {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&header[..HEADER_LEN - 4]);
+    hasher.update(seal_bytes);
+    if magic != u64::from(WAL_MAGIC) || hasher.finalize() != u32::from_le_bytes(stored) {
         return Parsed::End(End::Tail);
     }
     if rec_epoch != epoch || lsn != expected.0 {
         return Parsed::End(End::Tail);
     }
-    if version > u64::from(SYNCED_VERSION) {
+    if version > u64::from(SEALED_VERSION) {
         return Parsed::End(End::FutureVersion(version as u32));
     }
+    // A seal only on sealed-version data and placed records, and those always with one.
+    let sealable = matches!(kind as u8, KIND_DATA | KIND_PLACED | KIND_PLACED_UNSYNCED);
+    if flags > u64::from(FLAG_SEALED)
+        || sealed != (version == u64::from(SEALED_VERSION))
+        || (sealed && !sealable)
+    {
+        return Parsed::End(End::Tail);
+    }
+    let seal = sealed.then(|| {
+        let mut s = [0u8; SEAL_LEN];
+        s.copy_from_slice(seal_bytes);
+        s
+    });
+    let header_len = HEADER_LEN + seal_len;
     let payload_len = match kind as u8 {
         KIND_DATA if len == u64::from(block_size) && count == 1 => len as usize,
         KIND_ZERO | KIND_PLACED | KIND_PLACED_UNSYNCED | KIND_SYNCED if len == 0 && count >= 1 => 0,
@@ -245,10 +294,10 @@ fn parse(buf: &[u8], epoch: u64, expected: Lsn, block_size: u32) -> Parsed<'_> {
     if matches!(kind as u8, KIND_PLACED | KIND_PLACED_UNSYNCED | KIND_SYNCED) && count != 1 {
         return Parsed::End(End::Tail);
     }
-    if buf.len() < HEADER_LEN + payload_len {
+    if buf.len() < header_len + payload_len {
         return Parsed::NeedMore;
     }
-    let payload = &buf[HEADER_LEN..HEADER_LEN + payload_len];
+    let payload = &buf[header_len..header_len + payload_len];
     let kind = match kind as u8 {
         KIND_DATA => {
             if crc(payload) != pcrc as u32 {
@@ -269,8 +318,9 @@ fn parse(buf: &[u8], epoch: u64, expected: Lsn, block_size: u32) -> Parsed<'_> {
         kind,
         count,
         payload,
+        seal,
     };
-    Parsed::Record(entry, HEADER_LEN + payload_len)
+    Parsed::Record(entry, header_len + payload_len)
 }
 
 #[cfg(test)]
@@ -288,6 +338,7 @@ mod tests {
                 layer: LayerId(1),
                 block: BlockIndex(block),
                 generation: lsn,
+                seal: None,
             };
             let body = match &data {
                 Some(d) => Body::Data(d, crc(d)),
@@ -324,6 +375,7 @@ mod tests {
             layer: LayerId(2),
             block: BlockIndex(40 + lsn),
             generation: 9,
+            seal: None,
         };
         let mut out = Vec::new();
         encode(&mut out, t(1), Body::Placed(0xdead_beef));
@@ -360,13 +412,72 @@ mod tests {
         // Version 2 marks placed records; a newer version is refused, not skipped.
         assert_eq!(u16::from_le_bytes([out[4], out[5]]), PLACED_VERSION);
         let mut newer = out[..HEADER_LEN].to_vec();
-        newer[4] = (SYNCED_VERSION + 1) as u8;
+        newer[4] = (SEALED_VERSION + 1) as u8;
         let c = crc(&newer[..HEADER_LEN - 4]);
         newer[HEADER_LEN - 4..].copy_from_slice(&c.to_le_bytes());
         f.write_at(&newer, 0).unwrap();
         let end = scan(f.as_ref(), (7, Lsn(1), 512), |e| e, |_| Ok(())).unwrap();
-        let newer_version = u32::from(SYNCED_VERSION) + 1;
+        let newer_version = u32::from(SEALED_VERSION) + 1;
         assert_eq!(end.end, End::FutureVersion(newer_version));
+    }
+
+    #[test]
+    fn sealed_records_carry_their_seal_under_the_header_checksum() {
+        let t = |lsn, seal| Target {
+            epoch: 3,
+            lsn: Lsn(lsn),
+            layer: LayerId(1),
+            block: BlockIndex(lsn),
+            generation: 4,
+            seal,
+        };
+        let seal = [0x5a; SEAL_LEN];
+        let mut out = Vec::new();
+        encode(
+            &mut out,
+            t(1, Some(seal)),
+            Body::Data(&[7; 512], crc(&[7; 512])),
+        );
+        encode(&mut out, t(2, Some(seal)), Body::PlacedUnsynced(0xabcd));
+        // Zeros carry no seal, whatever the target says.
+        encode(&mut out, t(3, Some(seal)), Body::Zero(2));
+        assert_eq!(out.len(), 3 * HEADER_LEN + 2 * SEAL_LEN + 512);
+        assert_eq!(u16::from_le_bytes([out[4], out[5]]), SEALED_VERSION);
+        let scan_all = |bytes: &[u8]| {
+            let s = MemStorage::new();
+            let f = s.create_file("wal").unwrap();
+            f.write_at(bytes, 0).unwrap();
+            let mut seen = Vec::new();
+            scan(
+                f.as_ref(),
+                (3, Lsn(1), 512),
+                |e| e,
+                |e| {
+                    seen.push((e.lsn.0, e.kind, e.seal, e.payload.to_vec()));
+                    Ok(())
+                },
+            )
+            .unwrap();
+            seen
+        };
+        let seen = scan_all(&out);
+        assert_eq!(seen.len(), 3);
+        assert_eq!(seen[0].2, Some(seal));
+        assert_eq!(seen[0].3, vec![7; 512]);
+        assert_eq!(
+            (seen[1].1, seen[1].2),
+            (RecordKind::PlacedUnsynced(0xabcd), Some(seal))
+        );
+        assert_eq!((seen[2].1, seen[2].2), (RecordKind::Zero, None));
+        // A damaged seal ends the log there, like any torn record.
+        for at in HEADER_LEN..HEADER_LEN + SEAL_LEN {
+            let mut bad = out.clone();
+            bad[at] ^= 0x10;
+            assert!(scan_all(&bad).is_empty(), "seal byte {at}");
+        }
+        for cut in 0..out.len() {
+            assert!(scan_all(&out[..cut]).len() < 3);
+        }
     }
 
     #[test]

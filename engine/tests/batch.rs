@@ -47,6 +47,7 @@ proptest! {
                     len,
                     data: fill.map(|f| Bytes::from(vec![f.wrapping_add(i as u8); len as usize])),
                     generation: None,
+                    seals: Vec::new(),
                 })
                 .collect();
             let results = vol.write_batch(&writes);

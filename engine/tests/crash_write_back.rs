@@ -15,10 +15,10 @@ mod support;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use support::ops::{apply_model, apply_volume, ops_for, Op};
+use support::ops::{apply_model, apply_sealed, apply_volume, check_seals, ops_for, Op};
 use support::{Model, Rng};
 use tripod_engine::{
-    CrashMode, FaultPlan, FaultyStorage, Geometry, MemStorage, SnapshotId, Storage, Volume,
+    CrashMode, FaultPlan, FaultyStorage, Geometry, MemStorage, SnapshotId, Storage, View, Volume,
     VolumeOptions,
 };
 
@@ -82,16 +82,29 @@ impl Expect {
 
 /// Runs `ops` until the storage dies; returns the memory underneath, the expectations of
 /// everything acknowledged (`None`: not even the creation was), the failed op and the syncs.
-fn run(blocks: u64, ops: &[Op], plan: FaultPlan) -> (MemStorage, Option<Expect>, Option<Op>, u64) {
+/// With `sealed`, the volume keeps seals and takes every write as an encrypting layer would
+/// give it ([`apply_sealed`]).
+fn run(
+    blocks: u64,
+    ops: &[Op],
+    plan: FaultPlan,
+    sealed: bool,
+) -> (MemStorage, Option<Expect>, Option<Op>, u64) {
     let mem = MemStorage::new();
     let faulty = FaultyStorage::new(Arc::new(mem.clone()), plan);
     let storage: Arc<dyn Storage> = Arc::new(faulty.clone());
-    let Ok(vol) = Volume::create(storage, blocks * BS, GEOMETRY, OPTIONS) else {
+    let created = if sealed {
+        Volume::create_sealed(storage, blocks * BS, GEOMETRY, OPTIONS)
+    } else {
+        Volume::create(storage, blocks * BS, GEOMETRY, OPTIONS)
+    };
+    let Ok(vol) = created else {
         return (mem, None, None, faulty.syncs());
     };
+    let apply = if sealed { apply_sealed } else { apply_volume };
     let mut expect = Expect::new(blocks * BS);
     for op in ops {
-        if apply_volume(&vol, op).is_err() {
+        if apply(&vol, op).is_err() {
             return (mem, Some(expect), Some(op.clone()), faulty.syncs());
         }
         expect.apply(op);
@@ -160,20 +173,35 @@ fn check_power_loss(mem: &MemStorage, expect: Option<&Expect>, pending: Option<&
         assert!(buf == *snap, "{what}: snapshot {name} changed");
     }
     assert!(vol.verify().unwrap().bad.is_empty(), "{what}: bad blocks");
+    if vol.is_sealed() {
+        check_seals(&vol, &View::Head, what);
+        for s in vol.list_snapshots() {
+            check_seals(&vol, &View::Snapshot(s.id), what);
+        }
+    }
 }
 
 #[test]
 fn power_loss_at_every_sync_point_keeps_what_was_flushed() {
-    for seed in 0..48u64 {
+    power_loss_at_every_sync_point(0..48, false);
+}
+
+#[test]
+fn sealed_power_loss_at_every_sync_point_keeps_what_was_flushed_with_its_seals() {
+    power_loss_at_every_sync_point(0..24, true);
+}
+
+fn power_loss_at_every_sync_point(seeds: std::ops::Range<u64>, sealed: bool) {
+    for seed in seeds {
         let blocks = 24 + seed % 16;
         let ops = ops_for(seed, blocks, BS, 50, true);
-        let (_, _, _, total_syncs) = run(blocks, &ops, FaultPlan::default());
+        let (_, _, _, total_syncs) = run(blocks, &ops, FaultPlan::default(), sealed);
         for k in 0..total_syncs {
             let plan = FaultPlan {
                 die_at_sync: Some(k),
                 ..FaultPlan::default()
             };
-            let (mem, expect, pending, _) = run(blocks, &ops, plan);
+            let (mem, expect, pending, _) = run(blocks, &ops, plan, sealed);
             let what = format!("seed {seed} sync {k}");
             check_power_loss(
                 &mem.crash(CrashMode::LoseUnsynced),
@@ -196,7 +224,16 @@ fn power_loss_at_every_sync_point_keeps_what_was_flushed() {
 
 #[test]
 fn power_loss_at_random_operations_with_torn_writes_keeps_what_was_flushed() {
-    for seed in 100..1600u64 {
+    power_loss_at_random_operations(100..1600, false);
+}
+
+#[test]
+fn sealed_power_loss_at_random_operations_with_torn_writes_keeps_seals_with_their_blocks() {
+    power_loss_at_random_operations(5000..5600, true);
+}
+
+fn power_loss_at_random_operations(seeds: std::ops::Range<u64>, sealed: bool) {
+    for seed in seeds {
         let blocks = 32;
         let ops = ops_for(seed, blocks, BS, 60, true);
         let mut rng = Rng(seed);
@@ -205,7 +242,7 @@ fn power_loss_at_random_operations_with_torn_writes_keeps_what_was_flushed() {
             tear_dying_write: true,
             ..FaultPlan::default()
         };
-        let (mem, expect, pending, _) = run(blocks, &ops, plan);
+        let (mem, expect, pending, _) = run(blocks, &ops, plan, sealed);
         check_power_loss(
             &mem.crash(CrashMode::Torn { seed }),
             expect.as_ref(),
@@ -219,7 +256,16 @@ fn power_loss_at_random_operations_with_torn_writes_keeps_what_was_flushed() {
 /// was handed, so every acknowledged write reads back exactly — flushed or not.
 #[test]
 fn process_crash_at_random_operations_loses_no_acknowledged_write() {
-    for seed in 2000..2600u64 {
+    process_crash_at_random_operations(2000..2600, false);
+}
+
+#[test]
+fn sealed_process_crash_at_random_operations_loses_no_acknowledged_write_or_seal() {
+    process_crash_at_random_operations(7000..7300, true);
+}
+
+fn process_crash_at_random_operations(seeds: std::ops::Range<u64>, sealed: bool) {
+    for seed in seeds {
         let blocks = 32;
         let ops = ops_for(seed, blocks, BS, 60, true);
         let mut rng = Rng(seed);
@@ -227,7 +273,7 @@ fn process_crash_at_random_operations_loses_no_acknowledged_write() {
             die_at_op: Some(rng.below(2000)),
             ..FaultPlan::default()
         };
-        let (mem, expect, pending, _) = run(blocks, &ops, plan);
+        let (mem, expect, pending, _) = run(blocks, &ops, plan, sealed);
         let Some(expect) = expect else { continue };
         let what = format!("seed {seed}");
         let vol = Volume::open(Arc::new(mem), OPTIONS)
@@ -249,6 +295,9 @@ fn process_crash_at_random_operations_loses_no_acknowledged_write() {
                 got == old || got == pend,
                 "{what}: block {b} lost an acknowledged write"
             );
+        }
+        if sealed {
+            check_seals(&vol, &View::Head, &what);
         }
     }
 }

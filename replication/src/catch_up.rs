@@ -485,6 +485,7 @@ pub(crate) fn raw_blocks(run: &[(u64, BlockInfo)], data: Option<&Bytes>, bs: u64
                 _ => None,
             },
             generation: info.generation,
+            seal: tripod_engine::NO_SEAL,
         })
         .collect()
 }

@@ -289,6 +289,7 @@ impl Replica for LocalReplica {
             len: data.len() as u64,
             data: Some(data),
             generation: Some(generation),
+            seals: Vec::new(),
         })
     }
 
@@ -298,6 +299,7 @@ impl Replica for LocalReplica {
             len,
             data: None,
             generation: Some(generation),
+            seals: Vec::new(),
         })
     }
 

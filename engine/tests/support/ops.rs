@@ -1,7 +1,8 @@
 //! Seeded random operation sequences for the crash tests, and how to apply one to a volume
 //! and to the model.
 
-use tripod_engine::{SnapshotId, Volume};
+use bytes::Bytes;
+use tripod_engine::{Seal, SnapshotId, View, Volume, SEAL_LEN};
 
 use super::{Model, Rng};
 
@@ -107,5 +108,80 @@ pub fn apply_volume(v: &Volume, op: &Op) -> tripod_engine::Result<()> {
         Op::Delete(s) => v.delete_snapshot(&id(s)),
         Op::Rollback(s) => v.rollback(&id(s)),
         Op::Expand(n) => v.expand(*n),
+    }
+}
+
+/// The seal the tests give block `block` holding `data`: derived from both, so a check can
+/// tell a seal that came with other content or from another place.
+pub fn test_seal(block: u64, data: &[u8]) -> Seal {
+    let mut seal = [0u8; SEAL_LEN];
+    seal[..8].copy_from_slice(&block.to_le_bytes());
+    seal[8..12].copy_from_slice(&crc32fast::hash(data).to_le_bytes());
+    seal[12..].copy_from_slice(&(data.len() as u32).to_le_bytes());
+    seal
+}
+
+/// Applies `op` to a sealed volume as an encrypting layer above would: partial blocks read,
+/// patched and rewritten whole, each data block with [`test_seal`], runs of zero blocks as
+/// zeros.
+pub fn apply_sealed(v: &Volume, op: &Op) -> tripod_engine::Result<()> {
+    let (at, len, data) = match op {
+        Op::Write(at, data) => (*at, data.len() as u64, Some(data)),
+        Op::Zeroes(at, len) => (*at, *len, None),
+        _ => return apply_volume(v, op),
+    };
+    let bs = u64::from(v.geometry().block_size);
+    let first = at / bs;
+    let end = (at + len).div_ceil(bs);
+    let mut buf = vec![0u8; ((end - first) * bs) as usize];
+    v.read_sealed_at(&View::Head, first * bs, &mut buf)?;
+    let from = (at - first * bs) as usize;
+    match data {
+        Some(d) => buf[from..from + d.len()].copy_from_slice(d),
+        None => buf[from..from + len as usize].fill(0),
+    }
+    let generation = v.generation() + 1;
+    let blocks: Vec<&[u8]> = buf.chunks(bs as usize).collect();
+    let mut i = 0;
+    while i < blocks.len() {
+        let zero = blocks[i].iter().all(|&b| b == 0);
+        let mut j = i + 1;
+        while j < blocks.len() && blocks[j].iter().all(|&b| b == 0) == zero {
+            j += 1;
+        }
+        let offset = (first + i as u64) * bs;
+        if zero {
+            v.write_zeroes_generation(offset, (j - i) as u64 * bs, generation)?;
+        } else {
+            let seals: Vec<Seal> = (i..j)
+                .map(|k| test_seal(first + k as u64, blocks[k]))
+                .collect();
+            let run = Bytes::copy_from_slice(&buf[i * bs as usize..j * bs as usize]);
+            v.write_sealed(offset, run, generation, &seals)?;
+        }
+        i = j;
+    }
+    Ok(())
+}
+
+/// Checks that every data block of `view` carries the seal its writer gave it with that
+/// content (see [`test_seal`]).
+pub fn check_seals(v: &Volume, view: &View, what: &str) {
+    let size = v.view_size(view).unwrap();
+    let bs = u64::from(v.geometry().block_size);
+    let mut buf = vec![0u8; size as usize];
+    let seals = v
+        .read_sealed_at(view, 0, &mut buf)
+        .unwrap_or_else(|e| panic!("{what}: sealed read failed: {e}"));
+    for (b, (data, seal)) in buf.chunks(bs as usize).zip(seals).enumerate() {
+        if let Some(s) = seal {
+            assert_eq!(
+                s.seal,
+                test_seal(b as u64, data),
+                "{what}: block {b} carries a seal of other content"
+            );
+        } else {
+            assert!(data.iter().all(|&x| x == 0), "{what}: block {b}");
+        }
     }
 }

@@ -529,6 +529,7 @@ pub fn decode_request(frame: Bytes) -> Result<(u64, Request), WireError> {
                     Ok(RawBlock {
                         data: b.len.map(|n| payload.take(n)).transpose()?,
                         generation: b.generation,
+                        seal: tripod_engine::NO_SEAL,
                     })
                 })
                 .collect::<Result<_, WireError>>()?,
@@ -624,10 +625,12 @@ mod tests {
                     RawBlock {
                         data: Some(Bytes::from(vec![1u8; 4096])),
                         generation: 4,
+                        seal: tripod_engine::NO_SEAL,
                     },
                     RawBlock {
                         data: None,
                         generation: 5,
+                        seal: tripod_engine::NO_SEAL,
                     },
                 ],
             },
