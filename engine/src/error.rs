@@ -126,7 +126,7 @@ pub enum EngineError {
     /// as whole blocks, each with its seal (the layer that seals merges partial blocks); a
     /// volume without seals takes none.
     #[error("{0}")]
-    Seals(&'static str),
+    Seals(String),
 }
 
 impl EngineError {

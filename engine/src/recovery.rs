@@ -78,7 +78,7 @@ impl Volume {
     /// (format v2): it takes data only as whole blocks, each with its seal
     /// ([`Volume::write_sealed`], [`BatchWrite::seals`](crate::BatchWrite::seals),
     /// [`RawBlock::seal`](crate::RawBlock::seal)), and returns the seals with the blocks'
-    /// summaries ([`BlockInfo::seal`](crate::BlockInfo::seal)). What the layer above
+    /// data ([`Volume::read_sealed_at`], [`BlockSeal`](crate::BlockSeal)). What the layer above
     /// encrypts with: the nonce and tag of each block live beside it, crash-consistent
     /// with it, and the engine checks only its CRC of the stored bytes.
     pub fn create_sealed(

@@ -11,7 +11,7 @@ use crate::view::View;
 use crate::volume::{Access, Volume};
 
 /// What a sealed read returns beside one block that holds data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BlockSeal {
     /// Generation of the write that stored the block.
     pub generation: u64,
@@ -40,7 +40,9 @@ impl Volume {
             return Err(EngineError::OutOfRange { offset, len, size });
         }
         if offset % bs != 0 || len % bs != 0 {
-            return Err(EngineError::Seals("a sealed read covers whole blocks only"));
+            return Err(EngineError::Seals(
+                "a sealed read covers whole blocks only".into(),
+            ));
         }
         self.read_sealed_in(&tree, &chain, offset / bs, buf)
     }

@@ -585,16 +585,16 @@ impl Volume {
             // The layer that seals merges partial blocks itself (it alone can open them).
             if span.offset % bs != 0 || span.len % bs != 0 {
                 return Err(EngineError::Seals(
-                    "a sealed volume takes whole blocks only",
+                    "a sealed volume takes whole blocks only".into(),
                 ));
             }
             if whole.is_some() && seals.len() as u64 != span.end - span.first {
                 return Err(EngineError::Seals(
-                    "a write to a sealed volume needs one seal per block",
+                    "a write to a sealed volume needs one seal per block".into(),
                 ));
             }
         } else if !seals.is_empty() {
-            return Err(EngineError::Seals("this volume keeps no seals"));
+            return Err(EngineError::Seals("this volume keeps no seals".into()));
         }
         let direct = whole.is_some() && span.len >= self.options.direct_write_min;
         let head = tree.layers.get(&tree.head);
