@@ -10,7 +10,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tripod_engine::{BlockIndex, BlockInfo, ChunkIndex, EngineError, RawBlock, SnapshotId, View};
+use tripod_engine::{
+    BlockIndex, BlockInfo, BlockSeal, ChunkIndex, EngineError, RawBlock, SnapshotId, View,
+};
 
 use crate::error::{ReplicaFault, ReplicationError, Result};
 use crate::ids::ReplicaId;
@@ -264,7 +266,7 @@ impl ReplicaSet {
         let size = self.size();
         match target.info().wait(self.config.io_timeout) {
             Err(ReplicaFault::Empty) => target
-                .format(size, self.geometry)
+                .format(size, self.geometry, self.sealed)
                 .wait(self.config.io_timeout)
                 .map_err(fault(id))?,
             Ok(info) if info.geometry != self.geometry => {
@@ -452,12 +454,15 @@ impl ReplicaSet {
             let Some(&(first, _)) = run.first() else {
                 continue;
             };
-            let data = if run.iter().any(|(_, b)| !b.content.is_zero()) {
-                Some(self.read_healing(from, first * bs, run.len() as u64 * bs, Some(target_id))?)
+            let stored = if run.iter().any(|(_, b)| !b.content.is_zero()) {
+                let span = run.len() as u64 * bs;
+                Some(self.read_stored(from, first * bs, span, Some(target_id))?)
             } else {
                 None
             };
-            let raw = raw_blocks(run, data.as_ref(), bs);
+            let data = stored.as_ref().map(|s| s.data.clone());
+            let seals = stored.as_ref().and_then(|s| s.seals.as_deref());
+            let raw = raw_blocks(run, data.as_ref(), bs, seals);
             if data.is_some() {
                 self.sync_copied
                     .fetch_add(run.len() as u64 * bs, std::sync::atomic::Ordering::Relaxed);
@@ -471,21 +476,35 @@ impl ReplicaSet {
     }
 }
 
-/// The raw blocks for a run: data sliced from `data` for data blocks, zeros otherwise.
-pub(crate) fn raw_blocks(run: &[(u64, BlockInfo)], data: Option<&Bytes>, bs: u64) -> Vec<RawBlock> {
+/// The raw blocks for a run: data sliced from `data` for data blocks, zeros otherwise; a
+/// sealed volume's blocks carry the seals (and generations) they were read with.
+pub(crate) fn raw_blocks(
+    run: &[(u64, BlockInfo)],
+    data: Option<&Bytes>,
+    bs: u64,
+    seals: Option<&[Option<BlockSeal>]>,
+) -> Vec<RawBlock> {
     let bs = usize::try_from(bs).unwrap_or(usize::MAX);
     run.iter()
         .enumerate()
-        .map(|(k, (_, info))| RawBlock {
-            data: match (info.content.is_zero(), data) {
-                (false, Some(d)) => {
-                    let at = k.saturating_mul(bs);
-                    (at.saturating_add(bs) <= d.len()).then(|| d.slice(at..at + bs))
-                }
-                _ => None,
-            },
-            generation: info.generation,
-            seal: tripod_engine::NO_SEAL,
+        .map(|(k, (_, info))| {
+            let sealed = seals.map(|s| s.get(k).copied().flatten());
+            let holds_data = match sealed {
+                // A sealed copy says itself which blocks hold data.
+                Some(s) => s.is_some(),
+                None => !info.content.is_zero(),
+            };
+            RawBlock {
+                data: match (holds_data, data) {
+                    (true, Some(d)) => {
+                        let at = k.saturating_mul(bs);
+                        (at.saturating_add(bs) <= d.len()).then(|| d.slice(at..at + bs))
+                    }
+                    _ => None,
+                },
+                generation: sealed.flatten().map_or(info.generation, |s| s.generation),
+                seal: sealed.flatten().map_or(tripod_engine::NO_SEAL, |s| s.seal),
+            }
         })
         .collect()
 }

@@ -12,11 +12,13 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use parking_lot::{ArcRwLockReadGuard, RawRwLock};
-use tripod_engine::{OwnedRangeGuard, View};
+use tripod_engine::{OwnedRangeGuard, Seal, View};
 
+use crate::cipher::VolumeCipher;
 use crate::error::{ReplicationError, Result};
 use crate::fanout::{Answers, Fanout};
 use crate::ids::{spread, PerReplica};
+use crate::replica::join;
 use crate::set::ReplicaSet;
 
 /// What a submitted request was.
@@ -157,7 +159,12 @@ impl ReplicaSet {
     /// # Cancel safety
     /// Cancel safe: a read changes nothing.
     pub async fn read_async(self: &Arc<Self>, offset: u64, len: u64) -> Result<Bytes> {
-        if let Some(_structure) = self.structure.try_read_arc() {
+        // An encrypted volume's blocks are decrypted on the blocking path.
+        let structure = match self.cipher {
+            None => self.structure.try_read_arc(),
+            Some(_) => None,
+        };
+        if let Some(_structure) = structure {
             self.check_range(offset, len)?;
             let in_service = self.membership.lock().in_service();
             if in_service.is_empty() {
@@ -250,6 +257,18 @@ impl ReplicaSet {
                 .try_write_owned(first, end)
                 .ok_or(Refused::WouldWait)?,
         };
+        // An encrypted volume writes whole blocks: the plaintext of partly written edge
+        // blocks is read now, under the write's block locks (a blocking read: an async
+        // caller is sent to the blocking path).
+        let edges = match &self.cipher {
+            Some(cipher) if offset % bs != 0 || len % bs != 0 => {
+                if matches!(lock, Lock::Try) {
+                    return Err(Refused::WouldWait);
+                }
+                Some(self.read_edges(cipher, offset, len)?)
+            }
+            _ => None,
+        };
         let chunks = self.chunks_of(offset, len);
         let replicas = self.replicas.read().clone();
         // Only a replica whose store caches writes can lose acknowledged ones.
@@ -265,13 +284,27 @@ impl ReplicaSet {
             (m.write_targets(), m.in_service().len())
         };
         let generation = self.next_generation.fetch_add(1, Ordering::SeqCst);
+        let pieces = match &self.cipher {
+            Some(cipher) => self.sealed_pieces(cipher, (offset, len), data, edges, generation),
+            None => vec![match data {
+                Some(d) => Piece::Data(offset, d.clone(), None),
+                None => Piece::Zeros(offset, len),
+            }],
+        };
         let pending = targets
             .iter()
             .map(|id| {
                 let r = &replicas[*id];
-                let p = match data {
-                    Some(d) => r.write(offset, d.clone(), generation),
-                    None => r.write_zeroes(offset, len, generation),
+                let send = |piece: &Piece| match piece {
+                    Piece::Data(at, d, None) => r.write(*at, d.clone(), generation),
+                    Piece::Data(at, d, Some(seals)) => {
+                        r.write_sealed(*at, d.clone(), generation, seals.clone())
+                    }
+                    Piece::Zeros(at, n) => r.write_zeroes(*at, *n, generation),
+                };
+                let p = match pieces.as_slice() {
+                    [one] => send(one),
+                    several => join(several.iter().map(send).collect(), |_| ()),
                 };
                 (*id, p)
             })
@@ -286,6 +319,103 @@ impl ReplicaSet {
             _order: Some(order),
             _structure: structure,
         }))
+    }
+
+    /// The plaintext of the partly written first and last blocks of `offset..offset+len`
+    /// (`None` for an edge that is whole), read from the head (callers hold the structure
+    /// lock and the range's block locks).
+    fn read_edges(
+        &self,
+        cipher: &VolumeCipher,
+        offset: u64,
+        len: u64,
+    ) -> std::result::Result<Edges, Refused> {
+        let bs = self.geometry.bs();
+        let end = offset + len;
+        let head = (offset % bs != 0)
+            .then(|| self.read_decrypted(cipher, &View::Head, offset / bs * bs, bs))
+            .transpose()?;
+        let last = (end - 1) / bs;
+        let tail = (end % bs != 0 && (head.is_none() || last != offset / bs))
+            .then(|| self.read_decrypted(cipher, &View::Head, last * bs, bs))
+            .transpose()?;
+        Ok(Edges { head, tail })
+    }
+
+    /// What an encrypted volume sends for a write (`data`) or zeroing (`None`) of
+    /// `offset..offset+len`: whole blocks, each encrypted with its seal; the whole blocks of
+    /// a zeroing stay a zeroing (no data, nothing to decrypt), its partial edges become data.
+    fn sealed_pieces(
+        &self,
+        cipher: &VolumeCipher,
+        (offset, len): (u64, u64),
+        data: &Option<Bytes>,
+        edges: Option<Edges>,
+        generation: u64,
+    ) -> Vec<Piece> {
+        let bs = self.geometry.bs();
+        let bsz = usize::try_from(bs).unwrap_or(4096);
+        let first = offset / bs;
+        let end = (offset + len).div_ceil(bs);
+        let edges = edges.unwrap_or_default();
+        // The whole blocks' plaintext: the edges as they were, with the change on top.
+        let build = |from: u64, to: u64, fill: &dyn Fn(&mut [u8], u64)| -> Piece {
+            let mut buf = vec![0u8; usize::try_from((to - from) * bs).unwrap_or(0)];
+            if let (Some(h), true) = (&edges.head, from == first) {
+                if let Some(dst) = buf.get_mut(..h.len()) {
+                    dst.copy_from_slice(h);
+                }
+            }
+            if let (Some(t), true) = (&edges.tail, to == end) {
+                let at = buf.len().saturating_sub(t.len());
+                if let Some(dst) = buf.get_mut(at..) {
+                    dst.copy_from_slice(t);
+                }
+            }
+            fill(&mut buf, from * bs);
+            let seals: Vec<Seal> = buf
+                .chunks_mut(bsz)
+                .enumerate()
+                .map(|(i, block)| cipher.seal_block(from + i as u64, generation, block))
+                .collect();
+            Piece::Data(from * bs, Bytes::from(buf), Some(seals.into()))
+        };
+        // Bytes `offset..offset+len` within a buffer starting at byte `base`.
+        let within = |base: u64| {
+            let a = usize::try_from(offset.saturating_sub(base)).unwrap_or(0);
+            let b = usize::try_from(offset + len - base).unwrap_or(0);
+            (a, b)
+        };
+        match data {
+            Some(d) => vec![build(first, end, &|buf: &mut [u8], base| {
+                let (a, b) = within(base);
+                if let Some(dst) = buf.get_mut(a..b) {
+                    dst.copy_from_slice(d);
+                }
+            })],
+            None => {
+                let zero = |buf: &mut [u8], base: u64| {
+                    let (a, b) = within(base);
+                    if let Some(dst) = buf.get_mut(a..b.min(buf.len())) {
+                        dst.fill(0);
+                    }
+                };
+                let mut pieces = Vec::new();
+                let mut inner = (first, end);
+                if edges.head.is_some() {
+                    pieces.push(build(first, first + 1, &zero));
+                    inner.0 = first + 1;
+                }
+                if edges.tail.is_some() && end > inner.0 {
+                    pieces.push(build(end - 1, end, &zero));
+                    inner.1 = end - 1;
+                }
+                if inner.0 < inner.1 {
+                    pieces.push(Piece::Zeros(inner.0 * bs, (inner.1 - inner.0) * bs));
+                }
+                pieces
+            }
+        }
     }
 
     /// Sends a flush to every replica that takes writes (`lock` as for writes).
@@ -406,6 +536,21 @@ impl ReplicaSet {
         };
         Ok(Settled { answer, persist })
     }
+}
+
+/// One request to the copies for a client write.
+enum Piece {
+    /// Data at an offset, with the blocks' seals for a sealed volume.
+    Data(u64, Bytes, Option<Arc<[Seal]>>),
+    /// A zeroing: offset and length.
+    Zeros(u64, u64),
+}
+
+/// The plaintext of a write's partly written first and last blocks.
+#[derive(Default)]
+struct Edges {
+    head: Option<Bytes>,
+    tail: Option<Bytes>,
 }
 
 /// Runs blocking set work from an async caller on the runtime's blocking pool.

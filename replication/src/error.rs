@@ -66,6 +66,14 @@ pub enum ReplicationError {
         /// The block.
         block: BlockIndex,
     },
+    /// An encrypted volume's block that authenticates on no copy: its stored bytes were
+    /// altered, moved from another place or rolled back (or the key is not the volume's).
+    /// Never returned as data.
+    #[error("{block} failed authentication on every copy (altered, moved or rolled back)")]
+    Unauthentic {
+        /// The block.
+        block: BlockIndex,
+    },
     /// A request the set refuses before touching any replica (range, sizes, snapshot ids).
     #[error(transparent)]
     Invalid(EngineError),

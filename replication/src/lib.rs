@@ -34,6 +34,7 @@
 )]
 
 mod catch_up;
+pub mod cipher;
 mod client_io;
 mod diff;
 mod error;
@@ -58,7 +59,7 @@ pub use executor::{Executor, DEFAULT_POOL_THREADS};
 pub use ids::{PerReplica, ReplicaId, REPLICAS};
 pub use local::{stored_set_state, LocalReplica};
 pub use membership::{Membership, SyncProgress, WriteVerdict};
-pub use replica::{Completer, Pending, Replica, ReplicaInfo};
+pub use replica::{Completer, Pending, Replica, ReplicaInfo, SealedRead};
 pub use scrub::ScrubReport;
 pub use set::{Durability, ReplicaSet, SetConfig};
 pub use set_state::{Member, SetState};

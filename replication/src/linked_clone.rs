@@ -79,14 +79,16 @@ impl ReplicaSet {
             block_size: self.geometry.block_size,
             chunk_blocks: self.geometry.chunk_blocks,
             members: PerReplica::from_fn(|_| Member::InService),
+            key_check: self.cipher.as_ref().map(|c| c.key_check()),
         };
+        // An encrypted volume's clone shares its blocks, so it shares their key.
         let set = Self::assemble(
             targets,
             state,
-            size,
-            self.geometry,
+            (size, self.geometry),
             self.next_generation.load(Ordering::SeqCst),
             config,
+            self.cipher.clone(),
         );
         set.persist()?;
         Ok((set, report))

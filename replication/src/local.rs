@@ -11,12 +11,12 @@ use bytes::Bytes;
 use parking_lot::RwLock;
 use tripod_engine::{
     BatchWrite, BlockIndex, BlockInfo, ChunkIndex, CloneReport, EngineError, Geometry, RawBlock,
-    SnapshotId, Storage, VerifyReport, View, Volume, VolumeOptions,
+    Seal, SnapshotId, Storage, VerifyReport, View, Volume, VolumeOptions,
 };
 
 use crate::error::ReplicaFault;
 use crate::executor::{Executor, InFlight, WriteJob, DEFAULT_POOL_THREADS};
-use crate::replica::{Pending, Replica, ReplicaInfo};
+use crate::replica::{Pending, Replica, ReplicaInfo, SealedRead};
 use crate::set_state::SetState;
 
 /// Largest set-state file accepted (a damaged length must not become an allocation).
@@ -260,9 +260,13 @@ impl Replica for LocalReplica {
         self.run(move |v| v.link_snapshot_into(&id, dest.as_ref(), size))
     }
 
-    fn format(&self, size: u64, geometry: Geometry) -> Pending<()> {
+    fn format(&self, size: u64, geometry: Geometry, sealed: bool) -> Pending<()> {
         let mut slot = self.volume.write();
-        let result = Volume::create(self.storage.clone(), size, geometry, self.options);
+        let result = if sealed {
+            Volume::create_sealed(self.storage.clone(), size, geometry, self.options)
+        } else {
+            Volume::create(self.storage.clone(), size, geometry, self.options)
+        };
         Pending::ready(match result {
             Ok(v) => {
                 *slot = Some(Arc::new(v));
@@ -279,6 +283,7 @@ impl Replica for LocalReplica {
                 geometry: v.geometry(),
                 generation: v.generation(),
                 snapshots: v.list_snapshots(),
+                sealed: v.is_sealed(),
             })
         })
     }
@@ -305,6 +310,41 @@ impl Replica for LocalReplica {
 
     fn write_raw(&self, first: BlockIndex, blocks: Vec<RawBlock>) -> Pending<()> {
         self.run(move |v| v.write_raw(first, &blocks))
+    }
+
+    fn write_sealed(
+        &self,
+        offset: u64,
+        data: Bytes,
+        generation: u64,
+        seals: Arc<[Seal]>,
+    ) -> Pending<()> {
+        self.queue_write(BatchWrite {
+            offset,
+            len: data.len() as u64,
+            data: Some(data),
+            generation: Some(generation),
+            seals: seals.to_vec(),
+        })
+    }
+
+    fn read_sealed(&self, view: View, offset: u64, len: u64) -> Pending<SealedRead> {
+        self.run(move |v| {
+            let out_of_range = EngineError::OutOfRange {
+                offset,
+                len,
+                size: v.size(),
+            };
+            if len > tripod_engine::MAX_READ_ALLOC {
+                return Err(out_of_range);
+            }
+            let mut buf = vec![0u8; usize::try_from(len).map_err(|_| out_of_range)?];
+            let seals = v.read_sealed_at(&view, offset, &mut buf)?;
+            Ok(SealedRead {
+                data: Bytes::from(buf),
+                seals,
+            })
+        })
     }
 
     fn read(&self, view: View, offset: u64, len: u64) -> Pending<Bytes> {

@@ -355,6 +355,7 @@ mod tests {
             block_size: 4096,
             chunk_blocks: 1024,
             members: PerReplica::from_fn(|_| Member::InService),
+            key_check: None,
         })
     }
 
@@ -585,6 +586,7 @@ mod race_tests {
             block_size: 4096,
             chunk_blocks: 1024,
             members: PerReplica::from_fn(|_| Member::InService),
+            key_check: None,
         });
         let r = ReplicaId::ALL[1];
         m.take_out(r, &[], true);

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use tripod_engine::{BlockIndex, BlockInfo, ChunkIndex, SnapshotId, View};
 
 use crate::catch_up::{fault, raw_blocks, summary};
+use crate::cipher::VolumeCipher;
 use crate::error::{ReplicationError, Result};
 use crate::ids::{PerReplica, ReplicaId};
 use crate::replica::{Replica, ReplicaInfo};
@@ -21,8 +22,34 @@ impl ReplicaSet {
     /// in service (a crash may have left an unacknowledged write on some of them), and
     /// resyncs returning replicas right away if fewer than two are in service.
     pub fn open(replicas: [Arc<dyn Replica>; 3], config: SetConfig) -> Result<Self> {
+        Self::open_with(replicas, config, None)
+    }
+
+    /// [`ReplicaSet::open`] for an encrypted volume, with its cipher. Opening an encrypted
+    /// volume without its cipher, or a plain one with a cipher, fails before anything is
+    /// changed.
+    pub fn open_encrypted(
+        replicas: [Arc<dyn Replica>; 3],
+        config: SetConfig,
+        cipher: Arc<VolumeCipher>,
+    ) -> Result<Self> {
+        Self::open_with(replicas, config, Some(cipher))
+    }
+
+    fn open_with(
+        replicas: [Arc<dyn Replica>; 3],
+        config: SetConfig,
+        cipher: Option<Arc<VolumeCipher>>,
+    ) -> Result<Self> {
         let replicas = PerReplica(replicas);
         let mut state = newest_state(&replicas, &config)?;
+        if let (Some(check), Some(c)) = (state.key_check, &cipher) {
+            if check != c.key_check() {
+                return Err(ReplicationError::Open(
+                    "the key given is not this volume's key".into(),
+                ));
+            }
+        }
         let geometry = tripod_engine::Geometry {
             block_size: state.block_size,
             chunk_blocks: state.chunk_blocks,
@@ -35,6 +62,14 @@ impl ReplicaSet {
                 continue;
             }
             match r.info().wait(config.io_timeout) {
+                Ok(info) if info.geometry == geometry && info.sealed != cipher.is_some() => {
+                    // The copies say what they hold; nothing is changed on a mismatch.
+                    return Err(ReplicationError::Open(if info.sealed {
+                        format!("{id} holds an encrypted volume: its key is needed to open it")
+                    } else {
+                        format!("{id} holds a volume that is not encrypted, but a key was given")
+                    }));
+                }
                 Ok(info) if info.geometry == geometry => infos[id] = Some(info),
                 outcome => {
                     tracing::warn!(replica = %id, "unusable at open ({outcome:?}); rebuild needed");
@@ -81,7 +116,8 @@ impl ReplicaSet {
             generation = generation.max(info.generation);
         }
         state.epoch += 1;
-        let set = Self::assemble(replicas, state, size, geometry, generation + 1, config);
+        let shape = (size, geometry);
+        let set = Self::assemble(replicas, state, shape, generation + 1, config, cipher);
         set.persist()?;
         if set.membership.lock().check_quorum().is_err() {
             set.heal_now();
@@ -239,18 +275,25 @@ fn reconcile_chunk(
         {
             continue;
         }
-        let data = if best.content.is_zero() {
-            None
+        let sealed = infos[winner].as_ref().is_some_and(|i| i.sealed);
+        let (data, seals) = if best.content.is_zero() {
+            (None, None)
+        } else if sealed {
+            let r = replicas[winner]
+                .read_sealed(View::Head, block * bs, bs)
+                .wait(timeout)
+                .map_err(fault(winner))?;
+            (Some(r.data), Some(r.seals))
         } else {
             let d = replicas[winner]
                 .read(View::Head, block * bs, bs)
                 .wait(timeout);
-            Some(d.map_err(fault(winner))?)
+            (Some(d.map_err(fault(winner))?), None)
         };
         for (id, b) in &copies {
             if *id != winner && !b.same_content(&best) {
                 tracing::warn!(replica = %id, block, "reconciling a block left by a crash");
-                let raw = raw_blocks(&[(block, best)], data.as_ref(), bs);
+                let raw = raw_blocks(&[(block, best)], data.as_ref(), bs, seals.as_deref());
                 replicas[*id]
                     .write_raw(BlockIndex(block), raw)
                     .wait(timeout)

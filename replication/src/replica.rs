@@ -11,8 +11,8 @@ use parking_lot::{Condvar, Mutex};
 
 use bytes::Bytes;
 use tripod_engine::{
-    BlockIndex, BlockInfo, ChunkIndex, Geometry, RawBlock, SnapshotId, SnapshotInfo, VerifyReport,
-    View,
+    BlockIndex, BlockInfo, BlockSeal, ChunkIndex, Geometry, RawBlock, Seal, SnapshotId,
+    SnapshotInfo, VerifyReport, View,
 };
 
 use crate::error::ReplicaFault;
@@ -164,6 +164,19 @@ pub struct ReplicaInfo {
     pub generation: u64,
     /// Visible snapshots, oldest first.
     pub snapshots: Vec<SnapshotInfo>,
+    /// The copy keeps a seal beside every data block (an encrypted volume's copy: its blocks
+    /// are ciphertext and each seal is the block's authentication tag).
+    pub sealed: bool,
+}
+
+/// Whole blocks read from a sealed copy ([`Replica::read_sealed`]): the stored bytes and,
+/// per block, its generation and seal (`None`: the block reads as zeros, holding no data).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedRead {
+    /// The stored bytes (ciphertext for an encrypted volume; zeros where no data is held).
+    pub data: Bytes,
+    /// One entry per block.
+    pub seals: Vec<Option<BlockSeal>>,
 }
 
 /// One copy of a volume. Implementations must be safe to call from many threads at once and
@@ -173,8 +186,9 @@ pub trait Replica: Send + Sync {
     /// A short description for logs (`dir /srv/a`, `tcp://host:port`).
     fn describe(&self) -> String;
 
-    /// Creates an empty volume in a replica that holds none.
-    fn format(&self, size: u64, geometry: Geometry) -> Pending<()>;
+    /// Creates an empty volume in a replica that holds none; `sealed`: one whose blocks
+    /// carry seals (an encrypted volume's copy, see `tripod_engine::Volume::create_sealed`).
+    fn format(&self, size: u64, geometry: Geometry, sealed: bool) -> Pending<()>;
     /// Size, geometry, generation and snapshots.
     fn info(&self) -> Pending<ReplicaInfo>;
 
@@ -187,6 +201,24 @@ pub trait Replica: Send + Sync {
     fn write_raw(&self, first: BlockIndex, blocks: Vec<RawBlock>) -> Pending<()>;
     /// Reads `len` bytes of `view` at `offset`, checked against the block CRCs.
     fn read(&self, view: View, offset: u64, len: u64) -> Pending<Bytes>;
+    /// Sealed copies: writes whole blocks from a block boundary, each with its seal in
+    /// `seals` (one per block), stamped with `generation`. Others answer `Unsupported`.
+    fn write_sealed(
+        &self,
+        offset: u64,
+        data: Bytes,
+        generation: u64,
+        seals: Arc<[Seal]>,
+    ) -> Pending<()> {
+        let _ = (offset, data, generation, seals);
+        Pending::ready(Err(ReplicaFault::Unsupported("sealed writes")))
+    }
+    /// Reads whole blocks of `view` with each block's generation and seal, checked against
+    /// the block CRCs. Others answer `Unsupported`.
+    fn read_sealed(&self, view: View, offset: u64, len: u64) -> Pending<SealedRead> {
+        let _ = (view, offset, len);
+        Pending::ready(Err(ReplicaFault::Unsupported("sealed reads")))
+    }
     /// Makes every write answered before this call durable.
     fn flush(&self) -> Pending<()>;
     /// Whether an answered write may still be lost to a power cut until the next
@@ -280,6 +312,58 @@ pub trait Replica: Send + Sync {
             "this replica cannot discard its copy".into(),
         ))
     }
+}
+
+/// One answer for several: `combine` gets every value in order once all arrived, or the
+/// first fault is the answer.
+pub(crate) fn join<T: Send + 'static, U: Send + 'static>(
+    parts: Vec<Pending<T>>,
+    combine: fn(Vec<T>) -> U,
+) -> Pending<U> {
+    let (done, joined) = Pending::new();
+    let n = parts.len();
+    if n == 0 {
+        done.complete(Ok(combine(Vec::new())));
+        return joined;
+    }
+    struct Join<T, U> {
+        values: Vec<Option<T>>,
+        left: usize,
+        done: Option<Completer<U>>,
+    }
+    let state = Arc::new(Mutex::new(Join {
+        values: (0..n).map(|_| None).collect(),
+        left: n,
+        done: Some(done),
+    }));
+    for (i, part) in parts.into_iter().enumerate() {
+        let state = state.clone();
+        part.then(move |result| {
+            let mut s = state.lock();
+            match result {
+                Err(fault) => {
+                    if let Some(done) = s.done.take() {
+                        drop(s);
+                        done.complete(Err(fault));
+                    }
+                }
+                Ok(value) => {
+                    if let Some(slot) = s.values.get_mut(i) {
+                        *slot = Some(value);
+                    }
+                    s.left -= 1;
+                    if s.left == 0 {
+                        if let Some(done) = s.done.take() {
+                            let values = s.values.drain(..).flatten().collect();
+                            drop(s);
+                            done.complete(Ok(combine(values)));
+                        }
+                    }
+                }
+            }
+        });
+    }
+    joined
 }
 
 #[cfg(test)]

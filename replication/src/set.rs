@@ -10,14 +10,20 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
-use tripod_engine::{BlockLocks, EngineError, Geometry, SnapshotId, SnapshotInfo, View};
+use tripod_engine::{
+    BlockIndex, BlockLocks, BlockSeal, EngineError, Geometry, SnapshotId, SnapshotInfo, View,
+};
 
+use crate::cipher::{Unauthentic, VolumeCipher};
 use crate::error::{ReplicaFault, ReplicationError, Result};
 use crate::fanout::{Fanout, Lag};
 use crate::ids::{PerReplica, ReplicaId};
 use crate::membership::Membership;
 use crate::replica::{Pending, Replica};
 use crate::set_state::{random_volume_id, Member, SetState};
+
+/// Each block's seal on a sealed copy (`None` for a block that reads as zeros).
+pub(crate) type Seals = Vec<Option<BlockSeal>>;
 
 /// Tuning of a replica set.
 #[derive(Debug, Clone, Copy)]
@@ -107,12 +113,19 @@ pub struct ReplicaSet {
     pub(crate) space_refusals: AtomicU64,
     /// The latest write was refused for lack of space (cleared by the next that succeeds).
     pub(crate) out_of_space: AtomicBool,
+    /// Reads of a block that failed authentication on the copy read (encrypted volumes).
+    pub(crate) integrity_errors: AtomicU64,
     /// Bytes resyncs and rebuilds have copied (paced by [`SetConfig::sync_rate`]).
     pub(crate) sync_copied: AtomicU64,
     /// Every write is flushed before its acknowledgement although the configuration says
     /// [`Durability::Flush`] (the volume's type asks for `durability=sync`).
     pub(crate) sync_writes: AtomicBool,
     pub(crate) config: SetConfig,
+    /// The copies keep a seal beside every block (an encrypted volume).
+    pub(crate) sealed: bool,
+    /// An encrypted volume's cipher: blocks are encrypted before they go to the replicas
+    /// and decrypted after they come back.
+    pub(crate) cipher: Option<Arc<VolumeCipher>>,
 }
 
 impl ReplicaSet {
@@ -123,10 +136,33 @@ impl ReplicaSet {
         geometry: Geometry,
         config: SetConfig,
     ) -> Result<Self> {
+        Self::create_with(replicas, size, geometry, config, None)
+    }
+
+    /// [`ReplicaSet::create`] for an encrypted volume: its copies keep seals and only ever
+    /// see ciphertext under `cipher` (see [`crate::cipher`]).
+    pub fn create_encrypted(
+        replicas: [Arc<dyn Replica>; 3],
+        size: u64,
+        geometry: Geometry,
+        config: SetConfig,
+        cipher: Arc<VolumeCipher>,
+    ) -> Result<Self> {
+        Self::create_with(replicas, size, geometry, config, Some(cipher))
+    }
+
+    fn create_with(
+        replicas: [Arc<dyn Replica>; 3],
+        size: u64,
+        geometry: Geometry,
+        config: SetConfig,
+        cipher: Option<Arc<VolumeCipher>>,
+    ) -> Result<Self> {
         let replicas = PerReplica(replicas);
+        let sealed = cipher.is_some();
         let pending: Vec<_> = replicas
             .iter()
-            .map(|(id, r)| (id, r.format(size, geometry)))
+            .map(|(id, r)| (id, r.format(size, geometry, sealed)))
             .collect();
         for (id, p) in pending {
             p.wait(config.io_timeout).map_err(|source| match source {
@@ -146,8 +182,9 @@ impl ReplicaSet {
             block_size: geometry.block_size,
             chunk_blocks: geometry.chunk_blocks,
             members: PerReplica::from_fn(|_| Member::InService),
+            key_check: cipher.as_ref().map(|c| c.key_check()),
         };
-        let set = Self::assemble(replicas, state, size, geometry, 1, config);
+        let set = Self::assemble(replicas, state, (size, geometry), 1, config, cipher);
         set.persist()?;
         Ok(set)
     }
@@ -155,10 +192,10 @@ impl ReplicaSet {
     pub(crate) fn assemble(
         replicas: PerReplica<Arc<dyn Replica>>,
         state: SetState,
-        size: u64,
-        geometry: Geometry,
+        (size, geometry): (u64, Geometry),
         next_generation: u64,
         config: SetConfig,
+        cipher: Option<Arc<VolumeCipher>>,
     ) -> Self {
         Self {
             replicas: RwLock::new(replicas),
@@ -173,10 +210,25 @@ impl ReplicaSet {
             repairs: AtomicU64::new(0),
             space_refusals: AtomicU64::new(0),
             out_of_space: AtomicBool::new(false),
+            integrity_errors: AtomicU64::new(0),
             sync_copied: AtomicU64::new(0),
             sync_writes: AtomicBool::new(false),
             config,
+            sealed: cipher.is_some(),
+            cipher,
         }
+    }
+
+    /// Whether the volume is encrypted (its copies keep only ciphertext and seals).
+    pub fn is_encrypted(&self) -> bool {
+        self.sealed
+    }
+
+    /// Reads so far that met a block failing authentication on the copy read (an encrypted
+    /// volume's copy altered, moved or rolled back; each is served from another copy if one
+    /// holds it authentic, else the read fails).
+    pub fn integrity_errors(&self) -> u64 {
+        self.integrity_errors.load(Ordering::Relaxed)
     }
 
     /// Makes every write durable before it is acknowledged (`true`: `durability=sync`, a
@@ -414,17 +466,122 @@ impl ReplicaSet {
     }
 
     /// Reads from `view`, spreading reads over the in-service replicas. A copy that fails its
-    /// checksum (or its I/O) is served from another replica and repaired.
+    /// checksum (or its I/O) is served from another replica and repaired. An encrypted
+    /// volume's blocks are decrypted; a block no copy holds authentic fails the read.
     pub fn read_view(&self, view: &View, offset: u64, len: u64) -> Result<Bytes> {
         let _structure = self.structure.read();
         if *view == View::Head {
             self.check_range(offset, len)?;
         }
-        self.read_healing(view, offset, len, None)
+        match &self.cipher {
+            Some(cipher) => self.read_decrypted(cipher, view, offset, len),
+            None => self.read_healing(view, offset, len, None),
+        }
+    }
+
+    /// An encrypted volume's read (callers hold the structure lock): the whole blocks
+    /// around the range as stored, healed as any read, then decrypted. A block that does not
+    /// authenticate on the copy read is tried on every other in-service copy (a copy altered
+    /// with its checksum made to match is not a bad checksum) before the read fails.
+    pub(crate) fn read_decrypted(
+        &self,
+        cipher: &VolumeCipher,
+        view: &View,
+        offset: u64,
+        len: u64,
+    ) -> Result<Bytes> {
+        if len == 0 {
+            return Ok(Bytes::new());
+        }
+        let bs = self.geometry.bs();
+        let first = offset / bs;
+        let end = (offset + len).div_ceil(bs);
+        let (at, span) = (first * bs, (end - first) * bs);
+        let stored = self.read_stored(view, at, span, None)?;
+        let plain = match self.decrypt(cipher, first, &stored) {
+            Ok(plain) => plain,
+            Err(Unauthentic(block)) => {
+                self.integrity_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(block, replica = ?stored.from, "block failed authentication; trying the other copies");
+                let others: Vec<ReplicaId> = self
+                    .membership
+                    .lock()
+                    .in_service()
+                    .into_iter()
+                    .filter(|id| Some(*id) != stored.from)
+                    .collect();
+                let mut found = None;
+                for id in others {
+                    let Ok(r) = self
+                        .replica(id)
+                        .read_sealed(view.clone(), at, span)
+                        .wait(self.config.io_timeout)
+                    else {
+                        continue;
+                    };
+                    let copy = Stored {
+                        data: r.data,
+                        seals: Some(r.seals),
+                        from: Some(id),
+                    };
+                    if let Ok(plain) = self.decrypt(cipher, first, &copy) {
+                        found = Some(plain);
+                        break;
+                    }
+                }
+                match found {
+                    Some(plain) => plain,
+                    // No copy holds the whole range authentic; copies bad on different
+                    // blocks still serve it block by block.
+                    None if end - first > 1 => {
+                        let mut plain = Vec::with_capacity(usize::try_from(span).unwrap_or(0));
+                        for b in first..end {
+                            plain.extend_from_slice(&self.read_decrypted(
+                                cipher,
+                                view,
+                                b * bs,
+                                bs,
+                            )?);
+                        }
+                        plain
+                    }
+                    None => {
+                        return Err(ReplicationError::Unauthentic {
+                            block: BlockIndex(block),
+                        })
+                    }
+                }
+            }
+        };
+        let skip = usize::try_from(offset - at).unwrap_or(0);
+        let take = usize::try_from(len).unwrap_or(0);
+        Ok(Bytes::from(plain).slice(skip..skip + take))
+    }
+
+    /// The plaintext of `stored` (whole blocks from `first`), or the first block that does
+    /// not authenticate. Blocks holding no data read as zeros.
+    fn decrypt(
+        &self,
+        cipher: &VolumeCipher,
+        first: u64,
+        stored: &Stored,
+    ) -> std::result::Result<Vec<u8>, Unauthentic> {
+        let bs = usize::try_from(self.geometry.bs()).unwrap_or(4096);
+        let seals = stored.seals.as_deref().ok_or(Unauthentic(first))?;
+        let mut out = stored.data.to_vec();
+        for (i, block) in out.chunks_mut(bs).enumerate() {
+            let index = first + i as u64;
+            match seals.get(i) {
+                Some(Some(s)) => cipher.open_block(index, s.generation, block, &s.seal)?,
+                Some(None) => block.fill(0),
+                None => return Err(Unauthentic(index)),
+            }
+        }
+        Ok(out)
     }
 
     /// The read path without the structure lock (callers hold it), optionally avoiding one
-    /// replica.
+    /// replica: the bytes as the copies store them (an encrypted volume's ciphertext).
     pub(crate) fn read_healing(
         &self,
         view: &View,
@@ -432,6 +589,39 @@ impl ReplicaSet {
         len: u64,
         avoid: Option<ReplicaId>,
     ) -> Result<Bytes> {
+        Ok(self.read_stored(view, offset, len, avoid)?.data)
+    }
+
+    /// One copy's answer to a read: sealed copies give each block's seal too.
+    fn read_copy(
+        &self,
+        replica: &dyn Replica,
+        view: &View,
+        offset: u64,
+        len: u64,
+    ) -> std::result::Result<(Bytes, Option<Seals>), ReplicaFault> {
+        if self.sealed {
+            let r = replica
+                .read_sealed(view.clone(), offset, len)
+                .wait(self.config.io_timeout)?;
+            Ok((r.data, Some(r.seals)))
+        } else {
+            let data = replica
+                .read(view.clone(), offset, len)
+                .wait(self.config.io_timeout)?;
+            Ok((data, None))
+        }
+    }
+
+    /// [`ReplicaSet::read_healing`] with, for a sealed volume, every block's generation and
+    /// seal (the range must then be whole blocks) and the copy that answered.
+    pub(crate) fn read_stored(
+        &self,
+        view: &View,
+        offset: u64,
+        len: u64,
+        avoid: Option<ReplicaId>,
+    ) -> Result<Stored> {
         let in_service: Vec<ReplicaId> = self
             .membership
             .lock()
@@ -451,15 +641,16 @@ impl ReplicaSet {
                 break;
             };
             let replica = self.replica(id);
-            match replica
-                .read(view.clone(), offset, len)
-                .wait(self.config.io_timeout)
-            {
-                Ok(data) => {
+            match self.read_copy(replica.as_ref(), view, offset, len) {
+                Ok((data, seals)) => {
                     for bad in bad_copies {
                         self.heal(bad, view, offset, &data);
                     }
-                    return Ok(data);
+                    return Ok(Stored {
+                        data,
+                        seals,
+                        from: Some(id),
+                    });
                 }
                 Err(ReplicaFault::Engine(EngineError::ChecksumMismatch { block, .. })) => {
                     tracing::warn!(replica = %id, %block, "checksum mismatch; reading another copy");
@@ -495,11 +686,11 @@ impl ReplicaSet {
         if n > 1 && bad_copies.len() == n {
             // Every copy has a bad block somewhere in the range, perhaps not the same one:
             // put the range together block by block from whichever copy holds each.
-            let data = self.read_by_block(view, offset, len, &in_service)?;
+            let stored = self.read_by_block(view, offset, len, &in_service)?;
             for bad in bad_copies {
-                self.heal(bad, view, offset, &data);
+                self.heal(bad, view, offset, &stored.data);
             }
-            return Ok(data);
+            return Ok(stored);
         }
         Err(last_error.unwrap_or(ReplicationError::NoQuorum { in_service: 0 }))
     }
@@ -512,10 +703,11 @@ impl ReplicaSet {
         offset: u64,
         len: u64,
         from: &[ReplicaId],
-    ) -> Result<Bytes> {
+    ) -> Result<Stored> {
         let bs = self.geometry.bs();
         let end = offset + len;
         let mut out = bytes::BytesMut::with_capacity(usize::try_from(len).unwrap_or(0));
+        let mut seals = self.sealed.then(Vec::new);
         let mut at = offset;
         while at < end {
             let next = ((at / bs + 1) * bs).min(end);
@@ -524,11 +716,7 @@ impl ReplicaSet {
                 block: tripod_engine::BlockIndex(at / bs),
             };
             for id in from {
-                match self
-                    .replica(*id)
-                    .read(view.clone(), at, next - at)
-                    .wait(self.config.io_timeout)
-                {
+                match self.read_copy(self.replica(*id).as_ref(), view, at, next - at) {
                     Ok(data) => {
                         got = Some(data);
                         break;
@@ -542,10 +730,18 @@ impl ReplicaSet {
                     }
                 }
             }
-            out.extend_from_slice(&got.ok_or(last_error)?);
+            let (data, block_seals) = got.ok_or(last_error)?;
+            out.extend_from_slice(&data);
+            if let (Some(all), Some(these)) = (seals.as_mut(), block_seals) {
+                all.extend(these);
+            }
             at = next;
         }
-        Ok(out.freeze())
+        Ok(Stored {
+            data: out.freeze(),
+            seals,
+            from: None,
+        })
     }
 
     /// Repairs every bad block of replica `id` in `offset..offset+len` of `view` from `good`.
@@ -598,6 +794,14 @@ impl ReplicaSet {
             }
         }
     }
+}
+
+/// Bytes as the copies store them, with each block's generation and seal when the volume is
+/// sealed, and the copy that answered (`None`: put together from several).
+pub(crate) struct Stored {
+    pub data: Bytes,
+    pub seals: Option<Seals>,
+    pub from: Option<ReplicaId>,
 }
 
 /// Where a block that starts `at` bytes into `data` lies in it, if wholly inside.

@@ -5,7 +5,8 @@
 //! Format v1 (little-endian), see `replication/FORMAT.md`:
 //! header `magic "TRIPODSS" | version u32 | body_len u32 | body_crc u32 | header_crc u32`,
 //! body `volume_id [16] | self u8 | epoch u64 | block_size u32 | chunk_blocks u32 |
-//! 3 × (tag u8 | count u32 | count × chunk u64)`.
+//! 3 × (tag u8 | count u32 | count × chunk u64)`. Format v2, an encrypted volume's, appends
+//! `key_check [16]` to the body (a reader of v1 only refuses it by its version).
 
 use std::collections::BTreeSet;
 use std::hash::{BuildHasher, Hasher};
@@ -15,7 +16,10 @@ use tripod_engine::codec::{PutLe, Reader, Short};
 use crate::ids::{PerReplica, ReplicaId};
 
 const MAGIC: [u8; 8] = *b"TRIPODSS";
+/// A plain volume's state.
 const VERSION: u32 = 1;
+/// An encrypted volume's state (with its key check).
+const VERSION_KEYED: u32 = 2;
 const HEADER_LEN: usize = 24;
 /// Most dirty chunks recorded per replica (2^24 chunks of 4 MiB = 64 TiB): bounds decoding.
 const MAX_DIRTY: u32 = 1 << 24;
@@ -48,6 +52,9 @@ pub struct SetState {
     pub chunk_blocks: u32,
     /// Per replica.
     pub members: PerReplica<Member>,
+    /// An encrypted volume's key check ([`crate::cipher::VolumeCipher::key_check`]): opening
+    /// with another key is refused before anything is written.
+    pub key_check: Option<[u8; 16]>,
 }
 
 /// A fresh random volume id (from the standard library's randomly seeded hasher).
@@ -92,9 +99,16 @@ impl SetState {
                 body.put_u64(*c);
             }
         }
+        if let Some(check) = &self.key_check {
+            body.extend_from_slice(check);
+        }
         let mut out = Vec::with_capacity(HEADER_LEN + body.len());
         out.extend_from_slice(&MAGIC);
-        out.put_u32(VERSION);
+        out.put_u32(if self.key_check.is_some() {
+            VERSION_KEYED
+        } else {
+            VERSION
+        });
         out.put_u32(u32::try_from(body.len()).unwrap_or(u32::MAX));
         out.put_u32(crc32fast::hash(&body));
         let hcrc = crc32fast::hash(&out);
@@ -125,9 +139,9 @@ impl SetState {
         if crc32fast::hash(bytes.get(..HEADER_LEN - 4).ok_or("truncated")?) != hcrc {
             return Err("header checksum mismatch".into());
         }
-        if version != VERSION {
+        if version != VERSION && version != VERSION_KEYED {
             return Err(format!(
-                "format version {version}; this build reads {VERSION}"
+                "format version {version}; this build reads {VERSION} and {VERSION_KEYED}"
             ));
         }
         let body_len = usize::try_from(body_len).map_err(|_| "body too large")?;
@@ -166,6 +180,13 @@ impl SetState {
                 _ => return Err(format!("bad member tag {tag}")),
             });
         }
+        let key_check = if version == VERSION_KEYED {
+            let mut check = [0u8; 16];
+            check.copy_from_slice(r.take(16, "key check").map_err(short)?);
+            Some(check)
+        } else {
+            None
+        };
         if r.remaining() != 0 {
             return Err("trailing bytes".into());
         }
@@ -178,6 +199,7 @@ impl SetState {
             block_size,
             chunk_blocks,
             members,
+            key_check,
         };
         Ok((state, me))
     }
@@ -204,19 +226,34 @@ mod tests {
                     full: true,
                 },
             ]),
+            key_check: None,
+        }
+    }
+
+    fn keyed() -> SetState {
+        SetState {
+            key_check: Some([0x5a; 16]),
+            ..sample()
         }
     }
 
     #[test]
     fn set_state_round_trips() {
-        let s = sample();
-        let me = ReplicaId::ALL[1];
-        assert_eq!(SetState::decode(&s.encode(me)).unwrap(), (s, me));
+        for s in [sample(), keyed()] {
+            let me = ReplicaId::ALL[1];
+            assert_eq!(SetState::decode(&s.encode(me)).unwrap(), (s, me));
+        }
+        // A plain volume's state stays in the format older builds read.
+        assert_eq!(
+            sample().encode(ReplicaId::ALL[0])[8..12],
+            1u32.to_le_bytes()
+        );
+        assert_eq!(keyed().encode(ReplicaId::ALL[0])[8..12], 2u32.to_le_bytes());
     }
 
     #[test]
     fn damage_is_detected() {
-        let bytes = sample().encode(ReplicaId::ALL[0]);
+        let bytes = keyed().encode(ReplicaId::ALL[0]);
         for i in 0..bytes.len() {
             let mut b = bytes.clone();
             b[i] ^= 0x20;

@@ -1,8 +1,11 @@
 //! Replica sets over real TCP replica nodes: the set's contract holds when its replicas are
 //! `ReplicaNode`s reached through `RemoteReplica`s — writes, reads, snapshots, rollback,
 //! expansion; a node that dies and comes back is resynced; a node whose disk lost the copy
-//! is rebuilt; a peer without the cluster secret gets nothing.
+//! is rebuilt; a peer without the cluster secret gets nothing; an encrypted volume's
+//! traffic and node files (captured and searched) hold none of what was written.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -225,6 +228,133 @@ fn a_node_that_dies_is_resynced_when_it_returns() {
         "copies differ after resync"
     );
     assert_eq!(&copies[2][2 << 20..(2 << 20) + b.len()], &b[..]);
+}
+
+/// A TCP relay to `to` that records every byte passing either way into `log`.
+async fn recording_proxy(to: SocketAddr, log: Arc<parking_lot::Mutex<Vec<u8>>>) -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(node) = tokio::net::TcpStream::connect(to).await else {
+                continue;
+            };
+            let (cr, cw) = client.into_split();
+            let (nr, nw) = node.into_split();
+            for (mut from, mut into) in [
+                (
+                    Box::new(cr) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+                    Box::new(nw) as Box<dyn tokio::io::AsyncWrite + Unpin + Send>,
+                ),
+                (Box::new(nr), Box::new(cw)),
+            ] {
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 << 10];
+                    loop {
+                        match from.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                log.lock().extend_from_slice(&buf[..n]);
+                                if into.write_all(&buf[..n]).await.is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    let _ = into.shutdown().await;
+                });
+            }
+        }
+    });
+    addr
+}
+
+/// A workload through replicas reached via recording proxies; returns what was captured.
+fn captured_workload(c: &mut Cluster, volume: &str, data: &[u8], encrypted: bool) -> Vec<u8> {
+    let log = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let proxies: Vec<SocketAddr> = (0..3)
+        .map(|i| {
+            c.client
+                .block_on(recording_proxy(c.nodes[i].addr, log.clone()))
+        })
+        .collect();
+    let replicas = || {
+        [0, 1, 2].map(|i| {
+            let node = RemoteNode::new(
+                proxies[i].to_string(),
+                ClusterSecret::new(SECRET.to_vec()).unwrap(),
+                c.client.handle().clone(),
+            );
+            Arc::new(node.replica(volume)) as Arc<dyn Replica>
+        })
+    };
+    let key = support::test_cipher(9);
+    let size = 4 << 20;
+    let set = if encrypted {
+        ReplicaSet::create_encrypted(replicas(), size, Geometry::default(), config(), key.clone())
+    } else {
+        ReplicaSet::create(replicas(), size, Geometry::default(), config())
+    }
+    .unwrap();
+    set.write(4096 + 5, data).unwrap();
+    set.snapshot(&SnapshotId::new("s").unwrap()).unwrap();
+    set.write_zeroes(4096 * 8 + 1, 4096).unwrap();
+    set.flush().unwrap();
+    assert_eq!(set.scrub().unwrap().repaired, 0);
+    // Node 1's disk is replaced; its copy is rebuilt through the relay.
+    c.nodes[1].kill();
+    std::fs::remove_dir_all(&c.nodes[1].dir).unwrap();
+    c.nodes[1].restart();
+    set.write(4096 * 16, &data[..4096]).unwrap_or(());
+    set.check_health().unwrap_or(());
+    let mut rejoined = false;
+    for _ in 0..3 {
+        if set.heal_now().rejoined.contains(&ReplicaId::ALL[1]) {
+            rejoined = true;
+            break;
+        }
+    }
+    assert!(rejoined, "{:?}", set.status());
+    drop(set);
+    let set = if encrypted {
+        ReplicaSet::open_encrypted(replicas(), config(), key)
+    } else {
+        ReplicaSet::open(replicas(), config())
+    }
+    .unwrap();
+    let view = View::Snapshot(SnapshotId::new("s").unwrap());
+    assert_eq!(
+        &set.read_view(&view, 4096 + 5, data.len() as u64).unwrap()[..],
+        data
+    );
+    assert_eq!(set.is_encrypted(), encrypted);
+    drop(set);
+    let captured = log.lock().clone();
+    captured
+}
+
+#[test]
+fn an_encrypted_volume_sends_and_stores_no_plaintext() {
+    let data = support::random_pattern(77, 200_000);
+    let needles = support::Needles::of(&data);
+    let mut c = Cluster::new();
+    let traffic = captured_workload(&mut c, "vol-enc", &data, true);
+    assert!(traffic.len() > 3 * data.len(), "the relay saw the traffic");
+    assert!(!needles.found_in(&traffic), "plaintext on the wire");
+    for n in &c.nodes {
+        assert!(
+            !needles.found_under(&n.dir),
+            "plaintext in {}",
+            n.dir.display()
+        );
+    }
+    // The same through a plain volume: the search finds the data on the wire and on disk.
+    let mut c = Cluster::new();
+    let traffic = captured_workload(&mut c, "vol-plain", &data, false);
+    assert!(needles.found_in(&traffic));
+    assert!(needles.found_under(&c.nodes[0].dir));
 }
 
 #[test]

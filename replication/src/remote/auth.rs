@@ -27,7 +27,7 @@ use super::wire::{seal, WireError};
 /// Magic that opens the `Hello` and `Challenge` frames.
 pub const MAGIC: &[u8; 8] = b"TRIPODRN";
 /// The protocol version this build speaks.
-pub const VERSION: u16 = 2;
+pub const VERSION: u16 = 3;
 /// Shortest cluster secret accepted.
 pub const MIN_SECRET_LEN: usize = 16;
 /// Longest volume name (a path component on the node).

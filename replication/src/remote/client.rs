@@ -22,14 +22,15 @@ use tokio::net::TcpStream;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tripod_engine::{
-    BlockIndex, BlockInfo, ChunkIndex, CloneReport, Geometry, RawBlock, SnapshotId, VerifyReport,
-    View,
+    BlockIndex, BlockInfo, ChunkIndex, CloneReport, Geometry, RawBlock, Seal, SnapshotId,
+    VerifyReport, View,
 };
 
 use super::auth::{self, AuthError, Challenge, ClusterSecret, Hello};
 use super::node::read_small_frame;
 use super::wire::{self, Answer, Request, MAX_FRAME};
 use crate::error::ReplicaFault;
+use crate::replica::{join, SealedRead};
 use crate::replica::{Pending, Replica, ReplicaInfo};
 
 /// How long connecting plus the handshake may take.
@@ -42,58 +43,6 @@ const HEALTH_TIMEOUT: Duration = Duration::from_secs(3);
 /// Largest payload one request carries; longer reads and writes go as several requests
 /// (a frame holds at most [`wire::MAX_FRAME`] bytes).
 const PIECE: usize = 32 << 20;
-
-/// One answer for several: `combine` gets every value in order once all arrived, or the
-/// first fault is the answer.
-fn join<T: Send + 'static, U: Send + 'static>(
-    parts: Vec<Pending<T>>,
-    combine: fn(Vec<T>) -> U,
-) -> Pending<U> {
-    let (done, joined) = Pending::new();
-    let n = parts.len();
-    if n == 0 {
-        done.complete(Ok(combine(Vec::new())));
-        return joined;
-    }
-    struct Join<T, U> {
-        values: Vec<Option<T>>,
-        left: usize,
-        done: Option<crate::replica::Completer<U>>,
-    }
-    let state = Arc::new(Mutex::new(Join {
-        values: (0..n).map(|_| None).collect(),
-        left: n,
-        done: Some(done),
-    }));
-    for (i, part) in parts.into_iter().enumerate() {
-        let state = state.clone();
-        part.then(move |result| {
-            let mut s = state.lock();
-            match result {
-                Err(fault) => {
-                    if let Some(done) = s.done.take() {
-                        drop(s);
-                        done.complete(Err(fault));
-                    }
-                }
-                Ok(value) => {
-                    if let Some(slot) = s.values.get_mut(i) {
-                        *slot = Some(value);
-                    }
-                    s.left -= 1;
-                    if s.left == 0 {
-                        if let Some(done) = s.done.take() {
-                            let values = s.values.drain(..).flatten().collect();
-                            drop(s);
-                            done.complete(Ok(combine(values)));
-                        }
-                    }
-                }
-            }
-        });
-    }
-    joined
-}
 
 /// A replica node: its address, the cluster secret and the runtime the connections use.
 #[derive(Clone)]
@@ -424,8 +373,15 @@ impl Replica for RemoteReplica {
         )
     }
 
-    fn format(&self, size: u64, geometry: Geometry) -> Pending<()> {
-        self.call(Request::Format { size, geometry }, done)
+    fn format(&self, size: u64, geometry: Geometry, sealed: bool) -> Pending<()> {
+        self.call(
+            Request::Format {
+                size,
+                geometry,
+                sealed,
+            },
+            done,
+        )
     }
 
     fn info(&self) -> Pending<ReplicaInfo> {
@@ -523,6 +479,81 @@ impl Replica for RemoteReplica {
         join(pieces, |parts| match <[Bytes; 1]>::try_from(parts) {
             Ok([one]) => one,
             Err(parts) => Bytes::from(parts.concat()),
+        })
+    }
+
+    fn write_sealed(
+        &self,
+        offset: u64,
+        data: Bytes,
+        generation: u64,
+        seals: Arc<[Seal]>,
+    ) -> Pending<()> {
+        // Pieces of whole blocks, each with its blocks' seals (a count the node's store
+        // checks against the data).
+        let bs = if seals.is_empty() {
+            data.len().max(1)
+        } else {
+            (data.len() / seals.len()).max(1)
+        };
+        let per_piece = (PIECE / bs).max(1);
+        let pieces = seals
+            .chunks(per_piece)
+            .enumerate()
+            .map(|(i, piece_seals)| {
+                let at = i * per_piece * bs;
+                let end = data.len().min(at + piece_seals.len() * bs);
+                self.call(
+                    Request::WriteSealed {
+                        offset: offset + at as u64,
+                        generation,
+                        data: data.slice(at.min(end)..end),
+                        seals: piece_seals.to_vec(),
+                    },
+                    done,
+                )
+            })
+            .collect();
+        join(pieces, |_| ())
+    }
+
+    fn read_sealed(&self, view: View, offset: u64, len: u64) -> Pending<SealedRead> {
+        if len > tripod_engine::MAX_READ_ALLOC {
+            return Pending::ready(Err(ReplicaFault::Engine(
+                tripod_engine::EngineError::OutOfRange {
+                    offset,
+                    len,
+                    size: 0,
+                },
+            )));
+        }
+        // PIECE is a multiple of every block size, so pieces start on block boundaries.
+        let piece = PIECE as u64;
+        let pieces: Vec<Pending<SealedRead>> = (0..len.max(1))
+            .step_by(PIECE)
+            .map(|at| {
+                self.call(
+                    Request::ReadSealed {
+                        view: view.clone(),
+                        offset: offset + at,
+                        len: len.min(at + piece) - at,
+                    },
+                    |a| match a {
+                        Answer::Sealed(r) => Some(r),
+                        _ => None,
+                    },
+                )
+            })
+            .collect();
+        join(pieces, |parts| match <[SealedRead; 1]>::try_from(parts) {
+            Ok([one]) => one,
+            Err(parts) => {
+                let data: Vec<&[u8]> = parts.iter().map(|p| &p.data[..]).collect();
+                SealedRead {
+                    data: Bytes::from(data.concat()),
+                    seals: parts.iter().flat_map(|p| p.seals.clone()).collect(),
+                }
+            }
         })
     }
 

@@ -98,6 +98,7 @@ pub(crate) enum WireFault {
         limit: u64,
     },
     NoSpace(WireIo),
+    Seals(String),
 }
 
 impl From<&ReplicaFault> for WireFault {
@@ -168,6 +169,7 @@ impl From<&EngineError> for WireFault {
             EngineError::TooManyLayers { limit } => Self::Layers {
                 limit: *limit as u64,
             },
+            EngineError::Seals(m) => Self::Seals(m.clone()),
             // `InUse` and anything added later: the message is what matters to a reader.
             other => Self::Remote(other.to_string()),
         }
@@ -241,6 +243,7 @@ impl From<WireFault> for ReplicaFault {
             WireFault::Layers { limit } => engine(EngineError::TooManyLayers {
                 limit: usize::try_from(limit).unwrap_or(usize::MAX),
             }),
+            WireFault::Seals(m) => engine(EngineError::Seals(m)),
         }
     }
 }

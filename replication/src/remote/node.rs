@@ -463,7 +463,24 @@ fn answer<T: Send + 'static>(p: Pending<T>, reply: Reply, to_answer: fn(T) -> An
 fn submit(r: &LocalReplica, request: Request, reply: Reply) {
     let done = |()| Answer::Done;
     match request {
-        Request::Format { size, geometry } => answer(r.format(size, geometry), reply, done),
+        Request::Format {
+            size,
+            geometry,
+            sealed,
+        } => answer(r.format(size, geometry, sealed), reply, done),
+        Request::WriteSealed {
+            offset,
+            generation,
+            data,
+            seals,
+        } => answer(
+            r.write_sealed(offset, data, generation, seals.into()),
+            reply,
+            done,
+        ),
+        Request::ReadSealed { view, offset, len } => {
+            answer(r.read_sealed(view, offset, len), reply, Answer::Sealed)
+        }
         Request::Info => answer(r.info(), reply, Answer::Info),
         Request::Write {
             offset,

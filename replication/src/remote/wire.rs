@@ -16,13 +16,13 @@ use bincode::config::{Configuration, Fixint, Limit, LittleEndian};
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use tripod_engine::{
-    BlockIndex, BlockInfo, ChunkIndex, CloneReport, Geometry, RawBlock, SnapshotId, VerifyReport,
-    View,
+    BlockIndex, BlockInfo, BlockSeal, ChunkIndex, CloneReport, Geometry, RawBlock, Seal,
+    SnapshotId, VerifyReport, View,
 };
 
 use super::fault::WireFault;
 use crate::error::ReplicaFault;
-use crate::replica::ReplicaInfo;
+use crate::replica::{ReplicaInfo, SealedRead};
 
 /// Largest frame either side accepts: the largest write the set sends (32 MiB for NBD, a
 /// chunk for resync) or set state (64 MiB) plus headers.
@@ -67,6 +67,8 @@ pub enum Request {
         size: u64,
         /// Geometry.
         geometry: Geometry,
+        /// Blocks carry seals (an encrypted volume's copy).
+        sealed: bool,
     },
     /// `Replica::info`.
     Info,
@@ -165,6 +167,26 @@ pub enum Request {
         /// The new volume's size.
         size: u64,
     },
+    /// `Replica::write_sealed`.
+    WriteSealed {
+        /// Byte offset.
+        offset: u64,
+        /// Write generation.
+        generation: u64,
+        /// Payload (whole blocks).
+        data: Bytes,
+        /// One seal per block.
+        seals: Vec<Seal>,
+    },
+    /// `Replica::read_sealed`.
+    ReadSealed {
+        /// Which view.
+        view: View,
+        /// Byte offset.
+        offset: u64,
+        /// Length (at most [`MAX_READ`]).
+        len: u64,
+    },
 }
 
 /// A successful answer; which variant depends on the request.
@@ -190,6 +212,8 @@ pub enum Answer {
     Names(Vec<String>),
     /// `LinkFrom`: files shared and files copied.
     Linked(CloneReport),
+    /// `ReadSealed`.
+    Sealed(SealedRead),
 }
 
 /// A decoded answer frame.
@@ -202,6 +226,7 @@ enum RequestMsg {
     Format {
         size: u64,
         geometry: Geometry,
+        sealed: bool,
     },
     Info,
     Write {
@@ -257,13 +282,25 @@ enum RequestMsg {
         snapshot: SnapshotId,
         size: u64,
     },
+    WriteSealed {
+        offset: u64,
+        generation: u64,
+        len: u32,
+        seals: Vec<Seal>,
+    },
+    ReadSealed {
+        view: View,
+        offset: u64,
+        len: u64,
+    },
 }
 
-/// One block of a raw write: its generation and, when it holds data, the data's length in
-/// the payload (blocks' data follow each other there).
+/// One block of a raw write: its generation, its seal (zeros for unsealed copies) and, when
+/// it holds data, the data's length in the payload (blocks' data follow each other there).
 #[derive(Debug, Serialize, Deserialize)]
 struct RawHeader {
     generation: u64,
+    seal: Seal,
     len: Option<u32>,
 }
 
@@ -272,7 +309,9 @@ struct RawHeader {
 enum AnswerMsg {
     Done,
     Info(ReplicaInfo),
-    Data { len: u32 },
+    Data {
+        len: u32,
+    },
     NoData,
     Verify(VerifyReport),
     Chunks(Vec<ChunkIndex>),
@@ -280,7 +319,14 @@ enum AnswerMsg {
     Repaired(bool),
     Names(Vec<String>),
     Fault(WireFault),
-    Linked { linked: u64, copied: u64 },
+    Linked {
+        linked: u64,
+        copied: u64,
+    },
+    Sealed {
+        len: u32,
+        seals: Vec<Option<BlockSeal>>,
+    },
 }
 
 /// A payload length as the control part states it (payloads are at most a frame).
@@ -321,9 +367,14 @@ pub(crate) fn seal(mut out: BytesMut) -> Bytes {
 pub fn encode_request(id: u64, req: &Request) -> Bytes {
     let one = |msg: RequestMsg| frame(id, &msg, &[]);
     match req {
-        Request::Format { size, geometry } => one(RequestMsg::Format {
+        Request::Format {
+            size,
+            geometry,
+            sealed,
+        } => one(RequestMsg::Format {
             size: *size,
             geometry: *geometry,
+            sealed: *sealed,
         }),
         Request::Info => one(RequestMsg::Info),
         Request::Write {
@@ -353,6 +404,7 @@ pub fn encode_request(id: u64, req: &Request) -> Bytes {
                 .iter()
                 .map(|b| RawHeader {
                     generation: b.generation,
+                    seal: b.seal,
                     len: b.data.as_deref().map(len32),
                 })
                 .collect();
@@ -415,6 +467,26 @@ pub fn encode_request(id: u64, req: &Request) -> Bytes {
             snapshot: snapshot.clone(),
             size: *size,
         }),
+        Request::WriteSealed {
+            offset,
+            generation,
+            data,
+            seals,
+        } => frame(
+            id,
+            &RequestMsg::WriteSealed {
+                offset: *offset,
+                generation: *generation,
+                len: len32(data),
+                seals: seals.clone(),
+            },
+            &[data],
+        ),
+        Request::ReadSealed { view, offset, len } => one(RequestMsg::ReadSealed {
+            view: view.clone(),
+            offset: *offset,
+            len: *len,
+        }),
     }
 }
 
@@ -436,6 +508,14 @@ pub fn encode_answer(id: u64, answer: &Result<Answer, ReplicaFault>) -> Bytes {
             linked: r.linked,
             copied: r.copied,
         }),
+        Ok(Answer::Sealed(read)) => frame(
+            id,
+            &AnswerMsg::Sealed {
+                len: len32(&read.data),
+                seals: read.seals.clone(),
+            },
+            &[&read.data],
+        ),
     }
 }
 
@@ -501,7 +581,15 @@ impl Payload {
 pub fn decode_request(frame: Bytes) -> Result<(u64, Request), WireError> {
     let (id, msg, mut payload) = open::<RequestMsg>(frame)?;
     let req = match msg {
-        RequestMsg::Format { size, geometry } => Request::Format { size, geometry },
+        RequestMsg::Format {
+            size,
+            geometry,
+            sealed,
+        } => Request::Format {
+            size,
+            geometry,
+            sealed,
+        },
         RequestMsg::Info => Request::Info,
         RequestMsg::Write {
             offset,
@@ -529,7 +617,7 @@ pub fn decode_request(frame: Bytes) -> Result<(u64, Request), WireError> {
                     Ok(RawBlock {
                         data: b.len.map(|n| payload.take(n)).transpose()?,
                         generation: b.generation,
-                        seal: tripod_engine::NO_SEAL,
+                        seal: b.seal,
                     })
                 })
                 .collect::<Result<_, WireError>>()?,
@@ -568,6 +656,23 @@ pub fn decode_request(frame: Bytes) -> Result<(u64, Request), WireError> {
             snapshot,
             size,
         },
+        RequestMsg::WriteSealed {
+            offset,
+            generation,
+            len,
+            seals,
+        } => Request::WriteSealed {
+            offset,
+            generation,
+            data: payload.take(len)?,
+            seals,
+        },
+        RequestMsg::ReadSealed { view, offset, len } => {
+            if len > MAX_READ {
+                return Err(WireError::Invalid("read length".into()));
+            }
+            Request::ReadSealed { view, offset, len }
+        }
     };
     payload.finish()?;
     Ok((id, req))
@@ -588,6 +693,10 @@ pub fn decode_answer(frame: Bytes) -> Result<AnswerFrame, WireError> {
         AnswerMsg::Repaired(done) => Ok(Answer::Repaired(done)),
         AnswerMsg::Names(names) => Ok(Answer::Names(names)),
         AnswerMsg::Linked { linked, copied } => Ok(Answer::Linked(CloneReport { linked, copied })),
+        AnswerMsg::Sealed { len, seals } => Ok(Answer::Sealed(SealedRead {
+            data: payload.take(len)?,
+            seals,
+        })),
     };
     payload.finish()?;
     Ok((id, answer))
@@ -607,6 +716,18 @@ mod tests {
             Request::Format {
                 size: 1 << 30,
                 geometry: Geometry::default(),
+                sealed: true,
+            },
+            Request::WriteSealed {
+                offset: 8192,
+                generation: 11,
+                data: Bytes::from(vec![6u8; 8192]),
+                seals: vec![[1; 16], [2; 16]],
+            },
+            Request::ReadSealed {
+                view: View::Head,
+                offset: 0,
+                len: 8192,
             },
             Request::Info,
             Request::Write {
@@ -625,7 +746,7 @@ mod tests {
                     RawBlock {
                         data: Some(Bytes::from(vec![1u8; 4096])),
                         generation: 4,
-                        seal: tripod_engine::NO_SEAL,
+                        seal: [7; 16],
                     },
                     RawBlock {
                         data: None,
@@ -689,6 +810,17 @@ mod tests {
                     created: 1_700_000_000,
                     used_bytes: 4096,
                 }],
+                sealed: true,
+            })),
+            Ok(Answer::Sealed(SealedRead {
+                data: Bytes::from(vec![3u8; 8192]),
+                seals: vec![
+                    None,
+                    Some(BlockSeal {
+                        generation: 4,
+                        seal: [9; 16],
+                    }),
+                ],
             })),
             Ok(Answer::Data(Bytes::from_static(b"data"))),
             Ok(Answer::NoData),

@@ -16,8 +16,10 @@ use tripod_engine::{
     BlockIndex, BlockInfo, ChunkIndex, FaultPlan, FaultyStorage, Geometry, MemStorage, RawBlock,
     SnapshotId, Storage, VerifyReport, View, VolumeOptions,
 };
+use tripod_replication::cipher::VolumeCipher;
 use tripod_replication::{
-    LocalReplica, Pending, Replica, ReplicaFault, ReplicaId, ReplicaInfo, ReplicaSet, SetConfig,
+    LocalReplica, Pending, Replica, ReplicaFault, ReplicaId, ReplicaInfo, ReplicaSet, SealedRead,
+    SetConfig,
 };
 
 /// What a [`Flaky`] replica does with calls.
@@ -77,8 +79,8 @@ impl Replica for Flaky {
     fn describe(&self) -> String {
         "flaky".into()
     }
-    fn format(&self, size: u64, geometry: Geometry) -> Pending<()> {
-        self.gate(|| self.inner.format(size, geometry))
+    fn format(&self, size: u64, geometry: Geometry, sealed: bool) -> Pending<()> {
+        self.gate(|| self.inner.format(size, geometry, sealed))
     }
     fn info(&self) -> Pending<ReplicaInfo> {
         self.gate(|| self.inner.info())
@@ -95,6 +97,19 @@ impl Replica for Flaky {
     fn read(&self, view: View, offset: u64, len: u64) -> Pending<Bytes> {
         self.read_bytes.fetch_add(len, Ordering::SeqCst);
         self.gate(|| self.inner.read(view, offset, len))
+    }
+    fn write_sealed(
+        &self,
+        offset: u64,
+        data: Bytes,
+        generation: u64,
+        seals: std::sync::Arc<[tripod_engine::Seal]>,
+    ) -> Pending<()> {
+        self.gate(|| self.inner.write_sealed(offset, data, generation, seals))
+    }
+    fn read_sealed(&self, view: View, offset: u64, len: u64) -> Pending<SealedRead> {
+        self.read_bytes.fetch_add(len, Ordering::SeqCst);
+        self.gate(|| self.inner.read_sealed(view, offset, len))
     }
     fn flush(&self) -> Pending<()> {
         self.gate(|| self.inner.flush())
@@ -233,6 +248,37 @@ impl Rig {
     pub fn create(&self, size: u64) -> ReplicaSet {
         ReplicaSet::create(self.replicas(), size, GEOMETRY, config()).unwrap()
     }
+
+    /// [`Rig::create`], encrypted with `key` if one is given.
+    pub fn create_with(&self, size: u64, key: Option<&Arc<VolumeCipher>>) -> ReplicaSet {
+        match key {
+            Some(key) => self.create_encrypted(size, key),
+            None => self.create(size),
+        }
+    }
+
+    /// Opens the set over these replicas, with `key` if the volume is encrypted.
+    pub fn open_with(
+        &self,
+        key: Option<&Arc<VolumeCipher>>,
+    ) -> Result<ReplicaSet, tripod_replication::ReplicationError> {
+        match key {
+            Some(key) => ReplicaSet::open_encrypted(self.replicas(), config(), key.clone()),
+            None => ReplicaSet::open(self.replicas(), config()),
+        }
+    }
+
+    /// [`Rig::create`] for an encrypted volume.
+    pub fn create_encrypted(&self, size: u64, cipher: &Arc<VolumeCipher>) -> ReplicaSet {
+        ReplicaSet::create_encrypted(self.replicas(), size, GEOMETRY, config(), cipher.clone())
+            .unwrap()
+    }
+}
+
+/// A data key for tests, distinct per `n`.
+pub fn test_cipher(n: u8) -> Arc<VolumeCipher> {
+    let key = zeroize::Zeroizing::new([n.wrapping_mul(37).wrapping_add(1); 32]);
+    Arc::new(VolumeCipher::new(&key, [n; 16]))
 }
 
 /// The volume as it should be.
@@ -259,19 +305,58 @@ impl Model {
 
 /// Reads the head and every snapshot from replica `id` alone and compares with `model`.
 pub fn assert_replica_matches(set: &ReplicaSet, id: ReplicaId, model: &Model, what: &str) {
+    assert_replica_matches_with(set, id, model, what, None)
+}
+
+/// Decrypts whole blocks read from one sealed copy (the test's own check of what it holds).
+pub fn open_sealed(cipher: &VolumeCipher, first: u64, read: &SealedRead) -> Vec<u8> {
+    let mut out = read.data.to_vec();
+    for (i, block) in out.chunks_mut(BS as usize).enumerate() {
+        let index = first + i as u64;
+        match &read.seals[i] {
+            Some(s) => cipher
+                .open_block(index, s.generation, block, &s.seal)
+                .unwrap_or_else(|e| panic!("{e}")),
+            None => block.fill(0),
+        }
+    }
+    out
+}
+
+/// [`assert_replica_matches`] for an encrypted volume's copy (`cipher`: its key), which
+/// holds ciphertext: every block is read with its seal and must authenticate.
+pub fn assert_replica_matches_with(
+    set: &ReplicaSet,
+    id: ReplicaId,
+    model: &Model,
+    what: &str,
+    cipher: Option<&VolumeCipher>,
+) {
     let r = set.replica(id);
     let t = Duration::from_secs(10);
     // A one-off injected fault may hit these direct reads (or work the store does beside
     // them, which then refuses everything as poisoned): reopen the copy, as the set's heal
     // would, and retry once.
-    let read = |view: View, len: u64| {
-        r.read(view.clone(), 0, len)
+    let read = |view: View, len: u64| match cipher {
+        None => r
+            .read(view.clone(), 0, len)
             .wait(t)
             .or_else(|_| {
                 let _ = r.reconnect(t);
                 r.read(view, 0, len).wait(t)
             })
-            .unwrap()
+            .unwrap(),
+        Some(cipher) => {
+            let sealed = r
+                .read_sealed(view.clone(), 0, len)
+                .wait(t)
+                .or_else(|_| {
+                    let _ = r.reconnect(t);
+                    r.read_sealed(view, 0, len).wait(t)
+                })
+                .unwrap();
+            Bytes::from(open_sealed(cipher, 0, &sealed))
+        }
     };
     let head = read(View::Head, model.size());
     assert!(head[..] == model.head[..], "{what}: {id} head differs");
@@ -322,4 +407,44 @@ impl Rng {
         }
         (0..len).map(|_| self.next() as u8).collect()
     }
+}
+
+/// Every 8-byte window of a random pattern, to look for any piece of it in stored files or
+/// captured traffic (a chance match of random 8-byte windows is ~2^-40 per MiB searched).
+pub struct Needles(std::collections::HashSet<u64>);
+
+impl Needles {
+    pub fn of(pattern: &[u8]) -> Self {
+        Self(
+            pattern
+                .windows(8)
+                .map(|w| u64::from_le_bytes(w.try_into().unwrap()))
+                .filter(|w| *w != 0)
+                .collect(),
+        )
+    }
+
+    /// Whether `hay` holds any 8 consecutive bytes of the pattern.
+    pub fn found_in(&self, hay: &[u8]) -> bool {
+        hay.windows(8)
+            .any(|w| self.0.contains(&u64::from_le_bytes(w.try_into().unwrap())))
+    }
+
+    /// Whether any file under `dir` holds any 8 consecutive bytes of the pattern.
+    pub fn found_under(&self, dir: &std::path::Path) -> bool {
+        std::fs::read_dir(dir).unwrap().any(|e| {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                self.found_under(&path)
+            } else {
+                self.found_in(&std::fs::read(&path).unwrap())
+            }
+        })
+    }
+}
+
+/// Random bytes without zero runs (a pattern to look for).
+pub fn random_pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut rng = Rng(seed);
+    (0..len).map(|_| (rng.next() as u8) | 1).collect()
 }
