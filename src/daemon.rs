@@ -126,7 +126,10 @@ pub fn open_state(
         .with_context(|| format!("opening the backup target {}", config.backup_target))?;
     let backend = Arc::new(
         Backend::new(catalog.clone(), registry, config.data_dir.join("images"))
-            .with_backups(Arc::new(backups)),
+            .with_backups(Arc::new(backups))
+            .with_keys(Arc::new(crate::keys::local::LocalKeyStore::new(
+                config.data_dir.join("keys"),
+            ))),
     );
     let finished = backend.reconcile().context("reconciling the catalog")?;
     if finished > 0 {

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use tripod_engine::{FileStorage, Geometry, SnapshotId, VolumeOptions};
+use tripod_replication::cipher::VolumeCipher;
 use tripod_replication::remote::RemoteNode;
 use tripod_replication::{
     Executor, LocalReplica, Replica, ReplicaSet, SetConfig, Supervisor, DEFAULT_POOL_THREADS,
@@ -342,13 +343,25 @@ impl DataDir {
     /// Creates volume `id` of `size` bytes, first removing whatever a previous, unfinished
     /// creation of the same id left behind.
     pub fn create_with_id(&self, id: &Uuid, size: u64) -> Result<ReplicaSet, VolumeError> {
+        self.create_with_key(id, size, None)
+    }
+
+    /// [`DataDir::create_with_id`], encrypted with `cipher` when one is given (the replicas
+    /// then hold only ciphertext).
+    pub fn create_with_key(
+        &self,
+        id: &Uuid,
+        size: u64,
+        cipher: Option<Arc<VolumeCipher>>,
+    ) -> Result<ReplicaSet, VolumeError> {
         self.remove(id)?;
-        Ok(ReplicaSet::create(
-            self.replicas_of(id)?,
-            size,
-            Geometry::default(),
-            self.config,
-        )?)
+        let replicas = self.replicas_of(id)?;
+        Ok(match cipher {
+            Some(c) => {
+                ReplicaSet::create_encrypted(replicas, size, Geometry::default(), self.config, c)?
+            }
+            None => ReplicaSet::create(replicas, size, Geometry::default(), self.config)?,
+        })
     }
 
     /// Creates volume `id` of `size` bytes as snapshot `snapshot` of the open volume
@@ -417,6 +430,16 @@ impl DataDir {
 
     /// Opens an existing volume (reconciling its replicas after a crash).
     pub fn open(&self, id: &str) -> Result<ReplicaSet, VolumeError> {
+        self.open_with_key(id, None)
+    }
+
+    /// [`DataDir::open`] with the volume's cipher if it is encrypted (opening an encrypted
+    /// volume without it, or a plain one with one, fails before anything is changed).
+    pub fn open_with_key(
+        &self,
+        id: &str,
+        cipher: Option<Arc<VolumeCipher>>,
+    ) -> Result<ReplicaSet, VolumeError> {
         let uuid = parse_id(id)?;
         let held = |root: &ReplicaRoot| match root {
             ReplicaRoot::Dir(r) => r.join(id).join("set-state").exists(),
@@ -427,7 +450,11 @@ impl DataDir {
         if !self.roots_of(id)?.iter().any(held) {
             return Err(VolumeError::NotFound(id.to_owned()));
         }
-        Ok(ReplicaSet::open(self.replicas_of(&uuid)?, self.config)?)
+        let replicas = self.replicas_of(&uuid)?;
+        Ok(match cipher {
+            Some(c) => ReplicaSet::open_encrypted(replicas, self.config, c)?,
+            None => ReplicaSet::open(replicas, self.config)?,
+        })
     }
 
     /// Ids of every volume found in any replica directory or on any reachable node.
@@ -469,6 +496,11 @@ pub enum Exposure {
     Hidden,
 }
 
+/// Finds the cipher of an encrypted volume by its id (`None`: a plain volume); the catalog
+/// provides it ([`VolumeRegistry::set_key_source`]).
+pub type KeySource =
+    Arc<dyn Fn(&str) -> Result<Option<Arc<VolumeCipher>>, VolumeError> + Send + Sync>;
+
 /// The volumes of a data directory, opened on first use and kept open.
 /// Volumes the catalog manages are offered as it says ([`VolumeRegistry::expose`]); volumes
 /// it does not know (made offline by `tripod volume create`) are offered read-write.
@@ -487,6 +519,8 @@ pub struct VolumeRegistry {
     throttles: Mutex<HashMap<String, Arc<Throttle>>>,
     /// Volumes whose type asks for every write to be synced (`durability=sync`).
     sync_writes: Mutex<HashMap<String, bool>>,
+    /// Where an encrypted volume's key comes from when it is opened.
+    keys: Mutex<Option<KeySource>>,
 }
 
 impl VolumeRegistry {
@@ -503,7 +537,14 @@ impl VolumeRegistry {
             io: Arc::new(IoMetrics::default()),
             throttles: Mutex::new(HashMap::new()),
             sync_writes: Mutex::new(HashMap::new()),
+            keys: Mutex::new(None),
         }
+    }
+
+    /// Sets where encrypted volumes' keys come from: asked each time a volume is opened, so
+    /// a plaintext data key lives only in the open volume's cipher.
+    pub fn set_key_source(&self, source: KeySource) {
+        *self.keys.lock() = Some(source);
     }
 
     /// The open volume `id`, opening it if needed.
@@ -512,7 +553,12 @@ impl VolumeRegistry {
         if let Some(set) = open.get(id) {
             return Ok(set.clone());
         }
-        let set = Arc::new(self.dir.open(id)?);
+        let source = self.keys.lock().clone();
+        let cipher = match source {
+            Some(find) => find(id)?,
+            None => None,
+        };
+        let set = Arc::new(self.dir.open_with_key(id, cipher)?);
         if let Some(on) = self.sync_writes.lock().get(id) {
             set.set_sync_writes(*on);
         }

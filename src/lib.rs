@@ -22,6 +22,7 @@ pub mod fsck;
 pub mod identity;
 pub mod images;
 pub mod io_metrics;
+pub mod keys;
 pub mod lifecycle;
 pub mod local_disk;
 pub mod logging;

@@ -45,6 +45,7 @@ pub fn seed(w: &mut Writer) -> Result<bool, CatalogError> {
         qos_specs_id: None,
         created_at: now,
         updated_at: None,
+        encryption: None,
     })?;
     for class in evs::CLASSES {
         w.put(&QosSpecRecord {
@@ -63,6 +64,7 @@ pub fn seed(w: &mut Writer) -> Result<bool, CatalogError> {
             qos_specs_id: Some(class.qos_id.into()),
             created_at: now,
             updated_at: None,
+            encryption: None,
         })?;
     }
     w.put(&SettingRecord {
@@ -160,4 +162,45 @@ fn validate_qos_specs(extra: &BTreeMap<String, String>) -> Result<(), spec::Spec
         })
         .collect();
     spec::validate(&qos)
+}
+
+/// The only encryption provider: Tripod itself, in the back end.
+pub const ENCRYPTION_PROVIDER: &str = "tripod";
+/// The only cipher: AES-256-GCM-SIV per block (authenticated, bound to position and write).
+pub const ENCRYPTION_CIPHER: &str = "aes-256-gcm-siv";
+/// The only key size, bits.
+pub const ENCRYPTION_KEY_SIZE: u32 = 256;
+/// Where encryption happens: above the replicas, in the daemon.
+pub const ENCRYPTION_CONTROL_LOCATION: &str = "back-end";
+
+/// Checks an encryption spec's fields as a request gives them (`None`: not given, the
+/// default). Tripod offers one scheme, so anything else is refused with what it offers
+/// rather than accepted and ignored.
+pub fn validate_encryption(
+    provider: Option<&str>,
+    cipher: Option<&str>,
+    key_size: Option<u32>,
+    control_location: Option<&str>,
+) -> Result<(), String> {
+    if let Some(p) = provider.filter(|p| *p != ENCRYPTION_PROVIDER) {
+        return Err(format!(
+            "provider {p:?} is not offered: Tripod encrypts volumes itself (provider {ENCRYPTION_PROVIDER:?})"
+        ));
+    }
+    if let Some(c) = cipher.filter(|c| *c != ENCRYPTION_CIPHER) {
+        return Err(format!(
+            "cipher {c:?} is not offered: Tripod encrypts with {ENCRYPTION_CIPHER:?}"
+        ));
+    }
+    if let Some(k) = key_size.filter(|k| *k != ENCRYPTION_KEY_SIZE) {
+        return Err(format!(
+            "key size {k} is not offered: keys are {ENCRYPTION_KEY_SIZE} bits"
+        ));
+    }
+    if let Some(l) = control_location.filter(|l| *l != ENCRYPTION_CONTROL_LOCATION) {
+        return Err(format!(
+            "control_location {l:?} is not offered: Tripod encrypts in the back end ({ENCRYPTION_CONTROL_LOCATION:?}), so clients see plaintext"
+        ));
+    }
+    Ok(())
 }

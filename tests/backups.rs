@@ -15,7 +15,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::client::{qemu_io, Http};
+use support::client::{openstack, openstack_cli, openstack_ok, qemu_io, Http};
 use support::*;
 
 const MIB: u64 = 1 << 20;
@@ -408,37 +408,6 @@ fn backups_to_an_s3_server_restore_exactly() {
     let _ = moto.wait();
 }
 
-/// The venv's `openstack` CLI (python-openstackclient), if installed.
-fn openstack_cli() -> Option<PathBuf> {
-    let py = std::env::var_os("TRIPOD_OPENSTACK_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/opt/tripod-venv/bin/python"));
-    let cli = py.with_file_name("openstack");
-    if cli.exists() {
-        return Some(cli);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "python-openstackclient is not installed at {} (scripts/test installs it)",
-        cli.display()
-    );
-    eprintln!("skipping: no openstack CLI at {}", cli.display());
-    None
-}
-
-/// The `openstack` CLI logged in to `d` as its admin through the `OS_*` variables.
-fn openstack(cli: &Path, d: &Daemon) -> Command {
-    let mut c = Command::new(cli);
-    c.env("OS_AUTH_URL", format!("{}/identity/v3", d.api()))
-        .env("OS_USERNAME", "admin")
-        .env("OS_PASSWORD", ADMIN_PASSWORD)
-        .env("OS_PROJECT_NAME", "admin")
-        .env("OS_USER_DOMAIN_NAME", "Default")
-        .env("OS_PROJECT_DOMAIN_NAME", "Default")
-        .env("OS_IDENTITY_API_VERSION", "3");
-    c
-}
-
 #[test]
 fn the_openstack_cli_creates_lists_restores_and_deletes_backups() {
     let Some(cli) = openstack_cli() else {
@@ -446,16 +415,7 @@ fn the_openstack_cli_creates_lists_restores_and_deletes_backups() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let d = Daemon::start();
-    let os = |args: &[&str]| -> String {
-        let out = openstack(&cli, &d).args(args).output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "openstack {args:?}: {text}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        text
-    };
+    let os = |args: &[&str]| openstack_ok(&cli, &d, args);
     let h = Http::login(&d.api());
     let vol = os(&[
         "volume", "create", "--size", "1", "v1", "-f", "value", "-c", "id",

@@ -57,6 +57,9 @@ pub struct SetStatus {
     pub out_of_space: bool,
     /// Volume size in bytes.
     pub size: u64,
+    /// Reads that met a block failing authentication on the copy read (encrypted volumes:
+    /// a copy altered, moved or rolled back; served from another copy when one holds it).
+    pub integrity_errors: u64,
 }
 
 impl ReplicaSet {
@@ -95,6 +98,7 @@ impl ReplicaSet {
             space_refusals: self.space_refusals.load(Ordering::Relaxed),
             out_of_space: self.out_of_space.load(Ordering::Relaxed),
             size: self.size(),
+            integrity_errors: self.integrity_errors(),
         }
     }
 }

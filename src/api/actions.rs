@@ -153,6 +153,7 @@ async fn retype(ctx: Ctx, s: Arc<ApiState>, id: String, a: Retype) -> ApiResult<
                 &lifecycle::retype_deltas(v.size, &snapshots, &t.name),
                 None,
             )?;
+            lifecycle::check_retype_encryption(&v, t.encryption.is_some())?;
             let old = lifecycle::retype(&mut v, &t.name, policy)?;
             tracing::info!(volume = %v.id, from = %old, to = %t.name, "volume retyped");
             volumes::save(w, &mut v)?;

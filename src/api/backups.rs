@@ -374,6 +374,7 @@ pub async fn create(
                 data_timestamp: now,
                 created_at: now,
                 updated_at: None,
+                source_cmk: v.encryption.as_ref().map(|k| k.cmk_id.clone()),
             };
             w.put(&rec)?;
             volumes::save(w, &mut v)?;
@@ -509,6 +510,33 @@ pub async fn restore(
                     let id = uuid::Uuid::new_v4().hyphenated().to_string();
                     b.status = BackupStatus::Restoring;
                     b.restore_volume_id = Some(id.clone());
+                    // A backup of an encrypted volume restores into an encrypted volume.
+                    let encryption = match &b.source_cmk {
+                        Some(cmk) => {
+                            let keys = s.backend.keys().ok_or_else(|| {
+                                ApiError::invalid(
+                                    "EVS.2032",
+                                    "Invalid input received: the backup is of an encrypted volume and no key provider is configured.",
+                                )
+                            })?;
+                            Some(crate::keys::new_volume_key(
+                                keys.as_ref(),
+                                &ctx.project_id,
+                                cmk,
+                                &id,
+                            )?)
+                        }
+                        None => None,
+                    };
+                    let metadata: BTreeMap<String, String> = encryption
+                        .iter()
+                        .flat_map(|k| {
+                            [
+                                (lifecycle::ENCRYPTED_KEY.to_owned(), "1".to_owned()),
+                                (lifecycle::CMK_KEY.to_owned(), k.cmk_id.clone()),
+                            ]
+                        })
+                        .collect();
                     VolumeRecord {
                         id,
                         project_id: ctx.project_id.clone(),
@@ -526,7 +554,7 @@ pub async fn restore(
                         volume_type,
                         snapshot_id: None,
                         source_volid: None,
-                        metadata: BTreeMap::new(),
+                        metadata,
                         readonly: false,
                         readonly_shown: false,
                         bootable: false,
@@ -536,6 +564,7 @@ pub async fn restore(
                         pending: Some(PendingOp::Create(VolumeSource::Backup(b.id.clone()))),
                         created_at: Timestamp::now(),
                         updated_at: None,
+                        encryption,
                     }
                 }
             };
@@ -662,6 +691,7 @@ pub async fn import_record(
                 data_timestamp: Timestamp(e.data_timestamp),
                 created_at: Timestamp::now(),
                 updated_at: None,
+                source_cmk: None,
             };
             w.put(&rec)?;
             Ok::<_, ApiError>(rec)

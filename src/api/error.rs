@@ -180,6 +180,21 @@ impl From<Refusal> for ApiError {
     }
 }
 
+impl From<crate::keys::KeyError> for ApiError {
+    fn from(e: crate::keys::KeyError) -> Self {
+        use crate::keys::KeyError;
+        match e {
+            KeyError::NotFound(_) | KeyError::Invalid { .. } => {
+                Self::invalid("EVS.2032", format!("Invalid input received: {e}."))
+            }
+            KeyError::Unwrap { .. } | KeyError::Store(_) => {
+                tracing::error!("keys: {e}");
+                Self::internal(format!("The key store failed: {e}"))
+            }
+        }
+    }
+}
+
 impl From<IdentityError> for ApiError {
     fn from(e: IdentityError) -> Self {
         match e {

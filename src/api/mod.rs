@@ -24,6 +24,7 @@ mod snapshots;
 mod status;
 mod tags;
 mod transfers;
+mod type_encryption;
 mod types;
 mod ui;
 mod versions;
@@ -172,6 +173,16 @@ pub fn router(state: Arc<ApiState>) -> Router {
             get(types::extra_specs)
                 .put(types::set_extra_spec)
                 .delete(types::delete_extra_spec),
+        )
+        .route(
+            "/types/{id}/encryption",
+            get(type_encryption::show).post(type_encryption::create),
+        )
+        .route(
+            "/types/{id}/encryption/{key}",
+            get(type_encryption::show)
+                .put(type_encryption::update)
+                .delete(type_encryption::delete),
         )
         .route("/qos-specs", get(qos_specs::list).post(qos_specs::create))
         .route(

@@ -91,6 +91,7 @@ fn volume_json(
         "volume_type": v.volume_type,
         "qos": qos,
         "durability": if sync { "sync" } else { "flush" },
+        "encrypted": v.encryption.is_some(),
         "open": set.is_some(),
         "last_scrub": scrub.as_ref().map(scrub_json),
     });
@@ -104,6 +105,7 @@ fn volume_json(
         o.insert("repairs".into(), json!(s.repairs));
         o.insert("space_refusals".into(), json!(s.space_refusals));
         o.insert("out_of_space".into(), json!(s.out_of_space));
+        o.insert("integrity_errors".into(), json!(s.integrity_errors));
     }
     out
 }

@@ -57,7 +57,7 @@ pub fn record_view(r: &impl CatalogRead, name: &str) -> Result<Value, ApiError> 
     })
 }
 
-fn admin_only(ctx: &Ctx) -> ApiResult<()> {
+pub(super) fn admin_only(ctx: &Ctx) -> ApiResult<()> {
     if ctx.is_admin {
         Ok(())
     } else {
@@ -68,7 +68,12 @@ fn admin_only(ctx: &Ctx) -> ApiResult<()> {
 }
 
 /// The type `id` names (or `default`), as `ctx` may see it.
-fn load(r: &impl CatalogRead, ctx: &Ctx, default: &str, id: &str) -> ApiResult<VolumeTypeRecord> {
+pub(super) fn load(
+    r: &impl CatalogRead,
+    ctx: &Ctx,
+    default: &str,
+    id: &str,
+) -> ApiResult<VolumeTypeRecord> {
     let wanted = if id == "default" { default } else { id };
     volume_types::find(r, wanted)?
         .filter(|t| t.is_public || ctx.is_admin)
@@ -222,6 +227,7 @@ pub async fn create(
                 qos_specs_id: None,
                 created_at: Timestamp::now(),
                 updated_at: None,
+                encryption: None,
             };
             w.put(&rec)?;
             Ok::<_, ApiError>(rec)
@@ -236,7 +242,7 @@ pub async fn create(
 }
 
 /// The volumes of type `name`.
-fn volumes_of(r: &impl CatalogRead, name: &str) -> ApiResult<Vec<VolumeRecord>> {
+pub(super) fn volumes_of(r: &impl CatalogRead, name: &str) -> ApiResult<Vec<VolumeRecord>> {
     Ok(r.all::<VolumeRecord>()?
         .into_iter()
         .filter(|v| v.volume_type == name)

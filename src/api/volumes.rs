@@ -100,7 +100,7 @@ pub fn view(s: &ApiState, ctx: &Ctx, v: &VolumeRecord, shape: Shape) -> Value {
         "links": links(ctx, "volumes", &v.id),
         "user_id": v.user_id,
         "bootable": if v.bootable { "true" } else { "false" },
-        "encrypted": false,
+        "encrypted": v.encryption.is_some(),
         "replication_status": "disabled",
         "consistencygroup_id": null,
         "multiattach": v.multiattach,
@@ -363,6 +363,7 @@ pub async fn create(
         let rec = s.catalog.write(|w| {
             // The records the rules look at live as long as this transaction.
             let (snap, snap_type, src);
+            let mut snap_volume = None;
             let from = if let Some(sid) = &snapshot_id {
                 snap = w
                     .get::<SnapshotRecord>(sid)?
@@ -370,9 +371,10 @@ pub async fn create(
                     .ok_or_else(|| {
                         ApiError::not_found(format!("Snapshot {sid} could not be found."))
                     })?;
-                snap_type = w
-                    .get::<VolumeRecord>(&snap.volume_id)?
-                    .map(|v| v.volume_type)
+                snap_volume = w.get::<VolumeRecord>(&snap.volume_id)?;
+                snap_type = snap_volume
+                    .as_ref()
+                    .map(|v| v.volume_type.clone())
                     .unwrap_or_else(|| s.config.default_volume_type.clone());
                 CreateSource::Snapshot(&snap, &snap_type)
             } else if let Some(vid) = &source_volid {
@@ -380,6 +382,11 @@ pub async fn create(
                 CreateSource::Volume(&src)
             } else {
                 CreateSource::Blank
+            };
+            let source_volume: Option<&VolumeRecord> = match &from {
+                CreateSource::Snapshot(..) => snap_volume.as_ref(),
+                CreateSource::Volume(v) => Some(v),
+                CreateSource::Blank => None,
             };
             let (size, volume_type, source) = lifecycle::check_create_source(
                 from,
@@ -394,8 +401,23 @@ pub async fn create(
                 &lifecycle::volume_deltas(size, &volume_type),
                 Some(size),
             )?;
+            let id = uuid::Uuid::new_v4().hyphenated().to_string();
+            let type_encrypted =
+                volume_types::find(w, &volume_type)?.is_some_and(|t| t.encryption.is_some());
+            let mut metadata = user_metadata.clone();
+            let choice = lifecycle::encryption_for_create(
+                source_volume,
+                type_encrypted,
+                &metadata,
+                &ctx.project_id,
+            )?;
+            let encryption = new_volume_key(&s, &ctx.project_id, &id, choice)?;
+            if let Some(k) = &encryption {
+                metadata.insert(lifecycle::ENCRYPTED_KEY.into(), "1".into());
+                metadata.insert(lifecycle::CMK_KEY.into(), k.cmk_id.clone());
+            }
             let rec = VolumeRecord {
-                id: uuid::Uuid::new_v4().hyphenated().to_string(),
+                id,
                 project_id: ctx.project_id.clone(),
                 user_id: ctx.user_id.clone(),
                 name: name.flatten(),
@@ -406,7 +428,7 @@ pub async fn create(
                 volume_type,
                 snapshot_id: snapshot_id.clone(),
                 source_volid: source_volid.clone(),
-                metadata: user_metadata,
+                metadata,
                 readonly: false,
                 readonly_shown: false,
                 bootable: false,
@@ -416,6 +438,7 @@ pub async fn create(
                 pending: Some(PendingOp::Create(source)),
                 created_at: Timestamp::now(),
                 updated_at: None,
+                encryption,
             };
             w.put(&rec)?;
             Ok::<_, ApiError>(rec)
@@ -428,6 +451,43 @@ pub async fn create(
         ))
     })
     .await
+}
+
+/// The wrapped data key of new volume `id` of `project`, as `choice` says (`None`: plain).
+fn new_volume_key(
+    s: &ApiState,
+    project: &str,
+    id: &str,
+    choice: lifecycle::NewEncryption<'_>,
+) -> ApiResult<Option<crate::keys::VolumeKeyRecord>> {
+    use lifecycle::NewEncryption;
+    if choice == NewEncryption::Plain {
+        return Ok(None);
+    }
+    let keys = s.backend.keys().ok_or_else(|| {
+        ApiError::invalid(
+            "EVS.2032",
+            "Invalid input received: encrypted volumes need a key provider, and none is configured.",
+        )
+    })?;
+    let keys = keys.as_ref();
+    Ok(Some(match choice {
+        NewEncryption::Plain => return Ok(None),
+        NewEncryption::Fresh { cmk } => {
+            let cmk = match cmk {
+                Some(c) => {
+                    keys.check_key(project, &c)?;
+                    c
+                }
+                None => keys.default_key(project)?,
+            };
+            crate::keys::new_volume_key(keys, project, &cmk, id)?
+        }
+        NewEncryption::Shared(src) => match &src.encryption {
+            Some(k) => crate::keys::share_volume_key(keys, &src.project_id, &src.id, k, id)?,
+            None => return Ok(None),
+        },
+    }))
 }
 
 /// `PUT P/volumes/{id}`: name, description, metadata (replaced whole).

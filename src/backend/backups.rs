@@ -232,7 +232,7 @@ impl Backend {
         let dir = self.registry.data_dir();
         // Redone from scratch after a crash: whatever a first try left is replaced.
         let _ = dir.remove(&uuid);
-        dir.create_with_id(&uuid, rec.size.saturating_mul(GIB))?;
+        dir.create_with_key(&uuid, rec.size.saturating_mul(GIB), self.cipher_for(rec)?)?;
         self.do_restore(rec, backup_id)
     }
 

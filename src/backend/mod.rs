@@ -28,6 +28,7 @@ use crate::catalog::{
 };
 use crate::data_dir::{parse_id, Exposure, VolumeError, VolumeRegistry};
 use crate::images;
+use crate::keys::KeyProvider;
 use crate::lifecycle::{self, SnapshotOutcome};
 use crate::operations::{Kind, Operation, Operations};
 use crate::volume_types;
@@ -67,6 +68,9 @@ pub enum BackendError {
     /// The backup target failed.
     #[error(transparent)]
     BackupStore(#[from] crate::backup::StoreError),
+    /// An encrypted volume's key could not be made or opened.
+    #[error(transparent)]
+    Key(#[from] crate::keys::KeyError),
 }
 
 type Result<T> = std::result::Result<T, BackendError>;
@@ -97,6 +101,8 @@ pub struct Backend {
     operations: Operations,
     /// Where backups go, if anywhere.
     backups: Option<Arc<crate::backup::BackupStore>>,
+    /// Where the master keys of encrypted volumes live, if anywhere.
+    keys: Option<Arc<dyn KeyProvider>>,
 }
 
 /// Where a volume's latest scrub stands.
@@ -148,7 +154,54 @@ impl Backend {
             scrubs: Mutex::new(HashMap::new()),
             operations: Operations::default(),
             backups: None,
+            keys: None,
         }
+    }
+
+    /// Keeps encrypted volumes' master keys in `keys`; the registry asks it (through the
+    /// catalog's wrapped data keys) for a volume's cipher each time it opens one.
+    pub fn with_keys(mut self, keys: Arc<dyn KeyProvider>) -> Self {
+        let catalog = self.catalog.clone();
+        let provider = keys.clone();
+        self.registry.set_key_source(Arc::new(move |id: &str| {
+            let rec = catalog
+                .read(|r| r.get::<VolumeRecord>(id))
+                .map_err(|e| VolumeError::Invalid(format!("catalog: {e}")))?;
+            let Some((rec, key)) = rec.and_then(|r| r.encryption.clone().map(|k| (r, k))) else {
+                return Ok(None);
+            };
+            crate::keys::cipher_of(provider.as_ref(), &rec.project_id, &rec.id, &key)
+                .map(Some)
+                .map_err(|e| VolumeError::Invalid(format!("volume {id}: {e}")))
+        }));
+        self.keys = Some(keys);
+        self
+    }
+
+    /// The key provider (`None`: encrypted volumes cannot be made here).
+    pub fn keys(&self) -> Option<&Arc<dyn KeyProvider>> {
+        self.keys.as_ref()
+    }
+
+    /// The cipher of volume `rec` if it is encrypted (unwrapping its data key now).
+    pub(crate) fn cipher_for(
+        &self,
+        rec: &VolumeRecord,
+    ) -> Result<Option<Arc<tripod_replication::cipher::VolumeCipher>>> {
+        let Some(key) = &rec.encryption else {
+            return Ok(None);
+        };
+        let keys = self.keys.as_ref().ok_or_else(|| {
+            BackendError::Key(crate::keys::KeyError::Store(
+                "no key provider is configured".into(),
+            ))
+        })?;
+        Ok(Some(crate::keys::cipher_of(
+            keys.as_ref(),
+            &rec.project_id,
+            &rec.id,
+            key,
+        )?))
     }
 
     /// The catalog.
@@ -473,7 +526,10 @@ impl Backend {
         match source {
             VolumeSource::Backup(backup) => self.create_from_backup(rec, backup),
             VolumeSource::Blank => {
-                self.registry.data_dir().create_with_id(&uuid, size)?;
+                let cipher = self.cipher_for(rec)?;
+                self.registry
+                    .data_dir()
+                    .create_with_key(&uuid, size, cipher)?;
                 Ok(())
             }
             VolumeSource::Snapshot(snap) => {
@@ -518,7 +574,8 @@ impl Backend {
         if dir.clone_linked(src, id, uuid, size)?.is_some() {
             return Ok(());
         }
-        let target = dir.create_with_id(uuid, size)?;
+        // An encrypted source's copy shares its key (its record holds it wrapped anew).
+        let target = dir.create_with_key(uuid, size, self.cipher_for(rec)?)?;
         let running = self.operations.start(Kind::Clone, &rec.id, len);
         copy_view(src, &View::Snapshot(id.clone()), len, &target, running.op())
     }

@@ -217,6 +217,10 @@ pub struct VolumeRecord {
     pub created_at: Timestamp,
     /// Last changed.
     pub updated_at: Option<Timestamp>,
+    /// An encrypted volume's data key, wrapped by its master key (never the key itself).
+    /// Chosen at creation, never changed; absent in plain volumes and older records.
+    #[serde(default)]
+    pub encryption: Option<crate::keys::VolumeKeyRecord>,
 }
 
 impl Record for VolumeRecord {
@@ -458,6 +462,30 @@ pub struct VolumeTypeRecord {
     pub created_at: Timestamp,
     /// Last changed.
     pub updated_at: Option<Timestamp>,
+    /// The type's encryption spec: volumes of the type are created encrypted. Absent in
+    /// plain types and older records.
+    #[serde(default)]
+    pub encryption: Option<EncryptionSpec>,
+}
+
+/// A volume type's encryption spec (Cinder's `types/{id}/encryption`). Tripod encrypts in
+/// the back end, above the replicas, with AES-256-GCM-SIV per block and 256-bit keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncryptionSpec {
+    /// UUID (Cinder's `encryption_id`).
+    pub encryption_id: String,
+    /// Who encrypts (`tripod`).
+    pub provider: String,
+    /// The cipher (`aes-256-gcm-siv`).
+    pub cipher: String,
+    /// Key size in bits (256).
+    pub key_size: u32,
+    /// Where (`back-end`).
+    pub control_location: String,
+    /// Created.
+    pub created_at: Timestamp,
+    /// Last changed.
+    pub updated_at: Option<Timestamp>,
 }
 
 impl Record for VolumeTypeRecord {
@@ -543,6 +571,11 @@ pub struct BackupRecord {
     pub created_at: Timestamp,
     /// Last change.
     pub updated_at: Option<Timestamp>,
+    /// The master key of the volume it was taken from, if that volume is encrypted: a
+    /// restore into a new volume encrypts it under the same master key (with a key of its
+    /// own). The backup itself holds the volume's plaintext (`docs/backups.md`).
+    #[serde(default)]
+    pub source_cmk: Option<String>,
 }
 
 impl Record for BackupRecord {

@@ -24,6 +24,7 @@
 //! error_deleting`, `available → rollbacking → available` while their volume rolls back.
 
 mod backup;
+mod encryption;
 mod quota;
 mod refusal;
 mod snapshot;
@@ -36,6 +37,10 @@ mod tests;
 
 pub use backup::{
     backup_finished, begin_backup, begin_backup_delete, begin_restore, has_dependents,
+};
+pub use encryption::{
+    check_retype_encryption, check_transferable, encryption_for_create, NewEncryption, CMK_KEY,
+    ENCRYPTED_KEY,
 };
 pub use quota::{
     extend_deltas, retype_deltas, snapshot_deltas, usage, volume_deltas, within_limits, Deltas,

@@ -59,6 +59,7 @@ fn volume(status: VolumeStatus) -> VolumeRecord {
         pending: None,
         created_at: Timestamp::now(),
         updated_at: None,
+        encryption: None,
     }
 }
 
@@ -625,6 +626,7 @@ fn backup(
         data_timestamp: Timestamp::now(),
         created_at: Timestamp::now(),
         updated_at: None,
+        source_cmk: None,
     }
 }
 
@@ -737,4 +739,71 @@ fn a_backup_with_an_incremental_after_it_is_deleted_only_by_force() {
     let mut r = backup("b5", B::Restoring, None);
     backup_finished(&mut r, false);
     assert_eq!(r.status, B::Available);
+}
+
+fn encrypted(status: VolumeStatus) -> VolumeRecord {
+    VolumeRecord {
+        encryption: Some(crate::keys::VolumeKeyRecord {
+            cmk_id: "cmk-1".into(),
+            key_id: "00".repeat(16),
+            wrapped: String::new(),
+        }),
+        ..volume(status)
+    }
+}
+
+fn meta(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+#[test]
+fn encryption_is_chosen_at_creation_and_follows_the_source() {
+    let plain = volume(Available);
+    let enc = encrypted(Available);
+    let none = BTreeMap::new();
+    // Blank volumes: by type or by EVS metadata, with or without a named master key.
+    assert_eq!(
+        encryption_for_create(None, false, &none, "p1"),
+        Ok(NewEncryption::Plain)
+    );
+    assert_eq!(
+        encryption_for_create(None, true, &none, "p1"),
+        Ok(NewEncryption::Fresh { cmk: None })
+    );
+    let asked = meta(&[(ENCRYPTED_KEY, "1"), (CMK_KEY, "k")]);
+    assert_eq!(
+        encryption_for_create(None, false, &asked, "p1"),
+        Ok(NewEncryption::Fresh {
+            cmk: Some("k".into())
+        })
+    );
+    for bad in [meta(&[(CMK_KEY, "k")]), meta(&[(ENCRYPTED_KEY, "true")])] {
+        assert!(encryption_for_create(None, false, &bad, "p1").is_err());
+    }
+    assert!(encryption_for_create(None, true, &meta(&[(ENCRYPTED_KEY, "0")]), "p1").is_err());
+    // Copies follow their source, whatever the type says.
+    assert_eq!(
+        encryption_for_create(Some(&enc), false, &none, "p1"),
+        Ok(NewEncryption::Shared(&enc))
+    );
+    assert_eq!(
+        encryption_for_create(Some(&plain), true, &none, "p1"),
+        Ok(NewEncryption::Plain)
+    );
+    assert!(
+        encryption_for_create(Some(&plain), false, &meta(&[(ENCRYPTED_KEY, "1")]), "p1").is_err()
+    );
+    let other_cmk = meta(&[(ENCRYPTED_KEY, "1"), (CMK_KEY, "cmk-2")]);
+    assert!(encryption_for_create(Some(&enc), false, &other_cmk, "p1").is_err());
+    assert!(encryption_for_create(Some(&enc), false, &none, "p2").is_err());
+    // Never changed later: not by retype, not by transfer.
+    assert!(check_retype_encryption(&enc, false).is_err());
+    assert!(check_retype_encryption(&plain, true).is_err());
+    assert!(check_retype_encryption(&enc, true).is_ok());
+    let mut e = encrypted(Available);
+    assert!(offer_transfer(&mut e, false).is_err());
+    assert_eq!(e.status, Available);
 }

@@ -12,6 +12,7 @@ pub fn offer_transfer(v: &mut VolumeRecord, has_snapshots: bool) -> Result<(), R
         "available",
         "EVS.5400",
     )?;
+    super::check_transferable(v)?;
     if has_snapshots {
         return Err(Refusal::rule(
             "Invalid volume: a volume with snapshots cannot be transferred.",

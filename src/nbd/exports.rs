@@ -194,7 +194,7 @@ impl Exports for VolumeRegistry {
                 read_only,
             }),
             Err(e) => {
-                tracing::info!(export = name, "export refused: {e}");
+                tracing::warn!(export = name, "export refused: {e}");
                 None
             }
         }

@@ -1,11 +1,12 @@
 //! Clients the daemon tests drive it with: curl for the admin API, qemu-io for data.
 #![allow(dead_code)]
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::{json, Value};
 
-use super::ADMIN_PASSWORD;
+use super::{Daemon, ADMIN_PASSWORD};
 
 /// A tiny curl-backed client.
 pub struct Http {
@@ -128,4 +129,48 @@ pub fn qemu_io_with(uri: &str, cmds: &[&str], read_only: bool) -> (bool, String)
         && !text.to_lowercase().contains("fail")
         && !text.to_lowercase().contains("error");
     (ok, text)
+}
+
+/// The venv's `openstack` CLI (python-openstackclient), if installed.
+pub fn openstack_cli() -> Option<PathBuf> {
+    let py = std::env::var_os("TRIPOD_OPENSTACK_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/opt/tripod-venv/bin/python"));
+    let cli = py.with_file_name("openstack");
+    if cli.exists() {
+        return Some(cli);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "python-openstackclient is not installed at {} (scripts/test installs it)",
+        cli.display()
+    );
+    eprintln!("skipping: no openstack CLI at {}", cli.display());
+    None
+}
+
+/// The `openstack` CLI logged in to `d` as its admin through the `OS_*` variables.
+pub fn openstack(cli: &Path, d: &Daemon) -> Command {
+    let mut c = Command::new(cli);
+    c.env("OS_AUTH_URL", format!("{}/identity/v3", d.api()))
+        .env("OS_USERNAME", "admin")
+        .env("OS_PASSWORD", ADMIN_PASSWORD)
+        .env("OS_PROJECT_NAME", "admin")
+        .env("OS_USER_DOMAIN_NAME", "Default")
+        .env("OS_PROJECT_DOMAIN_NAME", "Default")
+        .env("OS_IDENTITY_API_VERSION", "3");
+    c
+}
+
+/// Runs the `openstack` CLI against `d`; panics with its output unless it succeeds, else
+/// returns its stdout.
+pub fn openstack_ok(cli: &Path, d: &Daemon, args: &[&str]) -> String {
+    let out = openstack(cli, d).args(args).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "openstack {args:?}: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
 }
