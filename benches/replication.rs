@@ -4,7 +4,9 @@
 //! directories, (d) a three-replica set of loopback replica nodes (TCP, in this process);
 //! and block-device semantics (a flush every 32 writes per writer): three raw files written
 //! with `pwrite` (and `fdatasync` at each flush) beside the write-back replica set on one
-//! shared executor, which is the daemon's data path without NBD.
+//! shared executor, which is the daemon's data path without NBD. The `encryption` group
+//! runs that write-back set plain and encrypted side by side (4 KiB random writes and
+//! reads, 1 MiB sequential writes and reads), and the per-block cipher alone.
 //! Run: `cargo bench --bench replication` (set `TRIPOD_BENCH_DIR` to a
 //! directory on the disk to measure).
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
@@ -227,5 +229,105 @@ fn bench_write_back(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_writes, bench_write_back);
+/// A write-back replica set of three local directories on one executor (as the daemon
+/// runs them), encrypted when `cipher` is given.
+fn write_back_set(
+    dir: &std::path::Path,
+    cipher: Option<Arc<tripod_replication::cipher::VolumeCipher>>,
+) -> ReplicaSet {
+    let executor = Executor::new("bench-disk", DEFAULT_POOL_THREADS).unwrap();
+    let replicas = [0, 1, 2].map(|i| {
+        let path = dir.join(format!("r{i}"));
+        let storage = Arc::new(FileStorage::new(&path).unwrap());
+        Arc::new(LocalReplica::with_executor(
+            path.display().to_string(),
+            storage,
+            VolumeOptions::write_back(),
+            executor.clone(),
+        )) as Arc<dyn Replica>
+    });
+    let (geometry, config) = (Geometry::default(), SetConfig::default());
+    match cipher {
+        Some(c) => ReplicaSet::create_encrypted(replicas, VOLUME, geometry, config, c).unwrap(),
+        None => ReplicaSet::create(replicas, VOLUME, geometry, config).unwrap(),
+    }
+}
+
+/// Bytes of the region the read benches prefill and read back.
+const READ_REGION: u64 = 64 << 20;
+
+fn bench_encryption(c: &mut Criterion) {
+    use tripod_replication::cipher::VolumeCipher;
+    let cipher = || {
+        let key = zeroize::Zeroizing::new([0x42u8; 32]);
+        Arc::new(VolumeCipher::new(&key, [7; 16]))
+    };
+    let mut g = c.benchmark_group("encryption");
+    g.measurement_time(Duration::from_secs(6));
+    // The cipher alone: one 4 KiB block sealed, then opened.
+    let alone = cipher();
+    let mut block = vec![0x5au8; BLOCK as usize];
+    g.throughput(Throughput::Bytes(BLOCK));
+    g.bench_function("seal_4k", |b| {
+        let mut gen = 0u64;
+        b.iter(|| {
+            gen += 1;
+            alone.seal_block(9, gen, &mut block)
+        })
+    });
+    let seal = alone.seal_block(9, 1, &mut block);
+    g.bench_function("open_4k", |b| {
+        b.iter(|| {
+            let mut copy = block.clone();
+            alone.open_block(9, 1, &mut copy, &seal).unwrap();
+            copy
+        })
+    });
+    let small = vec![0x5au8; BLOCK as usize];
+    let big = vec![0x5au8; 1 << 20];
+    let mut salt = 0u64;
+    for (name, key) in [("plain", None), ("encrypted", Some(cipher()))] {
+        let dir = bench_dir();
+        let set = write_back_set(dir.path(), key);
+        for at in (0..READ_REGION).step_by(big.len()) {
+            set.write(at, &big).unwrap();
+        }
+        set.flush().unwrap();
+        g.throughput(Throughput::Bytes(BLOCK));
+        g.bench_function(BenchmarkId::new("randwrite_4k", name), |b| {
+            b.iter_custom(|iters| {
+                salt += 1;
+                spread(1, iters, &|i| {
+                    set.write(block_at(i, salt << 32) * BLOCK, &small).unwrap()
+                })
+            })
+        });
+        g.bench_function(BenchmarkId::new("randread_4k", name), |b| {
+            b.iter_custom(|iters| {
+                salt += 1;
+                spread(1, iters, &|i| {
+                    let at = block_at(i, salt << 32) % (READ_REGION / BLOCK) * BLOCK;
+                    set.read(at, BLOCK).unwrap();
+                })
+            })
+        });
+        g.throughput(Throughput::Bytes(big.len() as u64));
+        g.bench_function(BenchmarkId::new("seqwrite_1m", name), |b| {
+            b.iter_custom(|iters| {
+                spread(1, iters, &|i| set.write((i << 20) % VOLUME, &big).unwrap())
+            })
+        });
+        g.bench_function(BenchmarkId::new("seqread_1m", name), |b| {
+            b.iter_custom(|iters| {
+                spread(1, iters, &|i| {
+                    set.read((i << 20) % READ_REGION, 1 << 20).unwrap();
+                })
+            })
+        });
+        set.flush().unwrap();
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench_writes, bench_write_back, bench_encryption);
 criterion_main!(benches);

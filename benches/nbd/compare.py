@@ -90,7 +90,7 @@ class Server:
         make_image(path)
         return path
 
-    def start_tripod(self, port, binary=None):
+    def start_tripod(self, port, binary=None, metadata=None):
         binary = binary or self.args.tripod
         api_port = free_port()
         password = "bench-" + str(os.getpid())
@@ -107,7 +107,8 @@ class Server:
         token, body = call(api + "/identity/v3/auth/tokens", auth)
         project = body["token"]["project"]["id"]
         _, body = call(f"{api}/v2/{project}/volumes",
-                       {"volume": {"size": SIZE_GIB, "name": "bench"}}, token)
+                       {"volume": {"size": SIZE_GIB, "name": "bench",
+                                   "metadata": metadata or {}}}, token)
         vol = body["volume"]["id"]
         for _ in range(600):
             _, body = call(f"{api}/v2/{project}/volumes/{vol}", None, token)
@@ -120,6 +121,10 @@ class Server:
 
     def start_tripod_old(self, port):
         self.start_tripod(port, self.args.old_tripod)
+
+    def start_tripod_enc(self, port):
+        # An encrypted volume (EVS metadata), on the same build.
+        self.start_tripod(port, metadata={"__system__encrypted": "1"})
 
     def start_qemu_raw_none(self, port):
         self.spawn(["qemu-nbd", "-f", "raw", "-t", "-x", "vol", "-b", "127.0.0.1",
@@ -352,6 +357,8 @@ def main():
                 print(f"ratio-limit{tag} {job} tripod/disk-limit {ours[job] / median(limits[job]):.2f}")
             if not tag and job in got.get("tripod-old", {}):
                 print(f"ratio-ab {job} tripod/tripod-old {ours[job] / got['tripod-old'][job]:.2f}")
+            if not tag and job in got.get("tripod-enc", {}):
+                print(f"ratio-enc {job} tripod-enc/tripod {got['tripod-enc'][job] / ours[job]:.2f}")
 
 
 if __name__ == "__main__":
