@@ -159,12 +159,14 @@ impl ReplicaSet {
     /// # Cancel safety
     /// Cancel safe: a read changes nothing.
     pub async fn read_async(self: &Arc<Self>, offset: u64, len: u64) -> Result<Bytes> {
-        // An encrypted volume's blocks are decrypted on the blocking path.
-        let structure = match self.cipher {
-            None => self.structure.try_read_arc(),
-            Some(_) => None,
-        };
-        if let Some(_structure) = structure {
+        if let Some(cipher) = self.cipher.clone() {
+            if let Some(data) = self.read_sealed_async(&cipher, offset, len).await? {
+                return Ok(data);
+            }
+            let set = self.clone();
+            return blocking(move || set.read(offset, len)).await;
+        }
+        if let Some(_structure) = self.structure.try_read_arc() {
             self.check_range(offset, len)?;
             let in_service = self.membership.lock().in_service();
             if in_service.is_empty() {
@@ -188,6 +190,51 @@ impl ReplicaSet {
         }
         let set = self.clone();
         blocking(move || set.read(offset, len)).await
+    }
+
+    /// An encrypted volume's read without a hand-off: whole blocks with their seals from
+    /// one copy (chosen as for plain reads), decrypted on the caller's task. `Ok(None)` when
+    /// that is not enough — a lock is held, the copy fails, or a block does not
+    /// authenticate — and the blocking path, which tries the other copies, must serve it.
+    async fn read_sealed_async(
+        &self,
+        cipher: &VolumeCipher,
+        offset: u64,
+        len: u64,
+    ) -> Result<Option<Bytes>> {
+        let Some(_structure) = self.structure.try_read_arc() else {
+            return Ok(None);
+        };
+        self.check_range(offset, len)?;
+        if len == 0 {
+            return Ok(Some(Bytes::new()));
+        }
+        let in_service = self.membership.lock().in_service();
+        let Some(&id) = in_service.get(spread(self.chunk_of(offset), in_service.len())) else {
+            return Ok(None);
+        };
+        let bs = self.geometry.bs();
+        let first = offset / bs;
+        let end = (offset + len).div_ceil(bs);
+        let read = self
+            .replica(id)
+            .read_sealed(View::Head, first * bs, (end - first) * bs);
+        let fanout = Fanout::new(vec![(id, read)], self.config.io_timeout);
+        let Some((_, Ok(r))) = fanout.wait_async().await.pop() else {
+            return Ok(None);
+        };
+        let stored = crate::set::Stored {
+            data: r.data,
+            seals: Some(r.seals),
+            from: Some(id),
+        };
+        let Ok(plain) = self.decrypt(cipher, first, &stored) else {
+            return Ok(None);
+        };
+        let skip = usize::try_from(offset - first * bs).unwrap_or(0);
+        let take = usize::try_from(len).unwrap_or(0);
+        let plain = Bytes::from(plain);
+        Ok((skip + take <= plain.len()).then(|| plain.slice(skip..skip + take)))
     }
 
     fn mutate(&self, offset: u64, len: u64, data: Option<Bytes>) -> Result<()> {

@@ -560,7 +560,7 @@ impl ReplicaSet {
 
     /// The plaintext of `stored` (whole blocks from `first`), or the first block that does
     /// not authenticate. Blocks holding no data read as zeros.
-    fn decrypt(
+    pub(crate) fn decrypt(
         &self,
         cipher: &VolumeCipher,
         first: u64,

@@ -161,7 +161,11 @@ fn block_of(seed: u64) -> Vec<u8> {
 #[test]
 fn a_block_moved_or_rolled_back_on_every_copy_is_an_integrity_error_never_data() {
     let rig = Rig::new([FaultPlan::default(); 3]);
-    let set = rig.create_encrypted(64 * BS, &test_cipher(2));
+    let set = Arc::new(rig.create_encrypted(64 * BS, &test_cipher(2)));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     set.write(3 * BS, &block_of(3)).unwrap();
     set.write(9 * BS, &block_of(9)).unwrap();
     set.write(5 * BS, &block_of(50)).unwrap();
@@ -184,8 +188,9 @@ fn a_block_moved_or_rolled_back_on_every_copy_is_an_integrity_error_never_data()
             Err(ReplicationError::Unauthentic { block: b }) => assert_eq!(b, BlockIndex(block)),
             other => panic!("block {block}: {other:?}"),
         }
-        // So is any read that touches it, unaligned or long.
+        // So is any read that touches it, unaligned or long, blocking or async.
         assert!(set.read(block * BS - 10, 20).is_err());
+        assert!(rt.block_on(set.read_async(block * BS + 3, 5)).is_err());
         assert!(set.read(0, 16 * BS).is_err());
     }
     assert!(set.integrity_errors() > 0);
@@ -206,7 +211,7 @@ fn a_block_moved_or_rolled_back_on_every_copy_is_an_integrity_error_never_data()
 #[test]
 fn blocks_altered_on_some_copies_are_served_from_the_others() {
     let rig = Rig::new([FaultPlan::default(); 3]);
-    let set = rig.create_encrypted(64 * BS, &test_cipher(3));
+    let set = Arc::new(rig.create_encrypted(64 * BS, &test_cipher(3)));
     let mut model = Model::new(64 * BS);
     for block in 0..16 {
         set.write(block * BS, &block_of(block)).unwrap();
@@ -228,6 +233,23 @@ fn blocks_altered_on_some_copies_are_served_from_the_others() {
     // A range bad on a different block of each copy is served block by block.
     assert!(set.read(0, 16 * BS).unwrap()[..] == model.head[..16 * BS as usize]);
     assert!(set.integrity_errors() >= 2);
+    // The same through the async path (what the NBD export uses), aligned or not.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for (at, len) in [
+        (0, 16 * BS),
+        (9 * BS, BS),
+        (4 * BS + 7, 3 * BS),
+        (12 * BS + 1, 10),
+    ] {
+        let got = rt.block_on(set.read_async(at, len)).unwrap();
+        assert!(
+            got[..] == model.head[at as usize..(at + len) as usize],
+            "async read {at}+{len}"
+        );
+    }
     // Partial writes next to the damage merge with the authentic bytes.
     set.write(9 * BS + 100, &[1, 2, 3]).unwrap();
     model.write(9 * BS + 100, &[1, 2, 3]);
