@@ -105,6 +105,16 @@ pub struct Settings {
     /// [default: the data directory's backups/].
     #[arg(long, env = "TRIPOD_BACKUP_TARGET")]
     pub backup_target: Option<String>,
+    /// A KMS (Huawei Cloud KMS dialect, `https://HOST`) holding the master keys of
+    /// encrypted volumes [default: none: the local key store under the data directory].
+    #[arg(long, env = "TRIPOD_KMS_ENDPOINT")]
+    pub kms_endpoint: Option<String>,
+    /// The KMS project the keys live in (with `kms_endpoint`).
+    #[arg(long, env = "TRIPOD_KMS_PROJECT")]
+    pub kms_project: Option<String>,
+    /// File holding the token for the KMS (`X-Auth-Token`), read at every call.
+    #[arg(long, env = "TRIPOD_KMS_TOKEN_FILE")]
+    pub kms_token_file: Option<PathBuf>,
 }
 
 impl Settings {
@@ -225,6 +235,19 @@ pub struct ServeConfig {
     pub durability: DurabilityMode,
     /// Where backups go (see [`Settings::backup_target`]).
     pub backup_target: String,
+    /// The KMS holding master keys, if not the local key store.
+    pub kms: Option<KmsConfig>,
+}
+
+/// Where the KMS is and how to reach it (see [`Settings::kms_endpoint`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KmsConfig {
+    /// Base URL.
+    pub endpoint: String,
+    /// The KMS project.
+    pub project: String,
+    /// The token's file.
+    pub token_file: PathBuf,
 }
 
 /// Cinder's default quotas.
@@ -297,7 +320,28 @@ impl ServeConfig {
             .backup_target
             .filter(|t| !t.is_empty())
             .unwrap_or_else(|| data_dir.join("backups").display().to_string());
+        let kms = match (s.kms_endpoint, s.kms_project, s.kms_token_file) {
+            (None, None, None) => None,
+            (Some(endpoint), Some(project), Some(token_file)) => {
+                if !(endpoint.starts_with("https://") || endpoint.starts_with("http://")) {
+                    return Err(format!(
+                        "kms_endpoint {endpoint:?}: expected an http(s) URL"
+                    ));
+                }
+                Some(KmsConfig {
+                    endpoint,
+                    project,
+                    token_file,
+                })
+            }
+            _ => {
+                return Err(
+                    "a KMS needs all of kms_endpoint, kms_project and kms_token_file".into(),
+                )
+            }
+        };
         Ok(Self {
+            kms,
             data_dir,
             backup_target,
             api_listen: s.api_listen.unwrap_or_else(|| "127.0.0.1:8776".into()),
@@ -397,6 +441,29 @@ mod tests {
         assert!(ServeConfig::resolve(two).is_err());
         // The secret never comes from the config file.
         assert!(toml::from_str::<Settings>("cluster_secret = \"x\"").is_err());
+    }
+
+    #[test]
+    fn a_kms_needs_its_endpoint_project_and_token_file() {
+        let kms = |endpoint: Option<&str>, token: Option<&str>| Settings {
+            kms_endpoint: endpoint.map(str::to_owned),
+            kms_project: Some("p".into()),
+            kms_token_file: token.map(PathBuf::from),
+            ..Default::default()
+        };
+        let c = ServeConfig::resolve(kms(Some("https://kms.example"), Some("/t"))).unwrap();
+        assert_eq!(c.kms.unwrap().endpoint, "https://kms.example");
+        assert!(ServeConfig::resolve(kms(Some("https://kms.example"), None)).is_err());
+        assert!(ServeConfig::resolve(kms(Some("kms.example"), Some("/t"))).is_err());
+        assert!(ServeConfig::resolve(Settings::default())
+            .unwrap()
+            .kms
+            .is_none());
+        let from_file: Settings = toml::from_str(
+            "kms_endpoint = \"https://kms\"\nkms_project = \"p\"\nkms_token_file = \"/run/kms-token\"\n",
+        )
+        .unwrap();
+        assert!(ServeConfig::resolve(from_file).unwrap().kms.is_some());
     }
 
     #[test]

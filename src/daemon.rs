@@ -127,9 +127,7 @@ pub fn open_state(
     let backend = Arc::new(
         Backend::new(catalog.clone(), registry, config.data_dir.join("images"))
             .with_backups(Arc::new(backups))
-            .with_keys(Arc::new(crate::keys::local::LocalKeyStore::new(
-                config.data_dir.join("keys"),
-            ))),
+            .with_keys(key_provider(config)),
     );
     let finished = backend.reconcile().context("reconciling the catalog")?;
     if finished > 0 {
@@ -142,6 +140,22 @@ pub fn open_state(
         backend,
         metrics: Metrics::default(),
     }))
+}
+
+/// Where master keys live: the configured KMS, else the local key store.
+fn key_provider(config: &ServeConfig) -> Arc<dyn crate::keys::KeyProvider> {
+    let provider: Arc<dyn crate::keys::KeyProvider> = match &config.kms {
+        Some(k) => Arc::new(crate::keys::kms::KmsKeyProvider::new(
+            &k.endpoint,
+            &k.project,
+            k.token_file.clone(),
+        )),
+        None => Arc::new(crate::keys::local::LocalKeyStore::new(
+            config.data_dir.join("keys"),
+        )),
+    };
+    tracing::info!("master keys: {}", provider.describe());
+    provider
 }
 
 fn bootstrap(identity: &Identity, data_dir: &Path, password: Option<&str>) -> anyhow::Result<()> {

@@ -1,7 +1,7 @@
 //! Keys of encrypted volumes. Each encrypted volume has its own random 256-bit data key,
 //! stored in the catalog only *wrapped* (encrypted and authenticated) by a master key of the
 //! volume's project; master keys live in a [`KeyProvider`] — by default the local key store
-//! under the data directory ([`local::LocalKeyStore`]). The plaintext data key exists only
+//! under the data directory ([`local::LocalKeyStore`]), or a KMS ([`kms::KmsKeyProvider`]). The plaintext data key exists only
 //! in memory while the volume is open (inside its replica set's cipher, wiped when the set
 //! is dropped); it never reaches the catalog, the logs or the replicas.
 //!
@@ -10,6 +10,7 @@
 //! Clones and volumes made from snapshots share their source's blocks, so they share its
 //! data key: it is unwrapped and wrapped again for the new volume under the same master key.
 
+pub mod kms;
 pub mod local;
 
 use std::sync::Arc;
