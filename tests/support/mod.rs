@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use tripod::nbd::{self, Export, Exports, ServerConfig};
 
 pub mod client;
+pub mod kms_double;
 pub mod nbd_client;
 pub mod soak;
 
