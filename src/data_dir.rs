@@ -457,6 +457,16 @@ impl DataDir {
         })
     }
 
+    /// Opens volume `id` for maintenance (resync, rebuild, scrub), encrypted or not, without
+    /// its key: an encrypted volume opened so takes no client I/O.
+    pub fn open_for_maintenance(&self, id: &str) -> Result<ReplicaSet, VolumeError> {
+        let uuid = parse_id(id)?;
+        Ok(ReplicaSet::open_for_maintenance(
+            self.replicas_of(&uuid)?,
+            self.config,
+        )?)
+    }
+
     /// Ids of every volume found in any replica directory or on any reachable node.
     pub fn list(&self) -> Vec<String> {
         let mut ids: Vec<String> = Vec::new();

@@ -15,7 +15,7 @@
 //! (they are another machine's disks: run `tripod fsck` there).
 //!
 //! `--repair` then opens each damaged volume as the daemon does (the set reconciles its
-//! replicas at open), resyncs or rebuilds replicas out of service, scrubs (every bad copy
+//! replicas at open; an encrypted volume without its key, as only stored bytes are moved), resyncs or rebuilds replicas out of service, scrubs (every bad copy
 //! rewritten from a good one) and checks the volume again.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -569,7 +569,10 @@ fn lost_blocks(
 /// replicas out of service brought back, a scrub, a flush; then checked again.
 pub fn repair(dir: &DataDir, check: &VolumeCheck, progress: &dyn Progress) -> VolumeCheck {
     let outcome = (|| -> Result<String, String> {
-        let set = dir.open(&check.id).map_err(|e| format!("open: {e}"))?;
+        // Repair works on the stored bytes: an encrypted volume needs no key for it.
+        let set = dir
+            .open_for_maintenance(&check.id)
+            .map_err(|e| format!("open: {e}"))?;
         let heal = set.heal_now();
         let scrub = set.scrub().map_err(|e| format!("scrub: {e}"))?;
         set.flush().map_err(|e| format!("flush: {e}"))?;

@@ -627,7 +627,8 @@ fn main() -> anyhow::Result<()> {
                 }
             }
             VolumeCommand::Status { dirs, id } => {
-                let set = dirs.data_dir()?.open(&id)?;
+                // Status needs no key: an encrypted volume is opened for maintenance.
+                let set = dirs.data_dir()?.open_for_maintenance(&id)?;
                 println!("{:#?}", set.status());
             }
         },

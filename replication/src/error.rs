@@ -74,6 +74,9 @@ pub enum ReplicationError {
         /// The block.
         block: BlockIndex,
     },
+    /// An encrypted volume opened for maintenance, without its key, refuses client I/O.
+    #[error("the volume is encrypted and was opened without its key: only maintenance (resync, rebuild, scrub) is possible")]
+    KeyNeeded,
     /// A request the set refuses before touching any replica (range, sizes, snapshot ids).
     #[error(transparent)]
     Invalid(EngineError),

@@ -22,7 +22,17 @@ impl ReplicaSet {
     /// in service (a crash may have left an unacknowledged write on some of them), and
     /// resyncs returning replicas right away if fewer than two are in service.
     pub fn open(replicas: [Arc<dyn Replica>; 3], config: SetConfig) -> Result<Self> {
-        Self::open_with(replicas, config, None)
+        Self::open_with(replicas, config, None, false)
+    }
+
+    /// Opens a set for maintenance — reconciliation, resync, rebuild, scrub, which work on
+    /// the stored bytes — whether or not it is encrypted, without its key. An encrypted
+    /// volume opened so refuses client reads and writes ([`ReplicationError::KeyNeeded`]).
+    pub fn open_for_maintenance(
+        replicas: [Arc<dyn Replica>; 3],
+        config: SetConfig,
+    ) -> Result<Self> {
+        Self::open_with(replicas, config, None, true)
     }
 
     /// [`ReplicaSet::open`] for an encrypted volume, with its cipher. Opening an encrypted
@@ -33,13 +43,14 @@ impl ReplicaSet {
         config: SetConfig,
         cipher: Arc<VolumeCipher>,
     ) -> Result<Self> {
-        Self::open_with(replicas, config, Some(cipher))
+        Self::open_with(replicas, config, Some(cipher), false)
     }
 
     fn open_with(
         replicas: [Arc<dyn Replica>; 3],
         config: SetConfig,
         cipher: Option<Arc<VolumeCipher>>,
+        maintenance: bool,
     ) -> Result<Self> {
         let replicas = PerReplica(replicas);
         let mut state = newest_state(&replicas, &config)?;
@@ -62,7 +73,11 @@ impl ReplicaSet {
                 continue;
             }
             match r.info().wait(config.io_timeout) {
-                Ok(info) if info.geometry == geometry && info.sealed != cipher.is_some() => {
+                Ok(info)
+                    if info.geometry == geometry
+                        && !maintenance
+                        && info.sealed != cipher.is_some() =>
+                {
                     // The copies say what they hold; nothing is changed on a mismatch.
                     return Err(ReplicationError::Open(if info.sealed {
                         format!("{id} holds an encrypted volume: its key is needed to open it")
@@ -117,7 +132,13 @@ impl ReplicaSet {
         }
         state.epoch += 1;
         let shape = (size, geometry);
-        let set = Self::assemble(replicas, state, shape, generation + 1, config, cipher);
+        // Without a key (maintenance), what the copies hold says whether it is encrypted.
+        let sealed = cipher.is_some()
+            || live
+                .iter()
+                .any(|id| infos[*id].as_ref().is_some_and(|i| i.sealed));
+        let mut set = Self::assemble(replicas, state, shape, generation + 1, config, cipher);
+        set.sealed = sealed;
         set.persist()?;
         if set.membership.lock().check_quorum().is_err() {
             set.heal_now();

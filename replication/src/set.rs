@@ -273,6 +273,7 @@ impl ReplicaSet {
     }
 
     pub(crate) fn check_range(&self, offset: u64, len: u64) -> Result<()> {
+        self.check_key()?;
         let size = self.size();
         if offset.checked_add(len).is_none_or(|e| e > size) {
             return Err(ReplicationError::Invalid(EngineError::OutOfRange {
@@ -280,6 +281,15 @@ impl ReplicaSet {
                 len,
                 size,
             }));
+        }
+        Ok(())
+    }
+
+    /// Client I/O of an encrypted volume needs its key (a set opened for maintenance has
+    /// none).
+    pub(crate) fn check_key(&self) -> Result<()> {
+        if self.sealed && self.cipher.is_none() {
+            return Err(ReplicationError::KeyNeeded);
         }
         Ok(())
     }
@@ -470,6 +480,7 @@ impl ReplicaSet {
     /// volume's blocks are decrypted; a block no copy holds authentic fails the read.
     pub fn read_view(&self, view: &View, offset: u64, len: u64) -> Result<Bytes> {
         let _structure = self.structure.read();
+        self.check_key()?;
         if *view == View::Head {
             self.check_range(offset, len)?;
         }

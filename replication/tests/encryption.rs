@@ -301,6 +301,20 @@ fn opening_with_no_key_another_key_or_a_key_for_a_plain_volume_fails_and_changes
         files(&rig.mems) == before,
         "a refused open changed a replica"
     );
+    // Opened for maintenance, without the key: scrub runs; client I/O is refused.
+    let set = ReplicaSet::open_for_maintenance(rig.replicas(), config()).unwrap();
+    assert!(set.is_encrypted());
+    assert_eq!(set.scrub().unwrap().repaired, 0);
+    assert!(matches!(set.read(0, BS), Err(ReplicationError::KeyNeeded)));
+    assert!(matches!(
+        set.write(0, &[1; 10]),
+        Err(ReplicationError::KeyNeeded)
+    ));
+    assert!(matches!(
+        set.write_zeroes(0, BS),
+        Err(ReplicationError::KeyNeeded)
+    ));
+    drop(set);
     let set = ReplicaSet::open_encrypted(rig.replicas(), config(), key.clone()).unwrap();
     assert_eq!(&set.read(BS + 3, BS).unwrap()[..], &block_of(1)[..]);
     drop(set);
