@@ -11,12 +11,13 @@
 //! | `create-key` | `{key_alias, key_description}` | `{key_info: {key_id}}` |
 //! | `list-keys` | `{limit, marker}` | `{key_details: [{key_id, key_alias, key_state}], next_marker, truncated}` |
 //! | `describe-key` | `{key_id}` | `{key_info: {key_id, key_alias, key_state}}` |
-//! | `encrypt-datakey` | `{key_id, plain_text, datakey_plain_length, encryption_context}` | `{key_id, cipher_text}` |
-//! | `decrypt-datakey` | `{key_id, cipher_text, datakey_cipher_length, encryption_context}` | `{data_key, datakey_dgst}` |
+//! | `encrypt-datakey` | `{key_id, plain_text, datakey_plain_length, additional_authenticated_data}` | `{key_id, cipher_text}` |
+//! | `decrypt-datakey` | `{key_id, cipher_text, datakey_cipher_length, additional_authenticated_data}` | `{data_key, datakey_dgst}` |
 //!
 //! `plain_text` is the data key in hex followed by the hex SHA-256 of it; the answer's
-//! `datakey_dgst` is checked the same way. The encryption context binds each wrapped key to
-//! its Tripod project and volume (the KMS refuses to unwrap it under another).
+//! `datakey_dgst` is checked the same way. The additional authenticated data (at most 128
+//! bytes there: the hex SHA-256 of what it stands for) binds each wrapped key to its Tripod
+//! project and volume, so the KMS refuses to unwrap it for another.
 //!
 //! Tenant isolation: all Tripod projects share the KMS project, so Tripod keeps its own
 //! namespace there. Keys it makes for project `P` are named `tripod/P/<name>` (the default
@@ -136,8 +137,14 @@ impl KmsKeyProvider {
         Err(store("list-keys did not end"))
     }
 
-    fn context(project: &str, context: &[u8]) -> Value {
-        json!({ "tripod_project": project, "tripod_context": hex::encode(context) })
+    /// What a wrapped key is bound to, as the KMS takes it (64 hex characters).
+    fn context(project: &str, context: &[u8]) -> String {
+        let mut h = Sha256::new();
+        h.update(b"tripod-kms-1\0");
+        h.update(project.as_bytes());
+        h.update(b"\0");
+        h.update(context);
+        hex::encode(h.finalize())
     }
 }
 
@@ -197,7 +204,7 @@ impl KeyProvider for KmsKeyProvider {
                 "key_id": cmk,
                 "plain_text": plain.as_str(),
                 "datakey_plain_length": KEY_LEN.to_string(),
-                "encryption_context": Self::context(project, context),
+                "additional_authenticated_data": Self::context(project, context),
             }),
         )?;
         let cipher = text(&v, &["cipher_text"])
@@ -224,7 +231,7 @@ impl KeyProvider for KmsKeyProvider {
                 "key_id": cmk,
                 "cipher_text": cipher,
                 "datakey_cipher_length": KEY_LEN.to_string(),
-                "encryption_context": Self::context(project, context),
+                "additional_authenticated_data": Self::context(project, context),
             }),
         )?;
         let key = Zeroizing::new(

@@ -1,7 +1,7 @@
 //! A key management service double for tests: the Huawei Cloud KMS dialect Tripod's KMS
 //! provider speaks (`create-key`, `list-keys`, `describe-key`, `encrypt-datakey`,
 //! `decrypt-datakey`), on loopback, with real AES-GCM-SIV wrapping, the token checked and the
-//! encryption context bound — what a real KMS does, minus durability and policy.
+//! additional authenticated data bound — what a real KMS does, minus durability and policy.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
@@ -44,7 +44,10 @@ async fn action(
     }
     let mut keys = kms.keys.lock();
     let key_id = body["key_id"].as_str().unwrap_or_default().to_owned();
-    let ctx = body["encryption_context"].to_string();
+    let ctx = body["additional_authenticated_data"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     match action.as_str() {
         "create-key" => {
             let id = uuid::Uuid::new_v4().to_string();
