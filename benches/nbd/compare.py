@@ -36,8 +36,11 @@ JOBS = {
     "seqr_qd8": (["--rw=read", "--bs=1m", "--iodepth=8"], "mibs"),
 }
 
-PEERS = ["tripod", "qemu-quorum3", "qemu-raw-none", "qemu-raw-wb", "nbdkit-file", "nbd-server"]
+PEERS = ["tripod", "tripod-snap", "qemu-quorum3", "qemu-raw-none", "qemu-raw-wb",
+         "qemu-qcow2-snap", "nbdkit-file", "nbd-server"]
 THREE_COPY = "qemu-quorum3"
+# Servers that are Tripod (never a "best single-copy peer"), and the snapshot-per-job peers.
+SNAP_PEERS = ("tripod-snap", "qemu-qcow2-snap")
 
 
 def free_port():
@@ -74,6 +77,13 @@ class Server:
         self.proc = None
         self.pids = []
         self.uri = None
+        # Tripod: how to reach the admin API (tripod-snap takes a snapshot before each job).
+        self.api = None
+        # Run before every job (after the prefill): tripod-snap and qemu-qcow2-snap make
+        # every job start with all data shared with a snapshot.
+        self.before_job = None
+        self.after_prefill = None
+        self.nodes = []
 
     def start(self):
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -90,14 +100,14 @@ class Server:
         make_image(path)
         return path
 
-    def start_tripod(self, port, binary=None, metadata=None):
+    def start_tripod(self, port, binary=None, metadata=None, extra=(), env=None):
         binary = binary or self.args.tripod
         api_port = free_port()
         password = "bench-" + str(os.getpid())
-        env = dict(os.environ, TRIPOD_ADMIN_PASSWORD=password)
+        env = dict(env or os.environ, TRIPOD_ADMIN_PASSWORD=password)
         self.spawn([binary, "serve", "--data-dir", os.path.join(self.dir, "data"),
                     "--api-listen", f"127.0.0.1:{api_port}",
-                    "--nbd-listen", f"127.0.0.1:{port}"], env)
+                    "--nbd-listen", f"127.0.0.1:{port}", *extra], env)
         wait_port(api_port, self.proc)
         api = f"http://127.0.0.1:{api_port}"
         auth = {"auth": {
@@ -117,6 +127,7 @@ class Server:
             time.sleep(0.1)
         else:
             raise RuntimeError("the bench volume never became available")
+        self.api = (api, project, token, vol)
         self.uri = f"nbd://127.0.0.1:{port}/{vol}"
 
     def start_tripod_old(self, port):
@@ -125,6 +136,73 @@ class Server:
     def start_tripod_enc(self, port):
         # An encrypted volume (EVS metadata), on the same build.
         self.start_tripod(port, metadata={"__system__encrypted": "1"})
+
+    def start_tripod_snap(self, port):
+        # The same build; a snapshot of the volume is taken before every job, so every
+        # write job starts with all data shared with a snapshot (copy-on-write).
+        self.start_tripod(port)
+        self.before_job = self.tripod_snapshot
+
+    def tripod_snapshot(self, job):
+        api, project, token, vol = self.api
+        _, body = call(f"{api}/v2/{project}/snapshots",
+                       {"snapshot": {"volume_id": vol, "force": True, "name": job}}, token)
+        snap = body["snapshot"]["id"]
+        for _ in range(600):
+            _, body = call(f"{api}/v2/{project}/snapshots/{snap}", None, token)
+            if body["snapshot"]["status"] == "available":
+                return
+            time.sleep(0.1)
+        raise RuntimeError("a bench snapshot never became available")
+
+    def start_tripod_nodes(self, port):
+        # The volume's three replicas on three `tripod replica` nodes on loopback, sharing a
+        # fresh cluster secret.
+        secret = os.urandom(24).hex()
+        env = dict(os.environ, TRIPOD_CLUSTER_SECRET=secret)
+        extra = []
+        for i in range(3):
+            node_port = free_port()
+            node_dir = os.path.join(self.dir, f"node{i}")
+            os.makedirs(node_dir)
+            node = subprocess.Popen([self.args.tripod, "replica", "--dir", node_dir,
+                                     "--listen", f"127.0.0.1:{node_port}"],
+                                    stdout=self.log, stderr=subprocess.STDOUT, env=env)
+            self.nodes.append(node)
+            wait_port(node_port, node)
+            extra += ["--replica", f"tcp://127.0.0.1:{node_port}"]
+        self.start_tripod(port, extra=extra, env=env)
+
+    def start_qemu_qcow2_snap(self, port):
+        # qcow2 with an internal snapshot reverted before every job (the server is stopped,
+        # the image reverted, the server started again): every job starts from the snapshot.
+        self.qcow2 = os.path.join(self.dir, "img.qcow2")
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", self.qcow2,
+                        f"{SIZE_GIB}G"], check=True)
+        self.qcow2_port = port
+        self.qcow2_serve()
+        self.after_prefill = self.qcow2_take_snapshot
+        self.before_job = self.qcow2_revert
+
+    def qcow2_serve(self):
+        self.spawn(["qemu-nbd", "-f", "qcow2", "-t", "-x", "vol", "-b", "127.0.0.1",
+                    "-p", str(self.qcow2_port), "--cache=writeback", self.qcow2])
+        wait_port(self.qcow2_port, self.proc)
+        self.uri = f"nbd://127.0.0.1:{self.qcow2_port}/vol"
+
+    def qcow2_stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(30)
+
+    def qcow2_take_snapshot(self):
+        self.qcow2_stop()
+        subprocess.run(["qemu-img", "snapshot", "-c", "snap1", self.qcow2], check=True)
+        self.qcow2_serve()
+
+    def qcow2_revert(self, _job):
+        self.qcow2_stop()
+        subprocess.run(["qemu-img", "snapshot", "-a", "snap1", self.qcow2], check=True)
+        self.qcow2_serve()
 
     def start_qemu_raw_none(self, port):
         self.spawn(["qemu-nbd", "-f", "raw", "-t", "-x", "vol", "-b", "127.0.0.1",
@@ -184,6 +262,13 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        for node in self.nodes:
+            node.send_signal(signal.SIGTERM)
+            try:
+                node.wait(30)
+            except subprocess.TimeoutExpired:
+                node.kill()
+                node.wait()
         for pid in self.pids:
             try:
                 os.kill(pid, signal.SIGTERM)
@@ -236,9 +321,13 @@ def run_matrix(args, server):
     base = ["--ioengine=nbd", f"--uri={server.uri}", f"--size={SIZE_GIB}g",
             "--direct=0", "--name=job"]
     fio(args, base + ["--rw=write", "--bs=1m", "--iodepth=8", "--end_fsync=1"])
+    if server.after_prefill:
+        server.after_prefill()
     results = {}
     for job in args.jobs:
         extra, kind = JOBS[job]
+        if server.before_job:
+            server.before_job(job)
         settle()
         res = fio(args, base + extra + ["--time_based", f"--runtime={args.time}",
                                         "--ramp_time=1", "--randrepeat=0"])
@@ -347,7 +436,8 @@ def main():
             if job not in ours:
                 continue
             single = {n: v[job] for n, v in got.items()
-                      if not n.startswith("tripod") and n != THREE_COPY and job in v}
+                      if not n.startswith("tripod") and n != THREE_COPY
+                      and n not in SNAP_PEERS and job in v}
             if single:
                 best = max(single, key=single.get)
                 print(f"ratio{tag} {job} tripod/best-peer {ours[job] / single[best]:.2f} (best peer {best})")
@@ -357,6 +447,11 @@ def main():
                 print(f"ratio-limit{tag} {job} tripod/disk-limit {ours[job] / median(limits[job]):.2f}")
             if not tag and job in got.get("tripod-old", {}):
                 print(f"ratio-ab {job} tripod/tripod-old {ours[job] / got['tripod-old'][job]:.2f}")
+            if not tag and job in got.get("tripod-snap", {}) and job in got.get("qemu-qcow2-snap", {}):
+                print(f"ratio-snap {job} tripod-snap/qemu-qcow2-snap "
+                      f"{got['tripod-snap'][job] / got['qemu-qcow2-snap'][job]:.2f}")
+            if not tag and job in got.get("tripod-nodes", {}):
+                print(f"ratio-nodes {job} tripod-nodes/tripod {got['tripod-nodes'][job] / ours[job]:.2f}")
             if not tag and job in got.get("tripod-enc", {}):
                 print(f"ratio-enc {job} tripod-enc/tripod {got['tripod-enc'][job] / ours[job]:.2f}")
 
