@@ -368,6 +368,119 @@ fn a_failing_volume_gets_eio_replies_and_the_server_keeps_running() {
     drop(again);
 }
 
+/// A device whose content is a function of the offset; reads of even 4 KiB blocks are
+/// answered at once (as cached data is), odd ones on a blocking thread after a pause, so one
+/// pipeline mixes replies answered on the connection's task with replies of their own tasks.
+struct Mixed;
+
+fn pattern(offset: u64, len: u32) -> bytes::Bytes {
+    (offset..offset + u64::from(len))
+        .map(|i| (i / 4096 * 7 + i % 251) as u8)
+        .collect()
+}
+
+impl tripod::nbd::BlockDevice for Mixed {
+    fn size(&self) -> u64 {
+        1 << 20
+    }
+    fn read(&self, offset: u64, len: u32) -> Result<bytes::Bytes, tripod::nbd::DeviceError> {
+        std::thread::sleep(Duration::from_millis(2));
+        Ok(pattern(offset, len))
+    }
+    fn read_async(
+        self: Arc<Self>,
+        offset: u64,
+        len: u32,
+    ) -> tripod::nbd::DeviceFuture<bytes::Bytes> {
+        if (offset / 4096) % 2 == 0 {
+            Box::pin(std::future::ready(Ok(pattern(offset, len))))
+        } else {
+            Box::pin(async move {
+                tokio::task::spawn_blocking(move || self.read(offset, len))
+                    .await
+                    .map_err(|e| tripod::nbd::DeviceError::Io(e.to_string()))?
+            })
+        }
+    }
+    fn write(&self, _: u64, _: bytes::Bytes) -> Result<(), tripod::nbd::DeviceError> {
+        Ok(())
+    }
+    fn write_zeroes(&self, _: u64, _: u32, _: bool) -> Result<(), tripod::nbd::DeviceError> {
+        Ok(())
+    }
+    fn trim(&self, _: u64, _: u32) -> Result<(), tripod::nbd::DeviceError> {
+        Ok(())
+    }
+    fn flush(&self) -> Result<(), tripod::nbd::DeviceError> {
+        Ok(())
+    }
+    fn allocation(
+        &self,
+        offset: u64,
+        len: u32,
+    ) -> Result<Vec<tripod::nbd::Run>, tripod::nbd::DeviceError> {
+        Ok(vec![tripod::nbd::Run {
+            len: u64::from(len),
+            data: offset < (1 << 20),
+        }])
+    }
+}
+
+#[test]
+fn a_pipeline_of_ready_waiting_and_refused_requests_is_answered_once_each_with_its_data() {
+    let mut map = HashMap::new();
+    map.insert(
+        "mixed".to_owned(),
+        Export {
+            device: Arc::new(Mixed),
+            read_only: false,
+        },
+    );
+    let server = InProcess::start(Arc::new(StaticExports(map)), ServerConfig::default());
+    let mut s = open(server.port, "mixed");
+    // Everything is sent before any reply is read: 200 reads of 1–3 blocks (some answered
+    // at once, some later), every tenth request out of range (refused at once), and writes
+    // whose payloads sit between the headers.
+    let mut expect: HashMap<u64, (u32, Option<(u64, u32)>)> = HashMap::new();
+    let mut batch = Vec::new();
+    let put = |batch: &mut Vec<u8>, kind: u16, handle: u64, offset: u64, len: u32| {
+        batch.extend_from_slice(&REQUEST_MAGIC.to_be_bytes());
+        batch.extend_from_slice(&0u16.to_be_bytes());
+        batch.extend_from_slice(&kind.to_be_bytes());
+        batch.extend_from_slice(&handle.to_be_bytes());
+        batch.extend_from_slice(&offset.to_be_bytes());
+        batch.extend_from_slice(&len.to_be_bytes());
+    };
+    for h in 0..200u64 {
+        let offset = (h * 37 % 250) * 4096;
+        let len = 4096 * (1 + (h % 3) as u32);
+        if h % 10 == 9 {
+            put(&mut batch, CMD_READ, h, 1 << 20, 4096);
+            expect.insert(h, (errno::EINVAL, None));
+        } else if h % 10 == 4 {
+            put(&mut batch, CMD_WRITE, h, offset, 512);
+            batch.extend_from_slice(&[h as u8; 512]);
+            expect.insert(h, (0, None));
+        } else {
+            put(&mut batch, CMD_READ, h, offset, len);
+            expect.insert(h, (0, Some((offset, len))));
+        }
+    }
+    s.write_all(&batch).unwrap();
+    for _ in 0..200 {
+        let (h, e) = reply(&mut s);
+        let (want_e, data) = expect.remove(&h).expect("one reply per handle");
+        assert_eq!(e, want_e, "handle {h}");
+        if let Some((offset, len)) = data {
+            let mut buf = vec![0u8; len as usize];
+            s.read_exact(&mut buf).unwrap();
+            assert_eq!(buf, pattern(offset, len), "handle {h}");
+        }
+    }
+    assert!(expect.is_empty());
+    still_works(&mut s);
+}
+
 #[test]
 fn the_connection_cap_and_the_handshake_timeout_hold() {
     let (_dir, set) = temp_set(1 << 20);

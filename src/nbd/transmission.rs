@@ -265,9 +265,22 @@ async fn discard<R: AsyncRead + Unpin>(r: &mut R, len: u32) -> io::Result<()> {
     Ok(())
 }
 
+/// Bytes of requests read from the socket at once: a client's queue of requests (28-byte
+/// headers, small write payloads) arrives with one `recv` instead of one or two per request.
+const READ_BUFFER: usize = 64 << 10;
+
+/// Largest READ answered on the connection's own task when its data is at hand (see
+/// [`serve`]); larger reads run on their own task so several proceed in parallel.
+const INLINE_READ_MAX: u32 = 64 << 10;
+
 /// Serves requests until the client disconnects, sends garbage, idles out, or `shutdown`.
+///
+/// A READ whose data is at hand (the device answers it on the first poll: cached data) is
+/// answered right here, and such answers are gathered until the client's queued requests
+/// are all read, then go to the writer together (one wake-up, one `send` for the batch).
+/// Everything else runs on a task of its own and is answered when it completes.
 pub async fn serve<R, W>(
-    mut reader: R,
+    reader: R,
     writer: W,
     session: Session,
     limits: Limits,
@@ -277,6 +290,7 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin + Send + 'static,
 {
+    let mut reader = tokio::io::BufReader::with_capacity(READ_BUFFER, reader);
     let session = Arc::new(session);
     let (tx, mut rx) = mpsc::channel::<Reply>(1024);
     let writer_task = tokio::spawn(async move {
@@ -297,7 +311,17 @@ where
     ));
     let max_permits = (limits.max_in_flight / PERMIT_BYTES).max(1);
     let mut tasks = JoinSet::new();
+    // Replies answered on this task, not yet handed to the writer (in answer order).
+    let mut answered: Reply = Vec::new();
     let result = loop {
+        // Before waiting for the client, hand over what is answered: the client may be
+        // waiting for it before it sends more.
+        if reader.buffer().len() < REQUEST_LEN
+            && !answered.is_empty()
+            && tx.send(std::mem::take(&mut answered)).await.is_err()
+        {
+            break Ok(());
+        }
         let mut header = [0u8; REQUEST_LEN];
         let read = tokio::select! {
             r = tokio::time::timeout(limits.idle_timeout, reader.read_exact(&mut header)) => r,
@@ -325,11 +349,27 @@ where
             }
             _ => 1,
         };
-        let Ok(permit) = permits.clone().acquire_many_owned(wants).await else {
-            break Ok(());
+        let permit = match permits.clone().try_acquire_many_owned(wants) {
+            Ok(p) => p,
+            Err(_) => {
+                // Over the in-flight cap: what is answered here must not wait behind it.
+                if !answered.is_empty() && tx.send(std::mem::take(&mut answered)).await.is_err() {
+                    break Ok(());
+                }
+                let Ok(p) = permits.clone().acquire_many_owned(wants).await else {
+                    break Ok(());
+                };
+                p
+            }
         };
         let mut payload = None;
         if req.kind == CMD_WRITE {
+            if reader.buffer().len() < req.len as usize
+                && !answered.is_empty()
+                && tx.send(std::mem::take(&mut answered)).await.is_err()
+            {
+                break Ok(());
+            }
             if verdict.is_ok() {
                 let mut buf = BytesMut::zeroed(req.len as usize);
                 if let Err(e) = reader.read_exact(&mut buf).await {
@@ -341,23 +381,46 @@ where
             }
         }
         if let Err((error, why)) = verdict {
-            let reply = error_reply(&session, &req, error, why);
-            if tx.send(reply).await.is_err() {
-                break Ok(());
-            }
+            answered.extend(error_reply(&session, &req, error, why));
             continue;
+        }
+        let device = session.export.device.clone();
+        let run = {
+            let session = session.clone();
+            CatchUnwind(Box::pin(async move {
+                let reply = execute(device, &session, &req, payload).await;
+                drop(permit);
+                reply
+            }))
+        };
+        let mut run = run;
+        if req.kind == CMD_READ && req.len <= INLINE_READ_MAX {
+            // One poll: cached data is answered now; anything that must wait (the disk,
+            // a lock) goes on below as a task of its own, which polls it again with a
+            // real waker.
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            if let std::task::Poll::Ready(reply) =
+                std::future::Future::poll(std::pin::Pin::new(&mut run), &mut cx)
+            {
+                answered.extend(
+                    reply.unwrap_or_else(|| {
+                        error_reply(&session, &req, errno::EIO, "internal error")
+                    }),
+                );
+                continue;
+            }
         }
         let (session, tx) = (session.clone(), tx.clone());
         tasks.spawn(async move {
-            let device = session.export.device.clone();
-            let run = CatchUnwind(Box::pin(execute(device, &session, &req, payload)));
             let reply = run
                 .await
                 .unwrap_or_else(|| error_reply(&session, &req, errno::EIO, "internal error"));
-            drop(permit);
             let _ = tx.send(reply).await;
         });
     };
+    if !answered.is_empty() {
+        let _ = tx.send(answered).await;
+    }
     // Drain: every accepted request gets its answer before the connection closes.
     while tasks.join_next().await.is_some() {}
     drop(tx);
