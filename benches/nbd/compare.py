@@ -155,9 +155,10 @@ class Server:
             time.sleep(0.1)
         raise RuntimeError("a bench snapshot never became available")
 
-    def start_tripod_nodes(self, port):
+    def start_tripod_nodes(self, port, binary=None):
         # The volume's three replicas on three `tripod replica` nodes on loopback, sharing a
         # fresh cluster secret.
+        binary = binary or self.args.tripod
         secret = os.urandom(24).hex()
         env = dict(os.environ, TRIPOD_CLUSTER_SECRET=secret)
         extra = []
@@ -165,13 +166,16 @@ class Server:
             node_port = free_port()
             node_dir = os.path.join(self.dir, f"node{i}")
             os.makedirs(node_dir)
-            node = subprocess.Popen([self.args.tripod, "replica", "--dir", node_dir,
+            node = subprocess.Popen([binary, "replica", "--dir", node_dir,
                                      "--listen", f"127.0.0.1:{node_port}"],
                                     stdout=self.log, stderr=subprocess.STDOUT, env=env)
             self.nodes.append(node)
             wait_port(node_port, node)
             extra += ["--replica", f"tcp://127.0.0.1:{node_port}"]
-        self.start_tripod(port, extra=extra, env=env)
+        self.start_tripod(port, binary, extra=extra, env=env)
+
+    def start_tripod_old_nodes(self, port):
+        self.start_tripod_nodes(port, self.args.old_tripod)
 
     def start_qemu_qcow2_snap(self, port):
         # qcow2 with an internal snapshot reverted before every job (the server is stopped,
@@ -389,7 +393,7 @@ def main():
     if unknown:
         sys.exit(f"unknown jobs {unknown}; known: {list(JOBS)}")
     peers = [x for x in args.peers.split(",") if x]
-    if args.old_tripod and "tripod-old" not in peers:
+    if args.old_tripod and not any(p.startswith("tripod-old") for p in peers):
         peers.insert(1, "tripod-old")
     os.makedirs(args.dir, exist_ok=True)
     print(f"fio: {subprocess.run([args.fio, '--version'], capture_output=True, text=True).stdout.strip()}",
@@ -452,6 +456,9 @@ def main():
                       f"{got['tripod-snap'][job] / got['qemu-qcow2-snap'][job]:.2f}")
             if not tag and job in got.get("tripod-nodes", {}):
                 print(f"ratio-nodes {job} tripod-nodes/tripod {got['tripod-nodes'][job] / ours[job]:.2f}")
+            if not tag and job in got.get("tripod-old-nodes", {}) and job in got.get("tripod-nodes", {}):
+                print(f"ratio-ab-nodes {job} tripod-nodes/tripod-old-nodes "
+                      f"{got['tripod-nodes'][job] / got['tripod-old-nodes'][job]:.2f}")
             if not tag and job in got.get("tripod-enc", {}):
                 print(f"ratio-enc {job} tripod-enc/tripod {got['tripod-enc'][job] / ours[job]:.2f}")
 

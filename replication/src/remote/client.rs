@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::TcpStream;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
@@ -267,7 +267,9 @@ async fn run(
         }
         () = conn.stop.notified() => return Ok(()),
     };
-    let (mut rd, wr) = stream.into_split();
+    let (rd, wr) = stream.into_split();
+    // Answers of pipelined requests arrive several to a `recv`.
+    let mut rd = BufReader::with_capacity(super::node::FRAME_READ_BUFFER, rd);
     let mut wr = BufWriter::with_capacity(256 << 10, wr);
     let writer = async {
         while let Some(frame) = rx.recv().await {

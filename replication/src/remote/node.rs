@@ -17,10 +17,10 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
-use tripod_engine::{CloneReport, FileStorage, SnapshotId, VolumeOptions};
+use tripod_engine::{CloneReport, FileStorage, SnapshotId, View, VolumeOptions};
 
 use super::auth::{self, AuthError, Challenge, ClusterSecret, Hello};
 use super::wire::{self, Answer, Request, MAX_FRAME};
@@ -37,6 +37,10 @@ const OP_TIMEOUT: Duration = Duration::from_secs(3600);
 const IN_FLIGHT_BYTES: usize = 256 << 20;
 /// Connections served at once; more are closed at accept.
 const MAX_CONNECTIONS: usize = 1024;
+
+/// Bytes read from a replica connection at once, on both ends (frames are length-prefixed;
+/// small ones arrive several to a `recv`).
+pub(crate) const FRAME_READ_BUFFER: usize = 64 << 10;
 
 /// Why a connection or the node stopped.
 #[derive(Debug, thiserror::Error)]
@@ -237,7 +241,9 @@ impl ReplicaNode {
         mut stopping: tokio::sync::watch::Receiver<bool>,
     ) -> Result<(), NodeError> {
         stream.set_nodelay(true)?;
-        let (mut rd, wr) = stream.into_split();
+        let (rd, wr) = stream.into_split();
+        // Pipelined requests arrive several to a `recv`.
+        let mut rd = BufReader::with_capacity(FRAME_READ_BUFFER, rd);
         let mut wr = BufWriter::with_capacity(256 << 10, wr);
         let hello = tokio::time::timeout(HANDSHAKE_TIMEOUT, self.handshake(&mut rd, &mut wr))
             .await
@@ -399,7 +405,7 @@ impl ReplicaNode {
 
     async fn handshake(
         &self,
-        rd: &mut tokio::net::tcp::OwnedReadHalf,
+        rd: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
         wr: &mut BufWriter<tokio::net::tcp::OwnedWriteHalf>,
     ) -> Result<Hello, NodeError> {
         let hello = Hello::decode(read_small_frame(rd).await?)?;
@@ -494,6 +500,13 @@ fn submit(r: &LocalReplica, request: Request, reply: Reply) {
         } => answer(r.write_zeroes(offset, len, generation), reply, done),
         Request::WriteRaw { first, blocks } => answer(r.write_raw(first, blocks), reply, done),
         Request::Read { view, offset, len } => {
+            // Cached data of the head is answered here, on the connection's task, without
+            // a hand-off to the store's threads (as a local replica serves it).
+            if matches!(view, View::Head) {
+                if let Some(data) = r.read_now(offset, len) {
+                    return reply(Ok(Answer::Data(data)));
+                }
+            }
             answer(r.read(view, offset, len), reply, Answer::Data)
         }
         Request::Flush => answer(r.flush(), reply, done),
