@@ -96,14 +96,19 @@ fn open(port: u16, name: &str) -> TcpStream {
     }
 }
 
-fn request(s: &mut TcpStream, kind: u16, flags: u16, handle: u64, offset: u64, len: u32) {
-    let mut b = Vec::with_capacity(28);
+/// Appends one request header to `b`.
+fn put_request(b: &mut Vec<u8>, kind: u16, flags: u16, handle: u64, offset: u64, len: u32) {
     b.extend_from_slice(&REQUEST_MAGIC.to_be_bytes());
     b.extend_from_slice(&flags.to_be_bytes());
     b.extend_from_slice(&kind.to_be_bytes());
     b.extend_from_slice(&handle.to_be_bytes());
     b.extend_from_slice(&offset.to_be_bytes());
     b.extend_from_slice(&len.to_be_bytes());
+}
+
+fn request(s: &mut TcpStream, kind: u16, flags: u16, handle: u64, offset: u64, len: u32) {
+    let mut b = Vec::with_capacity(28);
+    put_request(&mut b, kind, flags, handle, offset, len);
     s.write_all(&b).unwrap();
 }
 
@@ -443,26 +448,18 @@ fn a_pipeline_of_ready_waiting_and_refused_requests_is_answered_once_each_with_i
     // whose payloads sit between the headers.
     let mut expect: HashMap<u64, (u32, Option<(u64, u32)>)> = HashMap::new();
     let mut batch = Vec::new();
-    let put = |batch: &mut Vec<u8>, kind: u16, handle: u64, offset: u64, len: u32| {
-        batch.extend_from_slice(&REQUEST_MAGIC.to_be_bytes());
-        batch.extend_from_slice(&0u16.to_be_bytes());
-        batch.extend_from_slice(&kind.to_be_bytes());
-        batch.extend_from_slice(&handle.to_be_bytes());
-        batch.extend_from_slice(&offset.to_be_bytes());
-        batch.extend_from_slice(&len.to_be_bytes());
-    };
     for h in 0..200u64 {
         let offset = (h * 37 % 250) * 4096;
         let len = 4096 * (1 + (h % 3) as u32);
         if h % 10 == 9 {
-            put(&mut batch, CMD_READ, h, 1 << 20, 4096);
+            put_request(&mut batch, CMD_READ, 0, h, 1 << 20, 4096);
             expect.insert(h, (errno::EINVAL, None));
         } else if h % 10 == 4 {
-            put(&mut batch, CMD_WRITE, h, offset, 512);
+            put_request(&mut batch, CMD_WRITE, 0, h, offset, 512);
             batch.extend_from_slice(&[h as u8; 512]);
             expect.insert(h, (0, None));
         } else {
-            put(&mut batch, CMD_READ, h, offset, len);
+            put_request(&mut batch, CMD_READ, 0, h, offset, len);
             expect.insert(h, (0, Some((offset, len))));
         }
     }

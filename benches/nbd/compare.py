@@ -120,13 +120,7 @@ class Server:
                        {"volume": {"size": SIZE_GIB, "name": "bench",
                                    "metadata": metadata or {}}}, token)
         vol = body["volume"]["id"]
-        for _ in range(600):
-            _, body = call(f"{api}/v2/{project}/volumes/{vol}", None, token)
-            if body["volume"]["status"] == "available":
-                break
-            time.sleep(0.1)
-        else:
-            raise RuntimeError("the bench volume never became available")
+        wait_available(f"{api}/v2/{project}/volumes/{vol}", "volume", token)
         self.api = (api, project, token, vol)
         self.uri = f"nbd://127.0.0.1:{port}/{vol}"
 
@@ -148,12 +142,7 @@ class Server:
         _, body = call(f"{api}/v2/{project}/snapshots",
                        {"snapshot": {"volume_id": vol, "force": True, "name": job}}, token)
         snap = body["snapshot"]["id"]
-        for _ in range(600):
-            _, body = call(f"{api}/v2/{project}/snapshots/{snap}", None, token)
-            if body["snapshot"]["status"] == "available":
-                return
-            time.sleep(0.1)
-        raise RuntimeError("a bench snapshot never became available")
+        wait_available(f"{api}/v2/{project}/snapshots/{snap}", "snapshot", token)
 
     def start_tripod_nodes(self, port, binary=None):
         # The volume's three replicas on three `tripod replica` nodes on loopback, sharing a
@@ -290,6 +279,16 @@ def call(url, body, token=None):
         req.add_header("X-Auth-Token", token)
     with urllib.request.urlopen(req, timeout=60) as resp:
         return resp.headers.get("X-Subject-Token"), json.loads(resp.read() or b"{}")
+
+
+def wait_available(url, kind, token):
+    """Polls an API resource (`kind`: "volume" or "snapshot") until it is available."""
+    for _ in range(600):
+        _, body = call(url, None, token)
+        if body[kind]["status"] == "available":
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"a bench {kind} never became available")
 
 
 def fio(args, extra):
