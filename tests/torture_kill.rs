@@ -376,7 +376,7 @@ fn kill_soak() {
 
 /// The documented soak: `cargo test --release --test torture_kill -- --ignored`.
 #[test]
-#[ignore = "long soak (about 75 minutes): run by hand, see RELIABILITY.md"]
+#[ignore = "long soak (about 90 minutes): run by hand, see RELIABILITY.md"]
 fn kill_soak_long() {
     soak(1000, 0x10_0005eed);
 }
