@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use super::device::{BlockDevice, DeviceError, Run};
@@ -273,6 +273,23 @@ const READ_BUFFER: usize = 64 << 10;
 /// [`serve`]); larger reads run on their own task so several proceed in parallel.
 const INLINE_READ_MAX: u32 = 64 << 10;
 
+/// Replies on their way to the socket with the in-flight permits of their requests: a
+/// request counts against the connection's cap until its reply is written, so a client
+/// that stops reading stops the server reading its requests rather than growing the
+/// replies held for it.
+#[derive(Default)]
+struct Outgoing {
+    pieces: Reply,
+    permits: Vec<OwnedSemaphorePermit>,
+}
+
+impl Outgoing {
+    fn add(&mut self, reply: Reply, permit: OwnedSemaphorePermit) {
+        self.pieces.extend(reply);
+        self.permits.push(permit);
+    }
+}
+
 /// Serves requests until the client disconnects, sends garbage, idles out, or `shutdown`.
 ///
 /// A READ whose data is at hand (the device answers it on the first poll: cached data) is
@@ -292,13 +309,15 @@ where
 {
     let mut reader = tokio::io::BufReader::with_capacity(READ_BUFFER, reader);
     let session = Arc::new(session);
-    let (tx, mut rx) = mpsc::channel::<Reply>(1024);
+    let (tx, mut rx) = mpsc::channel::<Outgoing>(1024);
     let writer_task = tokio::spawn(async move {
         let mut w = tokio::io::BufWriter::with_capacity(256 << 10, writer);
-        while let Some(reply) = rx.recv().await {
-            for piece in reply {
+        while let Some(out) = rx.recv().await {
+            for piece in out.pieces {
                 w.write_all(&piece).await?;
             }
+            // Written (or in the writer's bounded buffer): the requests stop counting.
+            drop(out.permits);
             if rx.is_empty() {
                 w.flush().await?;
             }
@@ -312,12 +331,12 @@ where
     let max_permits = (limits.max_in_flight / PERMIT_BYTES).max(1);
     let mut tasks = JoinSet::new();
     // Replies answered on this task, not yet handed to the writer (in answer order).
-    let mut answered: Reply = Vec::new();
+    let mut answered = Outgoing::default();
     let result = loop {
         // Before waiting for the client, hand over what is answered: the client may be
         // waiting for it before it sends more.
         if reader.buffer().len() < REQUEST_LEN
-            && !answered.is_empty()
+            && !answered.pieces.is_empty()
             && tx.send(std::mem::take(&mut answered)).await.is_err()
         {
             break Ok(());
@@ -353,7 +372,9 @@ where
             Ok(p) => p,
             Err(_) => {
                 // Over the in-flight cap: what is answered here must not wait behind it.
-                if !answered.is_empty() && tx.send(std::mem::take(&mut answered)).await.is_err() {
+                if !answered.pieces.is_empty()
+                    && tx.send(std::mem::take(&mut answered)).await.is_err()
+                {
                     break Ok(());
                 }
                 let Ok(p) = permits.clone().acquire_many_owned(wants).await else {
@@ -365,7 +386,7 @@ where
         let mut payload = None;
         if req.kind == CMD_WRITE {
             if reader.buffer().len() < req.len as usize
-                && !answered.is_empty()
+                && !answered.pieces.is_empty()
                 && tx.send(std::mem::take(&mut answered)).await.is_err()
             {
                 break Ok(());
@@ -381,19 +402,16 @@ where
             }
         }
         if let Err((error, why)) = verdict {
-            answered.extend(error_reply(&session, &req, error, why));
+            answered.add(error_reply(&session, &req, error, why), permit);
             continue;
         }
         let device = session.export.device.clone();
-        let run = {
+        let mut run = {
             let session = session.clone();
             CatchUnwind(Box::pin(async move {
-                let reply = execute(device, &session, &req, payload).await;
-                drop(permit);
-                reply
+                execute(device, &session, &req, payload).await
             }))
         };
-        let mut run = run;
         if req.kind == CMD_READ && req.len <= INLINE_READ_MAX {
             // One poll: cached data is answered now; anything that must wait (the disk,
             // a lock) goes on below as a task of its own, which polls it again with a
@@ -402,11 +420,9 @@ where
             if let std::task::Poll::Ready(reply) =
                 std::future::Future::poll(std::pin::Pin::new(&mut run), &mut cx)
             {
-                answered.extend(
-                    reply.unwrap_or_else(|| {
-                        error_reply(&session, &req, errno::EIO, "internal error")
-                    }),
-                );
+                let reply = reply
+                    .unwrap_or_else(|| error_reply(&session, &req, errno::EIO, "internal error"));
+                answered.add(reply, permit);
                 continue;
             }
         }
@@ -415,10 +431,12 @@ where
             let reply = run
                 .await
                 .unwrap_or_else(|| error_reply(&session, &req, errno::EIO, "internal error"));
-            let _ = tx.send(reply).await;
+            let mut out = Outgoing::default();
+            out.add(reply, permit);
+            let _ = tx.send(out).await;
         });
     };
-    if !answered.is_empty() {
+    if !answered.pieces.is_empty() {
         let _ = tx.send(answered).await;
     }
     // Drain: every accepted request gets its answer before the connection closes.
